@@ -1,0 +1,1 @@
+"""Stateful Ray actors: the run coordinator (later: provider limiters, stream consumers)."""

@@ -1,0 +1,159 @@
+"""RunCoordinator: one named actor per run that drives its steps and records every transition.
+
+It is what `augment status` and the API read while a run is live. It beats a heartbeat into the
+metadata store; when the driver dies the actor dies with it, the beats stop, and readers reap
+the run as failed (see MetadataStore.reap_stale_runs).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import ray
+from ray.data import DataContext
+
+from augment_core.settings import Settings
+from augment_core.storage import StoragePaths
+from augment_core.store import StepState, VersionTaken, open_store, utcnow
+from pipelines.plan import ActorReporter, BatchPlan, export_csv
+from pipelines.spec import WorkflowSpec
+
+NAMESPACE = "augment"
+VERSION_RETRIES = 5
+log = logging.getLogger(__name__)
+
+
+def actor_name(run_id: str) -> str:
+    return f"run-{run_id}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """The root cause in one line: Ray wraps task errors several times over."""
+    root: BaseException = exc
+    while True:
+        inner = getattr(root, "cause", None) or root.__cause__
+        if not isinstance(inner, BaseException) or inner is root:
+            break
+        root = inner
+    text = str(root).strip().splitlines()
+    message = text[-1] if text else ""
+    return f"{type(root).__name__}: {message}"[:2000]
+
+
+@ray.remote(num_cpus=0, max_concurrency=8)
+class RunCoordinator:
+    def __init__(self, settings: Settings, run_id: str, spec: WorkflowSpec) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.spec = spec
+        self.store = open_store(settings)
+        self.steps = {name: StepState(name=name) for name in ["validate", *spec.step_names(), "write"]}
+        self.status = "pending"
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    # read by status/API while live ------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"status": self.status, "steps": [s.model_dump() for s in self.steps.values()]}
+
+    def report(self, step: str, rows: int) -> None:
+        with self._lock:
+            if step in self.steps:
+                self.steps[step].rows += rows
+
+    # driving -----------------------------------------------------------------------------------
+    def execute(self) -> str:
+        """Run every step; returns the final status. Never leaves the run 'running'."""
+        DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # progress lives in the run row
+        self.status = "running"
+        self.store.update_run(self.run_id, status="running", started_at=utcnow(), heartbeat_at=utcnow())
+        beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        beat.start()
+        current = "validate"
+        try:
+            plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, ActorReporter(self._self()))
+            self._start("validate")
+            rows_in = plan.validate()
+            self._finish("validate")
+            current = "write"
+            for name in [*self.spec.step_names(), "write"]:
+                self._start(name)
+            result = plan.write()
+            for name in self.spec.step_names():
+                self._finish(name)
+            if result.rows_in != result.valid + result.quarantined:
+                raise RuntimeError(
+                    f"counts do not reconcile: in={result.rows_in}, valid={result.valid}, "
+                    f"quarantined={result.quarantined}"
+                )
+            output = self._catalog(result)
+            self.report("write", result.valid + result.quarantined)
+            self._finish("write")
+            counts = {
+                "in": rows_in, "valid": result.valid, "quarantined": result.quarantined,
+                "augmented": result.valid, "failed": 0, "skipped": 0,
+            }
+            self._end("succeeded", counts=counts, output=output)
+        except Exception as exc:  # every failure ends the run with its reason
+            error = f"step {current!r} failed: {describe_error(exc)}"
+            with self._lock:
+                for state in self.steps.values():
+                    if state.state == "running":
+                        state.state, state.error, state.finished_at = "failed", error, utcnow().isoformat()
+            self._end("failed", error=error)
+        finally:
+            self._stop.set()
+        return self.status
+
+    def _self(self) -> Any:
+        return ray.get_runtime_context().current_actor
+
+    def _catalog(self, result: Any) -> dict[str, Any]:
+        """Give the written data a dataset version; retry if another run took the number."""
+        sink = self.spec.sink
+        schema = {field.name: str(field.type) for field in result.schema}
+        for _ in range(VERSION_RETRIES):
+            version = self.store.next_dataset_version(sink.dataset)
+            try:
+                self.store.add_dataset_version(sink.dataset, version, result.output_path, schema, result.valid, self.run_id)
+                break
+            except VersionTaken:
+                continue
+        else:
+            raise RuntimeError(f"could not claim a version of {sink.dataset} after {VERSION_RETRIES} tries")
+        output = {
+            "dataset": sink.dataset, "version": version, "path": result.output_path,
+            "quarantine_path": result.quarantine_path,
+        }
+        if sink.export_csv:
+            paths = StoragePaths(self.settings)
+            output["csv_path"] = paths.export_csv(sink.dataset, version)
+            export_csv(paths, result.output_path, output["csv_path"])
+        return output
+
+    def _start(self, name: str) -> None:
+        with self._lock:
+            self.steps[name].state, self.steps[name].started_at = "running", utcnow().isoformat()
+
+    def _finish(self, name: str) -> None:
+        with self._lock:
+            self.steps[name].state, self.steps[name].finished_at = "succeeded", utcnow().isoformat()
+
+    def _end(self, status: str, **fields: Any) -> None:
+        with self._lock:
+            self.status = status
+            steps = list(self.steps.values())
+        self.store.finish_run(self.run_id, status, steps=[s.model_dump() for s in steps], **fields)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_seconds):
+            with self._lock:
+                steps = [s.model_dump() for s in self.steps.values()]
+            try:
+                self.store.update_run(self.run_id, heartbeat_at=utcnow(), steps=steps)
+            except Exception as exc:  # a missed beat is retried on the next tick
+                log.warning("heartbeat of run %s not stored: %s", self.run_id, exc)

@@ -1,0 +1,54 @@
+"""Starting runs and reading them live: the only place that creates RunCoordinator actors."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import ray
+
+from actors.run_coordinator import NAMESPACE, RunCoordinator, actor_name
+from augment_core.settings import Settings
+from augment_core.store import RunRecord, StepState, open_store
+from pipelines.spec import WorkflowSpec
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique by a random suffix."""
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def start_run(settings: Settings, spec: WorkflowSpec, spec_path: str) -> tuple[str, Any]:
+    """Create the run row and its named coordinator; returns (run id, ref of the final status)."""
+    store = open_store(settings)
+    run_id = new_run_id()
+    store.create_run(run_id, spec.name, spec.version, spec_path, ["validate", *spec.step_names(), "write"])
+    try:
+        coordinator = RunCoordinator.options(name=actor_name(run_id), namespace=NAMESPACE).remote(
+            settings, run_id, spec
+        )
+        return run_id, (coordinator, coordinator.execute.remote())
+    except Exception as exc:
+        store.finish_run(run_id, "failed", error=f"could not start the run coordinator: {exc}")
+        raise
+
+
+def live_view(record: RunRecord) -> RunRecord:
+    """The run with live step progress from its coordinator, when it is running on this cluster."""
+    if record.status not in ("pending", "running") or not ray.is_initialized():
+        return record
+    try:
+        coordinator = ray.get_actor(actor_name(record.id), namespace=NAMESPACE)
+        snapshot = ray.get(coordinator.snapshot.remote(), timeout=5)
+    except Exception:  # not on this cluster, or it just ended: the stored view stands
+        return record
+    return record.model_copy(
+        update={"steps": [StepState(**s) for s in snapshot["steps"]], "status": snapshot["status"]}
+    )
+
+
+def read_run(settings: Settings, run_id: str) -> RunRecord:
+    store = open_store(settings)
+    store.reap_stale_runs(settings.stale_after_seconds)
+    return live_view(store.find_run(run_id))

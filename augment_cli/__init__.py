@@ -1,0 +1,1 @@
+"""The `augment` command line."""

@@ -1,0 +1,239 @@
+"""`augment`: run, validate and inspect workflows; start the local cluster and Serve apps.
+
+Exit codes: 0 success, 1 a run or command failed, 2 usage or spec errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from augment_core.settings import Settings
+from augment_core.store import RunRecord, open_store
+from pipelines.spec import SpecError, load_spec, preflight
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class CommandError(Exception):
+    """A command that cannot do what was asked; printed without a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _connect_ray(settings: Settings) -> None:
+    import ray
+
+    address = settings.ray_address or os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
+             configure_logging=True, include_dashboard=False if not address else None)
+
+
+# commands -----------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    spec = load_spec(args.spec)
+    print(f"{args.spec}: ok — workflow {spec.name} v{spec.version}, {len(spec.schema_.fields)} fields, "
+          f"{len(spec.steps)} step(s), sink {spec.sink.dataset}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    import ray
+
+    from actors.runs import start_run
+
+    spec = load_spec(args.spec)
+    preflight(spec, args.spec)
+    store = open_store(settings)
+    store.reap_stale_runs(settings.stale_after_seconds)
+    _connect_ray(settings)
+    run_id, (coordinator, final) = start_run(settings, spec, os.path.abspath(args.spec))
+    print(f"run {run_id} started: workflow {spec.name} v{spec.version}", flush=True)
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        ray.get(final)
+    except KeyboardInterrupt as exc:
+        store.finish_run(run_id, "failed", error=f"driver interrupted ({exc or 'SIGINT'})")
+        ray.kill(coordinator)
+        print(f"run {run_id} interrupted", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # the coordinator itself died
+        store.finish_run(run_id, "failed", error=f"run coordinator lost: {exc}")
+    record = store.get_run(run_id)
+    _print_run(record, args.json)
+    return EXIT_OK if record.status == "succeeded" else EXIT_FAILED
+
+
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    store.reap_stale_runs(settings.stale_after_seconds)
+    records = store.list_runs(limit=args.limit, workflow=args.workflow)
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+        return EXIT_OK
+    if not records:
+        print("no runs yet")
+        return EXIT_OK
+    print(f"{'RUN ID':<26} {'WORKFLOW':<22} {'STATUS':<10} {'IN':>8} {'VALID':>8} {'QUAR.':>7}  CREATED")
+    for r in records:
+        c = r.counts
+        print(f"{r.id:<26} {r.workflow[:22]:<22} {r.status:<10} {c.get('in', 0):>8} {c.get('valid', 0):>8} "
+              f"{c.get('quarantined', 0):>7}  {r.created_at:%Y-%m-%d %H:%M:%S}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from actors.runs import live_view
+
+    store = open_store(settings)
+    store.reap_stale_runs(settings.stale_after_seconds)
+    try:
+        record = store.find_run(args.run_id)
+    except KeyError as exc:
+        raise CommandError(str(exc.args[0])) from None
+    if record.status in ("pending", "running") and (settings.ray_address or os.environ.get("RAY_ADDRESS")):
+        _connect_ray(settings)
+        record = live_view(record)
+    _print_run(record, args.json)
+    return EXIT_OK
+
+
+def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    from cluster import local
+
+    cluster = local.LocalCluster(dashboard_port=args.dashboard_port, gcs_port=args.port, num_cpus=args.num_cpus)
+    if args.action == "up":
+        if local.is_up(cluster):
+            print(f"a cluster is already up: dashboard and Jobs API at {cluster.dashboard_url}")
+            return EXIT_OK
+        local.up(settings, cluster)
+        print(f"cluster up: dashboard and Jobs API at {cluster.dashboard_url}, GCS at {cluster.gcs_address}")
+        print(f"  submit: ray job submit --address {cluster.dashboard_url} --working-dir . -- "
+              "augment run configs/workflows/organisations.yaml")
+    elif args.action == "down":
+        local.down()
+        print("cluster down")
+    else:
+        up = local.is_up(cluster)
+        print(f"cluster {'up' if up else 'down'} ({cluster.dashboard_url})")
+        return EXIT_OK if up else EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from serve_apps import deploy
+
+    address = args.address
+    if args.stop:
+        deploy.stop(address)
+        print("Serve applications removed")
+        return EXIT_OK
+    config = deploy.load_config(args.config, prefix=args.prefix, port=args.port)
+    urls = deploy.deploy(address, config, settings)
+    print("Serve applications running:")
+    for name, url in urls.items():
+        print(f"  {name:<12} {url}")
+    return EXIT_OK
+
+
+# output -------------------------------------------------------------------------------------
+def _print_run(record: RunRecord, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(record.model_dump(mode="json") | {"duration_seconds": record.duration_seconds}, indent=2))
+        return
+    c = record.counts
+    took = f" in {record.duration_seconds:.1f}s" if record.duration_seconds is not None else ""
+    print(f"run {record.id}: {record.status}{took}")
+    print(f"  workflow     {record.workflow} v{record.workflow_version} ({record.spec_path})")
+    print(f"  records      in {c.get('in', 0)} · valid {c.get('valid', 0)} · quarantined {c.get('quarantined', 0)}"
+          f" · augmented {c.get('augmented', 0)} · failed {c.get('failed', 0)} · skipped {c.get('skipped', 0)}")
+    out = record.output
+    if out:
+        print(f"  output       {out['dataset']} v{out['version']}: {out['path']}")
+        print(f"  quarantine   {out['quarantine_path']}")
+        if out.get("csv_path"):
+            print(f"  csv export   {out['csv_path']}")
+    print("  steps")
+    for step in record.steps:
+        error = f" — {step.error}" if step.error and step.error != record.error else ""
+        print(f"    {step.name:<28} {step.state:<10} {step.rows:>8} rows{error}")
+    if record.error:
+        print(f"  error        {record.error}")
+
+
+# parser -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="augment",
+        description="Augment records on Ray: validate them, then add trustworthy columns.",
+        epilog="Configuration comes from AUGMENT_* environment variables (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a workflow spec on Ray (locally or as a Ray job)")
+    p.add_argument("spec", help="workflow YAML, e.g. configs/workflows/organisations.yaml")
+    p.add_argument("--json", action="store_true", help="print the final run as JSON")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("validate", help="check a workflow spec without running anything")
+    p.add_argument("spec")
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("runs", help="list recent runs")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--workflow", help="only runs of this workflow")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_runs)
+
+    p = sub.add_parser("status", help="one run: status, counts, steps and error")
+    p.add_argument("run_id", help="a run id or an unambiguous prefix of one")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("cluster", help="start or stop a local Ray head node (dashboard and Jobs API)")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--dashboard-port", type=int, default=8265)
+    p.add_argument("--port", type=int, default=6380, help="GCS port (default 6380; 6379 is Redis's)")
+    p.add_argument("--num-cpus", type=int, default=None)
+    p.set_defaults(handler=cmd_cluster)
+
+    p = sub.add_parser("serve", help="deploy the API and panels on Ray Serve (configs/serve.yaml)")
+    p.add_argument("--config", default="configs/serve.yaml")
+    p.add_argument("--prefix", default=None, help="route prefix for every app, e.g. /augment")
+    p.add_argument("--port", type=int, default=None, help="HTTP port (default from the config)")
+    p.add_argument("--address", default="http://127.0.0.1:8265", help="dashboard address of the cluster")
+    p.add_argument("--stop", action="store_true", help="remove the applications instead")
+    p.set_defaults(handler=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except Exception as exc:
+        print(f"augment: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.handler(args, settings)
+    except SpecError as exc:
+        print(f"augment: spec rejected: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CommandError as exc:
+        print(f"augment: {exc}", file=sys.stderr)
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared infrastructure every layer may use: settings, the metadata store, storage paths."""

@@ -1,0 +1,288 @@
+"""The metadata store: runs and the dataset catalog, on SQLite (default) or PostgreSQL.
+
+Same code for both through SQLAlchemy Core. The run coordinator is the only writer of a live
+run's row; readers reap runs whose heartbeat stopped so that no run stays 'running' forever.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
+
+from augment_core.settings import Settings
+
+RUN_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+COUNT_NAMES = ("in", "valid", "quarantined", "augmented", "failed", "skipped")
+
+metadata = sa.MetaData()
+
+runs_table = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("workflow", sa.String(200), nullable=False, index=True),
+    sa.Column("workflow_version", sa.Integer, nullable=False),
+    sa.Column("spec_path", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("steps", sa.JSON, nullable=False),
+    sa.Column("counts", sa.JSON, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("output", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
+)
+
+dataset_versions_table = sa.Table(
+    "dataset_versions",
+    metadata,
+    sa.Column("dataset", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("schema", sa.JSON, nullable=False),
+    sa.Column("row_count", sa.BigInteger, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands datetimes back without a zone; everything we store is UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.timezone.utc)
+
+
+class StepState(BaseModel):
+    name: str
+    state: str = "pending"  # pending | running | succeeded | failed | cancelled
+    rows: int = 0
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+
+
+class RunRecord(BaseModel):
+    """A run as the CLI, the API and the panels read it."""
+
+    id: str
+    workflow: str
+    workflow_version: int
+    spec_path: str
+    status: str
+    steps: list[StepState]
+    counts: dict[str, int]
+    error: str | None = None
+    output: dict[str, Any] = Field(default_factory=dict)
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    heartbeat_at: dt.datetime | None = None
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or utcnow()
+        return round((end - self.started_at).total_seconds(), 3)
+
+
+class DatasetVersion(BaseModel):
+    dataset: str
+    version: int
+    path: str
+    schema_: dict[str, str] = Field(alias="schema")
+    row_count: int
+    run_id: str
+    created_at: dt.datetime
+
+    model_config = {"populate_by_name": True}
+
+
+def engine_url(database_url: str) -> str:
+    """Route plain PostgreSQL URLs to psycopg 3, the driver we ship."""
+    for prefix in ("postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+psycopg://" + database_url[len(prefix):]
+    return database_url
+
+
+def redacted(database_url: str) -> str:
+    """The URL without its password, for messages."""
+    return sa.engine.make_url(engine_url(database_url)).render_as_string(hide_password=True)
+
+
+class MetadataStore:
+    """Runs and dataset versions. Safe to share between threads of one process."""
+
+    def __init__(self, database_url: str) -> None:
+        url = engine_url(database_url)
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(url, connect_args={"timeout": 30})
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+        metadata.create_all(self.engine)
+
+    # runs -----------------------------------------------------------------------------------
+    def create_run(
+        self, run_id: str, workflow: str, workflow_version: int, spec_path: str, steps: list[str]
+    ) -> RunRecord:
+        row = {
+            "id": run_id,
+            "workflow": workflow,
+            "workflow_version": workflow_version,
+            "spec_path": spec_path,
+            "status": "pending",
+            "steps": [StepState(name=s).model_dump() for s in steps],
+            "counts": {name: 0 for name in COUNT_NAMES},
+            "output": {},
+            "created_at": utcnow(),
+        }
+        with self.engine.begin() as conn:
+            conn.execute(runs_table.insert().values(**row))
+        return self.get_run(run_id)
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        if "steps" in fields:
+            fields["steps"] = [StepState.model_validate(s).model_dump() for s in fields["steps"]]
+        with self.engine.begin() as conn:
+            result = conn.execute(runs_table.update().where(runs_table.c.id == run_id).values(**fields))
+        if result.rowcount == 0:
+            raise KeyError(f"no run {run_id!r}")
+
+    def finish_run(
+        self, run_id: str, status: str, *, error: str | None = None, **fields: Any
+    ) -> bool:
+        """Move a run to a final status once; returns False if it had already ended."""
+        assert status in FINAL_STATUSES, status
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                runs_table.update()
+                .where(runs_table.c.id == run_id, runs_table.c.status.not_in(FINAL_STATUSES))
+                .values(status=status, error=error, finished_at=utcnow(), **fields)
+            )
+        return result.rowcount == 1
+
+    def get_run(self, run_id: str) -> RunRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(runs_table.select().where(runs_table.c.id == run_id)).mappings().first()
+        if row is None:
+            raise KeyError(f"no run {run_id!r}")
+        return _run_record(row)
+
+    def find_run(self, prefix: str) -> RunRecord:
+        """A run by its id or an unambiguous prefix of it."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                runs_table.select().where(runs_table.c.id.startswith(prefix, autoescape=True)).limit(2)
+            ).mappings().all()
+        if not rows:
+            raise KeyError(f"no run {prefix!r}")
+        if len(rows) > 1:
+            raise KeyError(f"run id prefix {prefix!r} is ambiguous")
+        return _run_record(rows[0])
+
+    def list_runs(self, limit: int = 50, workflow: str | None = None) -> list[RunRecord]:
+        query = runs_table.select().order_by(runs_table.c.created_at.desc()).limit(limit)
+        if workflow:
+            query = query.where(runs_table.c.workflow == workflow)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [_run_record(r) for r in rows]
+
+    def reap_stale_runs(self, stale_after_seconds: float) -> list[str]:
+        """Fail runs whose coordinator stopped beating: their driver is gone."""
+        cutoff = utcnow() - dt.timedelta(seconds=stale_after_seconds)
+        live = runs_table.c.status.in_(("pending", "running"))
+        last_sign = sa.func.coalesce(runs_table.c.heartbeat_at, runs_table.c.created_at)
+        with self.engine.begin() as conn:
+            ids = conn.execute(sa.select(runs_table.c.id).where(live, last_sign < cutoff)).scalars().all()
+            for run_id in ids:
+                conn.execute(
+                    runs_table.update()
+                    .where(runs_table.c.id == run_id, live)
+                    .values(
+                        status="failed",
+                        finished_at=utcnow(),
+                        error=f"driver lost: no heartbeat for more than {stale_after_seconds:g}s",
+                    )
+                )
+        return list(ids)
+
+    # datasets -------------------------------------------------------------------------------
+    def next_dataset_version(self, dataset: str) -> int:
+        with self.engine.connect() as conn:
+            latest = conn.execute(
+                sa.select(sa.func.max(dataset_versions_table.c.version)).where(
+                    dataset_versions_table.c.dataset == dataset
+                )
+            ).scalar()
+        return (latest or 0) + 1
+
+    def add_dataset_version(
+        self, dataset: str, version: int, path: str, schema: dict[str, str], row_count: int, run_id: str
+    ) -> DatasetVersion:
+        """Catalog a written version. Raises VersionTaken if another run claimed the number."""
+        row = dict(
+            dataset=dataset, version=version, path=path, schema=schema,
+            row_count=row_count, run_id=run_id, created_at=utcnow(),
+        )
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(dataset_versions_table.insert().values(**row))
+        except IntegrityError as exc:
+            raise VersionTaken(f"{dataset} v{version} already exists") from exc
+        return DatasetVersion(**row)
+
+    def list_dataset_versions(self, dataset: str | None = None) -> list[DatasetVersion]:
+        query = dataset_versions_table.select().order_by(
+            dataset_versions_table.c.dataset, dataset_versions_table.c.version
+        )
+        if dataset:
+            query = query.where(dataset_versions_table.c.dataset == dataset)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [DatasetVersion(**{**r, "created_at": _aware(r["created_at"])}) for r in rows]
+
+
+class VersionTaken(Exception):
+    """Two runs raced for the same dataset version number."""
+
+
+def _run_record(row: Any) -> RunRecord:
+    data = dict(row)
+    for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
+        data[key] = _aware(data[key])
+    return RunRecord(**data)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the CLI, the coordinator and Serve replicas read while one of them writes.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+@functools.lru_cache(maxsize=8)
+def _store_for(database_url: str) -> MetadataStore:
+    return MetadataStore(database_url)
+
+
+def open_store(settings: Settings) -> MetadataStore:
+    """The process-wide store for these settings (one engine and pool per URL)."""
+    return _store_for(settings.database_url)

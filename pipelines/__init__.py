@@ -1,0 +1,1 @@
+"""The workflow spec, sources, validation, augmenters, sinks and the Ray Data plan."""

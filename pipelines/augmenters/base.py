@@ -1,0 +1,110 @@
+"""The augmenter base class: subclasses implement one hook, the base owns the rest."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import pandas as pd
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+
+class AugmenterParams(BaseModel):
+    """Base of every augmenter's params: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Augmenter(ABC):
+    """One step of a workflow. Reads some columns and adds others, batch by batch.
+
+    Subclasses declare `Params`, `reads()` and `adds()`, and implement `process_batch`. The base
+    checks the declared columns, converts the batch, casts the outputs to the declared Arrow
+    types and refuses to overwrite a column unless the spec says so.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[AugmenterParams]]
+    path_params: ClassVar[tuple[str, ...]] = ()  # params holding file paths, resolved at load
+    string_inputs: ClassVar[bool] = True  # every column read must be a string column
+
+    def __init__(self, params: AugmenterParams, step_name: str, overwrite: bool = False) -> None:
+        self.params = params
+        self.step_name = step_name
+        self.overwrite = overwrite
+
+    @abstractmethod
+    def reads(self) -> list[tuple[str, str]]:
+        """(param name, column) for each column this step reads."""
+
+    @abstractmethod
+    def adds(self) -> dict[str, pa.DataType]:
+        """The columns this step adds, with their Arrow types."""
+
+    def setup(self) -> None:
+        """Load heavy state (reference tables, clients) once per worker; no-op by default."""
+
+    @abstractmethod
+    def process_batch(self, batch: pd.DataFrame) -> Mapping[str, Sequence[Any] | pd.Series]:
+        """Return the added columns for the batch (only the columns from `reads()` are in it)."""
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        """Run the step on an Arrow batch and return it with the added columns."""
+        columns = list(dict.fromkeys(column for _, column in self.reads()))
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise KeyError(f"step {self.step_name!r} reads missing column(s) {missing}")
+        batch = table.select(columns).to_pandas(types_mapper=pd.ArrowDtype)
+        produced = self.process_batch(batch)
+        declared = self.adds()
+        if set(produced) != set(declared):
+            raise RuntimeError(
+                f"step {self.step_name!r} produced {sorted(produced)}, declared {sorted(declared)}"
+            )
+        for column, arrow_type in declared.items():
+            values = to_arrow(produced[column], arrow_type)
+            if len(values) != table.num_rows:
+                raise RuntimeError(f"step {self.step_name!r} returned {len(values)} values for {table.num_rows} rows")
+            if column in table.column_names:
+                if not self.overwrite:
+                    raise RuntimeError(f"step {self.step_name!r} would overwrite {column!r}")
+                table = table.set_column(table.column_names.index(column), column, values)
+            else:
+                table = table.append_column(pa.field(column, arrow_type), values)
+        return table
+
+
+def to_arrow(values: Sequence[Any] | pd.Series, arrow_type: pa.DataType) -> pa.Array:
+    """Values as an Arrow array of exactly this type; None, NaN and NA become null."""
+    if isinstance(values, pd.Series):
+        array = pa.Array.from_pandas(values)
+        return array if array.type == arrow_type else array.cast(arrow_type)
+    return pa.array(list(values), type=arrow_type, from_pandas=True)
+
+
+def values_of(series: pd.Series) -> list[Any]:
+    """A column as Python values, with None for every kind of null."""
+    return [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in series.tolist()]
+
+
+def map_distinct(values: Iterable[Hashable], fn: Callable[[Any], Any]) -> list[Any]:
+    """fn applied once per distinct non-null value (parsing is the cost), None for nulls."""
+    cache: dict[Hashable, Any] = {}
+    out = []
+    for value in values:
+        if value is None:
+            out.append(None)
+            continue
+        if value not in cache:
+            cache[value] = fn(value)
+        out.append(cache[value])
+    return out
+
+
+def blank_to_none(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None

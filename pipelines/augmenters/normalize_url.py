@@ -1,0 +1,74 @@
+"""normalize_url: a website address, normalised, with its host and registered domain."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import tldextract
+
+from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
+from pipelines.registry import register
+
+_HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_LABEL = re.compile(r"^(?!-)[\w-]{1,63}(?<!-)$")  # \w: internationalised labels stay as written
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@cache
+def _extract() -> tldextract.TLDExtract:
+    # The bundled public suffix snapshot only: no fetch, no cache folder, built once per process.
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+@register("normalize_url")
+class NormalizeUrl(ColumnAugmenter):
+    """Normalises website addresses: https added when the scheme is missing, host lower-cased,
+    credentials, default ports, the fragment and a lone "/" path dropped. An IP address host is
+    valid and has no domain; a host without a public suffix ("localhost") is invalid.
+
+    Reads: `column` (string).
+    Adds: `{prefix}_url`, `{prefix}_host` (lower-case, without "www."), `{prefix}_domain`
+    (registered domain, e.g. shop.acme.com.au -> acme.com.au), `{prefix}_valid` (bool).
+    """
+
+    Params = ColumnParams
+    outputs = {"url": pa.string(), "host": pa.string(), "domain": pa.string(), "valid": pa.bool_()}
+
+    def setup(self) -> None:
+        _extract()
+
+    def parse(self, value: str) -> Mapping[str, Any]:
+        text = value if _HAS_SCHEME.match(value) else "https://" + value.removeprefix("//")
+        try:
+            parts = urlsplit(text)
+            port = parts.port  # raises ValueError for a port that is not a number in range
+        except ValueError:
+            return {"valid": False}
+        scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
+        if scheme not in _DEFAULT_PORTS or not host:
+            return {"valid": False}
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        if ip is None:
+            domain = _extract()(host).top_domain_under_public_suffix
+            if not domain or not all(_LABEL.match(label) for label in host.split(".")):
+                return {"valid": False}
+        netloc = f"[{host}]" if ip is not None and ip.version == 6 else host
+        if port is not None and port != _DEFAULT_PORTS[scheme]:
+            netloc += f":{port}"
+        path = "" if parts.path == "/" else parts.path
+        query = f"?{parts.query}" if parts.query else ""
+        return {
+            "url": f"{scheme}://{netloc}{path}{query}",
+            "host": host.removeprefix("www."),
+            "domain": None if ip is not None else domain,
+            "valid": True,
+        }

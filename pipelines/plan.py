@@ -1,0 +1,239 @@
+"""The Ray Data plan of a batch run, and the batch functions it shares with the online path.
+
+validate -> (quarantine duplicate keys) -> split -> augment chain -> write Parquet.
+The validated records are materialized once so that the quarantine and the augmented output
+are written from the same rows and the counts can be reconciled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import ray
+from ray.data.aggregate import Count, Min
+
+from augment_core.storage import StoragePaths
+from pipelines.augmenters.base import Augmenter
+from pipelines.registry import build_chain, output_schema
+from pipelines.sources import read_source
+from pipelines.spec import WorkflowSpec
+from pipelines.validation import ERRORS_COLUMN, RAW_COLUMN, validate_table
+
+Reporter = Callable[[str, int], None]
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("source", pa.string()),
+        ("source_row", pa.int64()),
+        ("field", pa.string()),
+        ("reason", pa.string()),
+        ("errors", pa.string()),
+        ("record", pa.string()),
+    ]
+)
+
+
+class ActorReporter:
+    """Sends step progress to the run coordinator without waiting (fire and forget)."""
+
+    def __init__(self, coordinator: Any) -> None:
+        self.coordinator = coordinator
+
+    def __call__(self, step: str, rows: int) -> None:
+        self.coordinator.report.remote(step, rows)
+
+
+def _no_report(step: str, rows: int) -> None:
+    return None
+
+
+# Batch functions shared by both paths ------------------------------------------------------
+def split_valid(table: pa.Table, valid: bool) -> pa.Table:
+    mask = pc.is_null(table[ERRORS_COLUMN])
+    return table.filter(mask if valid else pc.invert(mask))
+
+
+def run_chain(chain: list[Augmenter], table: pa.Table, schema: pa.Schema, report: Reporter = _no_report) -> pa.Table:
+    """Valid records through every augmenter, returned with exactly the output schema."""
+    for augmenter in chain:
+        table = augmenter.apply(table)
+        report(augmenter.step_name, table.num_rows)
+    return table.select(schema.names).cast(schema)
+
+
+def mark_duplicates(table: pa.Table, first_seen: dict[str, str], key: list[str]) -> pa.Table:
+    """Quarantine every record whose key was already seen earlier in the input."""
+    ids = table["record_uuid"].to_pylist()
+    orders = table["_source_order"].to_pylist()
+    errors = table[ERRORS_COLUMN].to_pylist()
+    raws = table[RAW_COLUMN].to_pylist()
+    rows = None
+    for i, (record_id, order) in enumerate(zip(ids, orders)):
+        first = first_seen.get(record_id) if record_id else None
+        if first is None or first == order:
+            continue
+        rows = rows or table.to_pylist()
+        source, row = first.split("\x1f")
+        values = {k: rows[i][k] for k in key}
+        errors[i] = json.dumps(
+            [{"field": ",".join(key), "reason": f"duplicate key {values}: first seen at row {int(row)} of {source}"}],
+            ensure_ascii=False,
+            default=str,
+        )
+        raws[i] = json.dumps({k: rows[i][k] for k in table.column_names if not k.startswith("_")}, default=str)
+    table = table.set_column(table.column_names.index(ERRORS_COLUMN), ERRORS_COLUMN, pa.array(errors, pa.string()))
+    return table.set_column(table.column_names.index(RAW_COLUMN), RAW_COLUMN, pa.array(raws, pa.string()))
+
+
+def quarantine_rows(table: pa.Table, run_id: str) -> pa.Table:
+    """Invalid records in the quarantine layout: where, which field, why, and the raw values."""
+    errors = [json.loads(e) for e in table[ERRORS_COLUMN].to_pylist()]
+    n = table.num_rows
+    return pa.table(
+        {
+            "run_id": pa.array([run_id] * n, pa.string()),
+            "source": table["_source"] if "_source" in table.column_names else pa.nulls(n, pa.string()),
+            "source_row": table["_source_row"] if "_source_row" in table.column_names else pa.nulls(n, pa.int64()),
+            "field": pa.array([e[0]["field"] for e in errors], pa.string()),
+            "reason": pa.array(["; ".join(f"{x['field']}: {x['reason']}" for x in e) for e in errors], pa.string()),
+            "errors": table[ERRORS_COLUMN],
+            "record": table[RAW_COLUMN],
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+# The batch plan ---------------------------------------------------------------------------
+class AugmentBatches:
+    """Ray Data actor: builds the chain once (reference tables loaded in setup), then maps batches."""
+
+    def __init__(self, spec: WorkflowSpec, report: Reporter) -> None:
+        self.chain = build_chain(spec)
+        for augmenter in self.chain:
+            augmenter.setup()
+        self.schema = output_schema(spec)
+        self.report = report
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return run_chain(self.chain, table, self.schema, self.report)
+
+
+@dataclass
+class PlanResult:
+    rows_in: int
+    valid: int
+    quarantined: int
+    output_path: str
+    quarantine_path: str
+    schema: pa.Schema
+
+
+class BatchPlan:
+    """The stages of one run, called in order by the run coordinator."""
+
+    def __init__(self, spec: WorkflowSpec, paths: StoragePaths, run_id: str, report: Reporter = _no_report) -> None:
+        self.spec, self.paths, self.run_id, self.report = spec, paths, run_id, report
+        self.output_path = paths.dataset_run(spec.sink.dataset, run_id)
+        self.quarantine_path = paths.quarantine(spec.sink.dataset, run_id)
+        self.validated: ray.data.Dataset | None = None
+        self.rows_in = 0
+
+    def validate(self) -> int:
+        """Read and validate every record; returns the number read."""
+        schema, report = self.spec.schema_, self.report
+
+        def validate_batch(table: pa.Table) -> pa.Table:
+            out = validate_table(table, schema)
+            report("validate", out.num_rows)
+            return out
+
+        source_fs = None
+        if getattr(self.spec.source, "path", "").startswith("s3://"):
+            source_fs = self.paths.filesystem(self.spec.source.path)[0]
+        raw = read_source(self.spec.source, schema, filesystem=source_fs)
+        validated = raw.map_batches(validate_batch, batch_format="pyarrow", batch_size=None).materialize()
+        if schema.key and schema.unique_key:
+            first_seen = self._first_seen_of_duplicates(validated)
+            if first_seen:
+                validated = validated.map_batches(
+                    mark_duplicates, batch_format="pyarrow", batch_size=None,
+                    fn_kwargs={"first_seen": first_seen, "key": schema.key},
+                )
+        self.validated = validated
+        self.rows_in = validated.count()
+        return self.rows_in
+
+    def _first_seen_of_duplicates(self, validated: ray.data.Dataset) -> dict[str, str]:
+        # Only keys seen more than once come back to this process: memory stays bounded by them.
+        counts = (
+            validated.map_batches(lambda t: split_valid(t, True).select(["record_uuid", "_source_order"]),
+                                  batch_format="pyarrow", batch_size=None)
+            .groupby("record_uuid", num_partitions=max(1, min(validated.num_blocks(), 64)))
+            .aggregate(Count(), Min("_source_order"))
+            .filter(lambda row: row["count()"] > 1)
+        )
+        return {row["record_uuid"]: row["min(_source_order)"] for row in counts.iter_rows()}
+
+    def write(self, augment_actors: int = 1) -> PlanResult:
+        """Write the quarantine, then the augmented records; count both from what was written."""
+        assert self.validated is not None, "validate() first"
+        run_id = self.run_id
+        schema = output_schema(self.spec)
+        q_fs, q_path = self.paths.filesystem(self.quarantine_path)
+        (
+            self.validated.map_batches(
+                lambda t: quarantine_rows(split_valid(t, False), run_id), batch_format="pyarrow", batch_size=None
+            ).write_parquet(q_path, filesystem=q_fs)
+        )
+        o_fs, o_path = self.paths.filesystem(self.output_path)
+        (
+            self.validated.map_batches(lambda t: split_valid(t, True), batch_format="pyarrow", batch_size=None)
+            .map_batches(
+                AugmentBatches,
+                fn_constructor_kwargs={"spec": self.spec, "report": self.report},
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, augment_actors)),
+                num_cpus=0.25,
+            )
+            .write_parquet(o_path, filesystem=o_fs)
+        )
+        return PlanResult(
+            rows_in=self.rows_in,
+            valid=count_parquet_rows(o_fs, o_path),
+            quarantined=count_parquet_rows(q_fs, q_path),
+            output_path=self.output_path,
+            quarantine_path=self.quarantine_path,
+            schema=schema,
+        )
+
+
+def count_parquet_rows(fs: Any, path: str) -> int:
+    """Rows in a written Parquet folder, from file footers (0 when nothing was written)."""
+    from pyarrow.fs import FileSelector, FileType
+
+    info = fs.get_file_info(path)
+    if info.type == FileType.NotFound:
+        return 0
+    files = [f.path for f in fs.get_file_info(FileSelector(path, recursive=True)) if f.path.endswith(".parquet")]
+    return sum(pq.ParquetFile(fs.open_input_file(f)).metadata.num_rows for f in files)
+
+
+def export_csv(paths: StoragePaths, parquet_path: str, csv_path: str) -> None:
+    """Stream a written dataset into one CSV file (bounded memory)."""
+    in_fs, in_path = paths.filesystem(parquet_path)
+    out_fs, out_path = paths.filesystem(csv_path)
+    out_fs.create_dir(out_path.rsplit("/", 1)[0], recursive=True)
+    dataset = pq.ParquetDataset(in_path, filesystem=in_fs)
+    schema = dataset.schema
+    with out_fs.open_output_stream(out_path) as stream, pacsv.CSVWriter(stream, schema) as writer:
+        for fragment in dataset.fragments:
+            for batch in fragment.to_batches():
+                writer.write_batch(batch)

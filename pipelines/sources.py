@@ -1,0 +1,217 @@
+"""Sources: CSV, JSON Lines and Parquet files (local or s3://) and PostgreSQL queries.
+
+File rows come out as raw values (strings for text formats) of the declared fields, plus
+where they came from: `_source` (file), `_source_row` (1 = first data row) and
+`_source_order` (sorts rows in input order across files). A row that cannot be parsed is not
+dropped: it comes out with `_parse_error` and is quarantined by validation.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+from ray.data.datasource import FileBasedDatasource
+
+from pipelines.spec import FileSource, PostgresSource, SchemaSpec
+from pipelines.validation import missing_required_columns
+
+ROWS_PER_BLOCK = 10_000
+_EXTENSIONS = {"csv": ["csv", "txt"], "jsonl": ["jsonl", "json", "ndjson"], "parquet": ["parquet"]}
+
+
+class SourceError(Exception):
+    """A source that cannot be read at all (missing file, missing required columns...)."""
+
+
+class _RowBuffer:
+    """Collects raw rows of one file and hands them out as Arrow tables."""
+
+    def __init__(self, path: str, fields: list[str], text: bool) -> None:
+        self.path, self.fields, self.text = path, fields, text
+        self.rows: list[dict[str, Any]] = []
+        self.row_number = 0
+
+    def add(self, values: dict[str, Any], parse_error: str | None = None) -> None:
+        self.row_number += 1
+        self.rows.append({**values, "_source_row": self.row_number, "_parse_error": parse_error})
+
+    def full(self) -> bool:
+        return len(self.rows) >= ROWS_PER_BLOCK
+
+    def take(self) -> pa.Table:
+        rows, self.rows = self.rows, []
+        field_type = pa.string() if self.text else None
+        columns: dict[str, pa.Array] = {}
+        for name in self.fields:
+            columns[name] = pa.array([r.get(name) for r in rows], type=field_type, from_pandas=True)
+        numbers = [r["_source_row"] for r in rows]
+        columns["_source"] = pa.array([self.path] * len(rows), pa.string())
+        columns["_source_row"] = pa.array(numbers, pa.int64())
+        columns["_source_order"] = pa.array([f"{self.path}\x1f{n:015d}" for n in numbers], pa.string())
+        columns["_parse_error"] = pa.array([r["_parse_error"] for r in rows], pa.string())
+        return pa.table(columns)
+
+
+def _text_value(value: Any) -> str | None:
+    """A JSON value as the text a CSV cell would hold, so both formats validate alike."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+class RecordFileDatasource(FileBasedDatasource):
+    """Reads CSV / JSON Lines / Parquet files row-exactly, keeping malformed rows."""
+
+    def __init__(self, source: FileSource, schema: SchemaSpec, **kwargs: Any) -> None:
+        super().__init__(source.path, file_extensions=_EXTENSIONS[source.kind], **kwargs)
+        self.kind = source.kind
+        self.delimiter = source.delimiter
+        self.schema_spec = schema
+
+    def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        yield from {"csv": self._csv, "jsonl": self._jsonl, "parquet": self._parquet}[self.kind](f, path)
+
+    def _require(self, path: str, present: list[str]) -> None:
+        missing = missing_required_columns(present, self.schema_spec)
+        if missing:
+            raise SourceError(f"{path}: required column(s) {missing} are missing; the file has {present}")
+
+    def _text_lines(self, f: pa.NativeFile, path: str) -> Iterator[str]:
+        stream = io.TextIOWrapper(io.BufferedReader(_RawAdapter(f)), encoding="utf-8-sig", newline="")
+        try:
+            yield from stream
+        except UnicodeDecodeError as exc:
+            raise SourceError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start} of a chunk)") from None
+
+    def _csv(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        fields = list(self.schema_spec.fields)
+        reader = csv.reader(self._text_lines(f, path), delimiter=self.delimiter, strict=True)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise SourceError(f"{path}: empty file, expected a header row") from None
+        self._require(path, header)
+        positions = {name: header.index(name) for name in fields if name in header}
+        buffer = _RowBuffer(path, fields, text=True)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                buffer.add({}, f"malformed CSV near line {reader.line_num}: {exc}")
+                continue
+            if not any(cell.strip() for cell in row):
+                continue  # blank line: not a record
+            if len(row) != len(header):
+                buffer.add({}, f"malformed CSV row: {len(row)} cells, header has {len(header)}")
+            else:
+                buffer.add({name: row[i] for name, i in positions.items()})
+            if buffer.full():
+                yield buffer.take()
+        if buffer.rows:
+            yield buffer.take()
+
+    def _jsonl(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        fields = list(self.schema_spec.fields)
+        buffer = _RowBuffer(path, fields, text=True)
+        for line in self._text_lines(f, path):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                buffer.add({}, f"invalid JSON: {exc.msg} at column {exc.colno}")
+                continue
+            if not isinstance(obj, dict):
+                buffer.add({}, f"expected a JSON object, got {type(obj).__name__}")
+                continue
+            buffer.add({name: _text_value(obj.get(name)) for name in fields})
+            if buffer.full():
+                yield buffer.take()
+        if buffer.rows:
+            yield buffer.take()
+
+    def _parquet(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        fields = list(self.schema_spec.fields)
+        parquet = pq.ParquetFile(pa.BufferReader(f.read()))
+        present = parquet.schema_arrow.names
+        self._require(path, present)
+        row = 0
+        for batch in parquet.iter_batches(batch_size=ROWS_PER_BLOCK, columns=[n for n in fields if n in present]):
+            table = pa.Table.from_batches([batch])
+            numbers = list(range(row + 1, row + table.num_rows + 1))
+            row += table.num_rows
+            for name in fields:
+                if name not in present:
+                    table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
+            table = table.append_column("_source", pa.array([path] * table.num_rows, pa.string()))
+            table = table.append_column("_source_row", pa.array(numbers, pa.int64()))
+            table = table.append_column(
+                "_source_order", pa.array([f"{path}\x1f{n:015d}" for n in numbers], pa.string())
+            )
+            yield table.append_column("_parse_error", pa.nulls(table.num_rows, pa.string()))
+
+
+class _RawAdapter(io.RawIOBase):
+    """Lets io.BufferedReader pull from a pyarrow input stream."""
+
+    def __init__(self, stream: pa.NativeFile) -> None:
+        self.stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def read_source(source: FileSource | PostgresSource, schema: SchemaSpec, filesystem: Any = None) -> ray.data.Dataset:
+    """The raw records of a source as a Ray Dataset."""
+    if isinstance(source, PostgresSource):
+        return _read_postgres(source, schema)
+    try:
+        datasource = RecordFileDatasource(source, schema, filesystem=filesystem)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise SourceError(f"cannot read {source.kind} source {source.path}: {exc}") from None
+    return ray.data.read_datasource(datasource)
+
+
+def _read_postgres(source: PostgresSource, schema: SchemaSpec) -> ray.data.Dataset:
+    import psycopg
+
+    dsn = os.environ.get(source.dsn_env)
+    if not dsn:
+        raise SourceError(f"postgres source: environment variable {source.dsn_env} is not set")
+
+    def connect() -> Any:
+        return psycopg.connect(dsn)
+
+    # row_number() gives every row its ordinal so quarantine can point at it.
+    sql = f"SELECT row_number() OVER () AS _source_row, q.* FROM ({source.query}) AS q"
+    dataset = ray.data.read_sql(sql, connect)
+
+    def annotate(table: pa.Table) -> pa.Table:
+        missing = missing_required_columns(table.column_names, schema)
+        if missing:
+            raise SourceError(f"postgres source: the query returns no column(s) {missing}")
+        numbers = table.column("_source_row").to_pylist()
+        table = table.append_column("_source", pa.array(["postgres"] * table.num_rows, pa.string()))
+        table = table.append_column(
+            "_source_order", pa.array([f"postgres\x1f{n:015d}" for n in numbers], pa.string())
+        )
+        return table.append_column("_parse_error", pa.nulls(table.num_rows, pa.string()))
+
+    return dataset.map_batches(annotate, batch_format="pyarrow", batch_size=None)

@@ -1,0 +1,269 @@
+"""The workflow spec (YAML) as pydantic models, with every error reported by path.
+
+Structure is checked by pydantic (unknown keys are errors); meaning — augmenter params,
+the columns each step reads and adds — by `check_steps`, before anything runs.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pyarrow as pa
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+IDENTIFIER = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"
+RESERVED_COLUMNS = frozenset({"record_uuid"})
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldType(str, Enum):
+    string = "string"
+    integer = "integer"
+    float = "float"
+    boolean = "boolean"
+    date = "date"
+    datetime = "datetime"
+
+    @property
+    def arrow(self) -> pa.DataType:
+        return ARROW_TYPES[self]
+
+
+ARROW_TYPES: dict[FieldType, pa.DataType] = {
+    FieldType.string: pa.string(),
+    FieldType.integer: pa.int64(),
+    FieldType.float: pa.float64(),
+    FieldType.boolean: pa.bool_(),
+    FieldType.date: pa.date32(),
+    FieldType.datetime: pa.timestamp("us", tz="UTC"),
+}
+
+
+class FieldSpec(StrictModel):
+    """One declared column: its type and the constraints a record must meet."""
+
+    type: FieldType = FieldType.string
+    required: bool = False
+    description: str | None = None
+    regex: str | None = Field(default=None, description="Full match, for string fields.")
+    min: float | None = Field(default=None, description="Lowest value, for numbers.")
+    max: float | None = Field(default=None, description="Highest value, for numbers.")
+    min_length: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=1)
+    enum: list[str | int | float] | None = Field(default=None, min_length=1)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _constraints_fit_type(self) -> "FieldSpec":
+        numeric = self.type in (FieldType.integer, FieldType.float)
+        if (self.min is not None or self.max is not None) and not numeric:
+            raise ValueError(f"min/max apply to integer and float fields, not {self.type.value}")
+        textual = self.type == FieldType.string
+        if (self.regex or self.min_length is not None or self.max_length is not None) and not textual:
+            raise ValueError(f"regex/min_length/max_length apply to string fields, not {self.type.value}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
+            raise ValueError(f"min_length ({self.min_length}) is greater than max_length ({self.max_length})")
+        return self
+
+
+class SchemaSpec(StrictModel):
+    fields: dict[str, FieldSpec] = Field(min_length=1)
+    key: list[str] = Field(
+        default_factory=list,
+        description="Fields that identify a record; record_uuid derives from them.",
+    )
+    unique_key: bool = Field(default=True, description="Quarantine later records with a seen key.")
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, fields: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        for name in fields:
+            if not re.match(IDENTIFIER, name):
+                raise ValueError(f"field name {name!r} must start with a letter and hold only letters, digits and _")
+            if name in RESERVED_COLUMNS:
+                raise ValueError(f"field name {name!r} is reserved")
+        return fields
+
+    @model_validator(mode="after")
+    def _key_fields_exist(self) -> "SchemaSpec":
+        missing = [k for k in self.key if k not in self.fields]
+        if missing:
+            raise ValueError(f"key field(s) {missing} are not fields of the schema")
+        return self
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([(name, f.type.arrow) for name, f in self.fields.items()])
+
+
+class FileSource(StrictModel):
+    kind: Literal["csv", "jsonl", "parquet"]
+    path: str = Field(min_length=1, description="A file, a folder of files, or an s3:// URL.")
+    delimiter: str = Field(default=",", min_length=1, max_length=1, description="CSV only.")
+
+
+class PostgresSource(StrictModel):
+    kind: Literal["postgres"]
+    query: str = Field(min_length=1)
+    dsn_env: str = Field(
+        default="AUGMENT_SOURCE_DSN",
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Name of the environment variable that holds the connection string.",
+    )
+
+
+SourceSpec = Annotated[FileSource | PostgresSource, Field(discriminator="kind")]
+
+
+class StepSpec(StrictModel):
+    use: str = Field(description="The augmenter's registry name, e.g. normalize_url.")
+    name: str | None = Field(default=None, pattern=IDENTIFIER)
+    params: dict[str, Any] = Field(default_factory=dict)
+    overwrite: bool = Field(default=False, description="Allow replacing existing columns.")
+
+
+class SinkSpec(StrictModel):
+    dataset: str = Field(pattern=IDENTIFIER)
+    export_csv: bool = False
+
+
+class WorkflowSpec(StrictModel):
+    name: str = Field(pattern=IDENTIFIER)
+    version: int = Field(default=1, ge=1)
+    description: str | None = None
+    source: SourceSpec
+    schema_: SchemaSpec = Field(alias="schema")
+    steps: list[StepSpec] = Field(default_factory=list)
+    sink: SinkSpec
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def step_names(self) -> list[str]:
+        return [s.name or f"{s.use}_{i}" for i, s in enumerate(self.steps)]
+
+
+class SpecError(Exception):
+    """A spec that cannot run; `errors` holds one 'path: reason' line per problem."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source}: {len(errors)} error(s)\n" + "\n".join(f"  {e}" for e in errors))
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    """('steps', 2, 'params', 'column') -> 'steps[2].params.column'."""
+    text = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        if isinstance(part, int) and not isinstance(part, bool):
+            text += f"[{part}]"
+        else:
+            text += ("." if text else "") + str(part)
+    return text or "(top level)"
+
+
+def _pydantic_errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = prefix + tuple(err["loc"])
+        # Drop discriminator tags ('source', 'csv', 'path') and pydantic's own markers.
+        if len(loc) > 1 and loc[0] == "source" and loc[1] in ("csv", "jsonl", "parquet", "postgres"):
+            loc = loc[:1] + loc[2:]
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["loc"] and err["loc"][-1] == "[key]":
+            message = f"key {loc[-2]!r} is not a string (YAML reads unquoted on/off/yes/no as booleans: quote it)"
+        lines.append(f"{format_loc(loc)}: {message}")
+    return lines
+
+
+def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | None = None) -> WorkflowSpec:
+    """Validate a spec given as Python data; relative paths resolve against base_dir."""
+    if not isinstance(data, dict):
+        raise SpecError(source, [f"(top level): expected a mapping, got {type(data).__name__}"])
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(source, _pydantic_errors(exc)) from None
+    from pipelines.registry import check_steps  # the registry imports spec models
+
+    errors = check_steps(spec)
+    if errors:
+        raise SpecError(source, errors)
+    return _resolve_paths(spec, base_dir) if base_dir else spec
+
+
+def load_spec(path: str | Path) -> WorkflowSpec:
+    """Read, validate and resolve a workflow YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(str(path), [f"(file): cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise SpecError(str(path), [f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    return parse_spec(data, str(path), path.resolve().parent)
+
+
+def resolve_path(value: str, base_dir: Path) -> str:
+    if "://" in value or Path(value).is_absolute():
+        return value
+    return str((base_dir / value).resolve())
+
+
+def _resolve_paths(spec: WorkflowSpec, base_dir: Path) -> WorkflowSpec:
+    if isinstance(spec.source, FileSource):
+        spec.source.path = resolve_path(spec.source.path, base_dir)
+    from pipelines.registry import augmenters
+
+    for step in spec.steps:
+        for param in augmenters()[step.use].path_params:
+            if isinstance(step.params.get(param), str):
+                step.params[param] = resolve_path(step.params[param], base_dir)
+    return spec
+
+
+def preflight(spec: WorkflowSpec, source: str = "<spec>") -> None:
+    """Refuse a run whose local input files are missing, before any Ray work starts."""
+    from pipelines.registry import augmenters
+
+    errors = []
+    if isinstance(spec.source, FileSource) and "://" not in spec.source.path:
+        if not Path(spec.source.path).exists():
+            errors.append(f"source.path: no such file or folder: {spec.source.path}")
+    for i, step in enumerate(spec.steps):
+        for param in augmenters()[step.use].path_params:
+            value = step.params.get(param)
+            if isinstance(value, str) and "://" not in value and not Path(value).exists():
+                errors.append(f"steps[{i}].params.{param}: no such file: {value}")
+    if errors:
+        raise SpecError(source, errors)
