@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -25,13 +26,21 @@ def start_run(settings: Settings, spec: WorkflowSpec, spec_path: str) -> tuple[s
     run_id = new_run_id()
     store.create_run(run_id, spec.name, spec.version, spec_path, ["validate", *spec.step_names(), "write"])
     try:
-        coordinator = RunCoordinator.options(name=actor_name(run_id), namespace=NAMESPACE).remote(
-            settings, run_id, spec
-        )
+        coordinator = RunCoordinator.options(
+            name=actor_name(run_id), namespace=NAMESPACE, runtime_env=_source_env(spec)
+        ).remote(settings, run_id, spec)
         return run_id, (coordinator, coordinator.execute.remote())
     except Exception as exc:
         store.finish_run(run_id, "failed", error=f"could not start the run coordinator: {exc}")
         raise
+
+
+def _source_env(spec: WorkflowSpec) -> dict[str, Any] | None:
+    """Hand the variable that holds a database source's DSN to the coordinator (never the spec)."""
+    name = getattr(spec.source, "dsn_env", None)
+    if name and name in os.environ:
+        return {"env_vars": {name: os.environ[name]}}
+    return None
 
 
 def live_view(record: RunRecord) -> RunRecord:

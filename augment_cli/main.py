@@ -135,12 +135,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from serve_apps import deploy
 
     address = args.address
-    if args.stop:
-        deploy.stop(address)
-        print("Serve applications removed")
-        return EXIT_OK
-    config = deploy.load_config(args.config, prefix=args.prefix, port=args.port)
-    urls = deploy.deploy(address, config, settings)
+    try:
+        if args.stop:
+            deploy.stop(address)
+            print("Serve applications removed")
+            return EXIT_OK
+        config = deploy.load_config(args.config, prefix=args.prefix, port=args.port)
+        urls = deploy.deploy(address, config)
+    except deploy.ServeConfigError as exc:
+        raise CommandError(f"serve config rejected: {exc}", EXIT_USAGE) from None
+    except deploy.DeployError as exc:
+        raise CommandError(str(exc)) from None
     print("Serve applications running:")
     for name, url in urls.items():
         print(f"  {name:<12} {url}")

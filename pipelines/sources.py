@@ -60,13 +60,19 @@ class _RowBuffer:
         return pa.table(columns)
 
 
-def _text_value(value: Any) -> str | None:
+def text_value(value: Any) -> str | None:
     """A JSON value as the text a CSV cell would hold, so both formats validate alike."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _clip(value: Any, limit: int = 300) -> str:
+    """The offending input, shortened, so the quarantine shows what was there."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class RecordFileDatasource(FileBasedDatasource):
@@ -114,7 +120,7 @@ class RecordFileDatasource(FileBasedDatasource):
             if not any(cell.strip() for cell in row):
                 continue  # blank line: not a record
             if len(row) != len(header):
-                buffer.add({}, f"malformed CSV row: {len(row)} cells, header has {len(header)}")
+                buffer.add({}, f"malformed CSV row: {len(row)} cells, header has {len(header)}: {_clip(row)}")
             else:
                 buffer.add({name: row[i] for name, i in positions.items()})
             if buffer.full():
@@ -131,12 +137,12 @@ class RecordFileDatasource(FileBasedDatasource):
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                buffer.add({}, f"invalid JSON: {exc.msg} at column {exc.colno}")
+                buffer.add({}, f"invalid JSON: {exc.msg} at column {exc.colno}: {_clip(line.strip())}")
                 continue
             if not isinstance(obj, dict):
                 buffer.add({}, f"expected a JSON object, got {type(obj).__name__}")
                 continue
-            buffer.add({name: _text_value(obj.get(name)) for name in fields})
+            buffer.add({name: text_value(obj.get(name)) for name in fields})
             if buffer.full():
                 yield buffer.take()
         if buffer.rows:

@@ -81,6 +81,14 @@ class FieldSpec(StrictModel):
             raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
         if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
             raise ValueError(f"min_length ({self.min_length}) is greater than max_length ({self.max_length})")
+        # Enum values are compared with the typed value, so they must have the field's type.
+        if self.enum is not None:
+            if textual:
+                self.enum = [str(v) for v in self.enum]  # YAML reads `enum: [1, 2]` as numbers
+            elif not numeric:
+                raise ValueError(f"enum applies to string, integer and float fields, not {self.type.value}")
+            elif any(isinstance(v, str) for v in self.enum):
+                raise ValueError(f"enum values of a {self.type.value} field must be numbers")
         return self
 
 
@@ -196,14 +204,22 @@ def _pydantic_errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key"
-        elif err["loc"] and err["loc"][-1] == "[key]":
-            message = f"key {loc[-2]!r} is not a string (YAML reads unquoted on/off/yes/no as booleans: quote it)"
+        elif (err["loc"] and err["loc"][-1] == "[key]") or err["type"] == "invalid_key":
+            # pydantic puts the bad key itself in the location, with True shown as 1: report the
+            # mapping that holds it, and the key as YAML produced it.
+            loc = loc[:-2] if loc[-1] == "[key]" else loc[:-1]
+            message = (
+                f"key {err['input']!r} is not a string"
+                " (YAML reads unquoted on/off/yes/no as booleans: quote it)"
+            )
         lines.append(f"{format_loc(loc)}: {message}")
     return lines
 
 
 def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | None = None) -> WorkflowSpec:
     """Validate a spec given as Python data; relative paths resolve against base_dir."""
+    if data is None:
+        raise SpecError(source, ["(top level): the spec is empty"])
     if not isinstance(data, dict):
         raise SpecError(source, [f"(top level): expected a mapping, got {type(data).__name__}"])
     try:
@@ -225,6 +241,8 @@ def load_spec(path: str | Path) -> WorkflowSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(str(path), [f"(file): cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), [f"(file): not valid UTF-8 ({exc.reason} at byte {exc.start})"]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

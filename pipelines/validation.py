@@ -65,11 +65,9 @@ def coerce(value: Any, field: FieldSpec) -> Any:
     if kind is FieldType.float:
         if isinstance(value, bool):
             raise CoercionError(f"expected a number, got boolean {value}")
-        if isinstance(value, (int, float)):
-            return float(value)
         try:
-            number = float(str(value))
-        except ValueError:
+            number = float(value) if isinstance(value, (int, float)) else float(str(value))
+        except (ValueError, OverflowError):
             raise CoercionError(f"expected a number, got {value!r}") from None
         if number != number or number in (float("inf"), float("-inf")):
             raise CoercionError(f"expected a finite number, got {value!r}")

@@ -44,21 +44,20 @@ class NormalizeUrl(ColumnAugmenter):
         _extract()
 
     def parse(self, value: str) -> Mapping[str, Any]:
-        text = value if _HAS_SCHEME.match(value) else "https://" + value.removeprefix("//")
+        has_scheme = bool(_HAS_SCHEME.match(value))
         try:
-            parts = urlsplit(text)
+            parts = urlsplit(value if has_scheme else "https://" + value.removeprefix("//"))
             port = parts.port  # raises ValueError for a port that is not a number in range
         except ValueError:
             return {"valid": False}
         scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
-        if scheme not in _DEFAULT_PORTS or not host:
+        # Without a scheme, "x@y.com" or "mailto:x@y.com" is an email address, not a website.
+        if scheme not in _DEFAULT_PORTS or not host or (not has_scheme and "@" in parts.netloc):
             return {"valid": False}
         try:
-            ip = ipaddress.ip_address(host)
+            ip, domain = ipaddress.ip_address(host), None
         except ValueError:
-            ip = None
-        if ip is None:
-            domain = _extract()(host).top_domain_under_public_suffix
+            ip, domain = None, _extract()(host).top_domain_under_public_suffix
             if not domain or not all(_LABEL.match(label) for label in host.split(".")):
                 return {"valid": False}
         netloc = f"[{host}]" if ip is not None and ip.version == 6 else host
@@ -68,7 +67,7 @@ class NormalizeUrl(ColumnAugmenter):
         query = f"?{parts.query}" if parts.query else ""
         return {
             "url": f"{scheme}://{netloc}{path}{query}",
-            "host": host.removeprefix("www."),
-            "domain": None if ip is not None else domain,
+            "host": host.removeprefix("www.") if domain and host != domain else host,  # www.com stays
+            "domain": domain,
             "valid": True,
         }

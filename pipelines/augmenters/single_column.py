@@ -30,7 +30,8 @@ class ColumnAugmenter(Augmenter):
     """Reads `column`; adds `{prefix}_<suffix>` for each suffix of `outputs`.
 
     Subclasses implement `parse` for one stripped, non-blank value; it runs once per distinct
-    value in the batch, and null or blank values give null outputs.
+    value in the batch, and null or blank values give null outputs. One that computes whole
+    columns at once overrides `process_batch` instead.
     """
 
     params: ColumnParams

@@ -1,0 +1,48 @@
+# The front door: `make demo` runs the sample workflow, `make test` runs the whole suite.
+# Both create .venv when it is missing and install the project into it.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install install-test system-deps cluster-up cluster-down serve clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+# Headless Chromium for the panel tests comes from Debian's package, never a downloaded build.
+system-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 chromium >/dev/null; \
+	  else echo "Chromium is missing: run 'sudo apt-get install chromium' for the browser tests" >&2; exit 1; fi; \
+	fi
+
+demo: install
+	$(BIN)/augment run configs/workflows/organisations.yaml
+
+test: install-test system-deps
+	$(BIN)/python -m pytest
+
+cluster-up: install
+	$(BIN)/augment cluster up
+
+cluster-down: install
+	$(BIN)/augment cluster down
+
+serve: install
+	$(BIN)/augment serve
+
+clean:
+	rm -rf data .pytest_cache

@@ -1,0 +1,1 @@
+"""Ray Serve applications: the HTTP API, one application per panel, and the shell page."""

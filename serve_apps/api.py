@@ -1,0 +1,48 @@
+"""The `api` Serve application: the HTTP API (health, workflows, online augment, runs).
+
+The FastAPI app is built inside each replica, from settings read there: the cluster's
+processes inherit the AUGMENT_* environment of `augment cluster up` (or of the RayService pod).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+
+from augment_core.settings import Settings
+from serve_apps.api_v1.app import create_app
+
+
+class ApiArgs(BaseModel):
+    """Application args from the Serve config; unknown keys fail the deploy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflows_dir: str | None = Field(
+        default=None, description="Serve the specs of this folder instead of AUGMENT_WORKFLOWS_DIR."
+    )
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Larger request bodies are refused with 413."
+    )
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=32, ray_actor_options={"num_cpus": 0.2})
+@serve.ingress()
+class AugmentApi:
+    """Stateless apart from caches, so it scales out with replicas."""
+
+    def __init__(self, args: ApiArgs) -> None:
+        overrides = {"workflows_dir": args.workflows_dir} if args.workflows_dir else {}
+        self.settings = Settings(**overrides)
+        self.max_body_bytes = args.max_body_bytes
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_app(self.settings, self.max_body_bytes)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    return AugmentApi.bind(ApiArgs.model_validate(args))

@@ -1,0 +1,31 @@
+"""Dependencies of the routes: the replica's settings, metadata store and workflow catalog."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from augment_core.settings import Settings
+from augment_core.store import MetadataStore, open_store
+from pipelines.catalog import WorkflowCatalog
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_catalog(request: Request) -> WorkflowCatalog:
+    return request.app.state.catalog
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+CatalogDep = Annotated[WorkflowCatalog, Depends(get_catalog)]
+
+
+def get_store(settings: SettingsDep) -> MetadataStore:
+    """Opened on first use, so a replica starts (and reports the outage) while the store is down."""
+    return open_store(settings)
+
+
+StoreDep = Annotated[MetadataStore, Depends(get_store)]

@@ -1,0 +1,53 @@
+"""Error responses: bad input is a 422 with the path of every problem; an unreachable store a 503."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipelines.spec import format_loc
+
+
+def validation_detail(errors: list[dict[str, Any]], json_body: bool) -> list[dict[str, Any]]:
+    """FastAPI's error items without the offending input (it can be a thousand records) or ctx.
+
+    `path` is the location as one string; a JSON syntax error is located by character offset.
+    """
+    detail = []
+    for err in errors:
+        loc = list(err.get("loc", ()))
+        kind = err.get("type", "")
+        path, msg = format_loc(tuple(loc)), err.get("msg", "")
+        if kind == "json_invalid":
+            path = "body"
+            msg = f"{msg} at character {loc[-1]}: {(err.get('ctx') or {}).get('error', '')}"
+        elif loc == ["body"] and kind == "model_attributes_type" and not json_body:
+            msg += " (send the body as JSON with Content-Type: application/json)"
+        detail.append({"loc": loc, "path": path, "msg": msg, "type": kind})
+    return detail
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    json_body = "json" in request.headers.get("content-type", "")
+    return JSONResponse(
+        {"detail": validation_detail(list(exc.errors()), json_body)},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return JSONResponse(
+        {"detail": f"metadata store unavailable: {type(exc).__name__}: {first_line}"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(SQLAlchemyError, _store_unavailable)

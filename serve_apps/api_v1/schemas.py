@@ -1,0 +1,126 @@
+"""Request and response bodies of the API, kept apart from the store's and spec's models."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from augment_core.store import RunRecord, StepState
+from pipelines.catalog import WorkflowEntry
+
+MAX_RECORDS = 1000
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    store: str = Field(description='"ok", or why the metadata store did not answer.')
+    workflows: int | None = Field(description="Spec files found; null when the folder cannot be read.")
+
+
+class StepOut(BaseModel):
+    name: str
+    use: str
+    params: dict[str, Any]
+
+
+class SinkOut(BaseModel):
+    dataset: str
+    export_csv: bool
+
+
+class WorkflowOut(BaseModel):
+    """A workflow spec as listed; `errors` is non-empty (and the rest may be null) when it cannot run."""
+
+    name: str
+    file: str
+    usable: bool
+    errors: list[str]
+    version: int | None = None
+    description: str | None = None
+    fields: dict[str, dict[str, Any]] | None = None
+    steps: list[StepOut] | None = None
+    sink: SinkOut | None = None
+
+    @classmethod
+    def from_entry(cls, entry: WorkflowEntry) -> "WorkflowOut":
+        out = cls(name=entry.name, file=entry.file.name, usable=entry.usable, errors=list(entry.errors))
+        spec = entry.spec
+        if spec is None:
+            return out
+        return out.model_copy(update={
+            "version": spec.version,
+            "description": spec.description,
+            "fields": {n: f.model_dump(mode="json", exclude_none=True) for n, f in spec.schema_.fields.items()},
+            "steps": [StepOut(name=n, use=s.use, params=s.params) for s, n in zip(spec.steps, spec.step_names())],
+            "sink": SinkOut(dataset=spec.sink.dataset, export_csv=spec.sink.export_csv),
+        })
+
+
+class AugmentRequest(BaseModel):
+    """Records to augment. Each is validated like a row of the batch source; any JSON value is
+    accepted here so that a record that is not an object comes back in `invalid` with its reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[Any] = Field(min_length=1, max_length=MAX_RECORDS)
+
+
+class Counts(BaseModel):
+    in_: int = Field(serialization_alias="in")
+    valid: int
+    quarantined: int
+
+
+class FieldError(BaseModel):
+    field: str | None
+    reason: str
+
+
+class InvalidRecord(BaseModel):
+    index: int = Field(description="Position of the record in the request, from 0.")
+    errors: list[FieldError]
+
+
+class AugmentResponse(BaseModel):
+    workflow: str
+    version: int
+    counts: Counts
+    records: list[dict[str, Any]] = Field(description="The valid records, augmented, in request order.")
+    invalid: list[InvalidRecord]
+
+
+class RunStepOut(BaseModel):
+    name: str
+    state: str
+    rows: int
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+
+    @classmethod
+    def from_state(cls, step: StepState) -> "RunStepOut":
+        return cls(**step.model_dump())
+
+
+class RunOut(BaseModel):
+    id: str
+    workflow: str
+    workflow_version: int
+    spec_path: str
+    status: str
+    counts: dict[str, int]
+    steps: list[RunStepOut]
+    error: str | None
+    output: dict[str, Any]
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    duration_seconds: float | None
+
+    @classmethod
+    def from_record(cls, record: RunRecord) -> "RunOut":
+        data = record.model_dump(exclude={"heartbeat_at", "steps"})
+        steps = [RunStepOut.from_state(s) for s in record.steps]
+        return cls(**data, steps=steps, duration_seconds=record.duration_seconds)

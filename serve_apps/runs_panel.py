@@ -1,0 +1,52 @@
+"""The `runs` Serve application: the runs panel (ui.runs) mounted on FastAPI inside the replica.
+
+Gradio's app must be created in the replica, after the constructor, so that its lifespan (which
+starts the queue) runs there: `__serve_build_asgi_app__` is Serve's hook for that. One replica
+only: Gradio's queue state is per process and Serve routes without session affinity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+
+from actors.runs import read_run
+from augment_core.settings import Settings
+from augment_core.store import RunRecord, open_store
+from ui.runs import build_runs_panel
+
+
+class RunsPanelArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(default=100, ge=1, le=1000, description="Runs listed, newest first.")
+    refresh_seconds: float = Field(default=5.0, ge=1, le=300)
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=100, ray_actor_options={"num_cpus": 0.1})
+@serve.ingress()
+class RunsPanel:
+    def __init__(self, args: RunsPanelArgs) -> None:
+        self.args = args
+        self.settings = Settings()
+
+    def list_runs(self) -> list[RunRecord]:
+        store = open_store(self.settings)
+        store.reap_stale_runs(self.settings.stale_after_seconds)
+        return store.list_runs(limit=self.args.limit)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return read_run(self.settings, run_id)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        blocks = build_runs_panel(self.list_runs, self.get_run, refresh_seconds=self.args.refresh_seconds)
+        return gr.mount_gradio_app(FastAPI(), blocks, path="/")
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    return RunsPanel.bind(RunsPanelArgs.model_validate(args))

@@ -1,0 +1,114 @@
+"""Shared fixtures: one local Ray cluster for the whole session, and the real services.
+
+PostgreSQL and Redis tests fail (not skip) when AUGMENT_REQUIRE_SERVICES=1, as CI sets it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from augment_core.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_SPEC = ROOT / "configs" / "workflows" / "organisations.yaml"
+SAMPLE_CSV = ROOT / "configs" / "data" / "organisations.csv"
+POSTGRES_URL = os.environ.get("AUGMENT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("AUGMENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE_SERVICES = os.environ.get("AUGMENT_REQUIRE_SERVICES") == "1"
+
+# Ports of the test cluster, apart from a developer's own cluster on the defaults.
+TEST_DASHBOARD_PORT = 8275
+TEST_GCS_PORT = 6391
+TEST_CLIENT_PORT = 9011  # outside Ray's worker port range (10002-19999)
+TEST_SERVE_PORT = 8011
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} is unreachable: {exc}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (AUGMENT_REQUIRE_SERVICES=1: services are required)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def augment_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """AUGMENT_* settings of the test session: a fresh storage root and SQLite store."""
+    home = tmp_path_factory.mktemp("augment")
+    env = {
+        "AUGMENT_STORAGE_ROOT": str(home / "data"),
+        "AUGMENT_DATABASE_URL": f"sqlite:///{home / 'augment.db'}",
+        "AUGMENT_WORKFLOWS_DIR": str(ROOT / "configs" / "workflows"),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def settings(augment_env: dict[str, str]) -> Settings:
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(settings: Settings):
+    """`augment cluster up` on test ports, joined by this process; torn down at the end."""
+    import ray
+
+    from cluster import local
+
+    cluster = local.LocalCluster(
+        dashboard_port=TEST_DASHBOARD_PORT, gcs_port=TEST_GCS_PORT,
+        client_server_port=TEST_CLIENT_PORT, num_cpus=4,
+    )
+    if local.is_up(cluster):
+        local.down()
+    local.up(settings, cluster)
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(address=cluster.gcs_address, logging_level="WARNING")
+    yield cluster
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    except Exception:
+        pass
+    ray.shutdown()
+    local.down()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A clean PostgreSQL database for the metadata store (tables dropped first)."""
+    import sqlalchemy as sa
+
+    from augment_core.store import engine_url, metadata
+
+    try:
+        engine = sa.create_engine(engine_url(POSTGRES_URL))
+        with engine.begin() as conn:
+            conn.execute(sa.text("select 1"))
+        metadata.drop_all(engine)
+        engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - any failure means the service is unusable
+        _unavailable(f"PostgreSQL at {POSTGRES_URL}", exc)
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001
+        _unavailable(f"Redis at {REDIS_URL}", exc)
+    return REDIS_URL

@@ -1,0 +1,1 @@
+"""Gradio panels as Blocks builders: read models in, no Serve code."""
