@@ -30,16 +30,23 @@ def actor_name(run_id: str) -> str:
 
 
 def describe_error(exc: BaseException) -> str:
-    """The root cause in one line: Ray wraps task errors several times over."""
-    root: BaseException = exc
-    while True:
-        inner = getattr(root, "cause", None) or root.__cause__
-        if not isinstance(inner, BaseException) or inner is root:
-            break
-        root = inner
-    text = str(root).strip().splitlines()
-    message = text[-1] if text else ""
-    return f"{type(root).__name__}: {message}"[:2000]
+    """The error in one line. Ray wraps task and actor errors several times over: name the
+    outermost error of ours, else the original error quoted at the end of Ray's own text."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        inner = getattr(current, "cause", None)
+        current = inner if isinstance(inner, BaseException) else current.__cause__
+    for candidate in chain:
+        text = str(candidate).strip()
+        if text and not type(candidate).__module__.startswith("ray."):
+            return f"{type(candidate).__name__}: {text.splitlines()[0]}"[:2000]
+    for candidate in reversed(chain):
+        lines = [line.strip() for line in str(candidate).splitlines() if line.strip()]
+        if lines:
+            return lines[-1][:2000]
+    return type(exc).__name__
 
 
 @ray.remote(num_cpus=0, max_concurrency=8)
@@ -73,9 +80,11 @@ class RunCoordinator:
         self.store.update_run(self.run_id, status="running", started_at=utcnow(), heartbeat_at=utcnow())
         beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
-        current = "validate"
+        current = "setup"
         try:
             plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, ActorReporter(self._self()))
+            plan.check_chain()
+            current = "validate"
             self._start("validate")
             rows_in = plan.validate()
             self._finish("validate")

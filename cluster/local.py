@@ -19,6 +19,7 @@ class LocalCluster:
     dashboard_port: int = 8265
     gcs_port: int = 6380  # Ray's default 6379 is Redis's port on these machines
     client_server_port: int = 10001
+    agent_port: int = 52365
     num_cpus: int | None = None
     object_store_bytes: int = 500_000_000
 
@@ -50,7 +51,7 @@ def _ray_cli() -> str:
     return str(candidate) if candidate.exists() else (shutil.which("ray") or "ray")
 
 
-def up(settings: Settings, cluster: LocalCluster) -> None:
+def head_command(cluster: LocalCluster) -> list[str]:
     command = [
         _ray_cli(), "start", "--head",
         f"--port={cluster.gcs_port}",
@@ -58,15 +59,36 @@ def up(settings: Settings, cluster: LocalCluster) -> None:
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={cluster.dashboard_port}",
         f"--ray-client-server-port={cluster.client_server_port}",
+        f"--dashboard-agent-listen-port={cluster.agent_port}",
         f"--object-store-memory={cluster.object_store_bytes}",
         "--disable-usage-stats",
     ]
     if cluster.num_cpus is not None:
         command.append(f"--num-cpus={cluster.num_cpus}")
-    result = subprocess.run(command, env=cluster_env(settings), capture_output=True, text=True)
+    return command
+
+
+def up(settings: Settings, cluster: LocalCluster) -> None:
+    """Start the head node in the background; `down()` (ray stop) ends it."""
+    result = subprocess.run(head_command(cluster), env=cluster_env(settings), capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"ray start failed (exit {result.returncode}):\n{result.stderr[-3000:] or result.stdout[-3000:]}")
     wait_for_dashboard(cluster.dashboard_url)
+
+
+def start_attached(settings: Settings, cluster: LocalCluster, log_path: Path) -> subprocess.Popen:
+    """Start a head node tied to the returned process: terminating it stops only this cluster
+    (`ray start --block`), unlike `ray stop`, which stops every Ray process on the machine."""
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [*head_command(cluster), "--block"], env=cluster_env(settings), stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for_dashboard(cluster.dashboard_url)
+    except RuntimeError:
+        process.terminate()
+        raise RuntimeError(f"the test cluster did not start; see {log_path}") from None
+    return process
 
 
 def wait_for_dashboard(url: str, timeout: float = 60.0) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipelines.plan import mark_duplicates, run_chain, split_valid
+from pipelines.plan import mark_duplicates, run_chain, setup_chain, split_valid
 from pipelines.registry import build_chain, output_schema
 from pipelines.sources import text_value
 from pipelines.spec import WorkflowSpec
@@ -26,9 +26,7 @@ class OnlineWorkflow:
 
     def __init__(self, spec: WorkflowSpec) -> None:
         self.spec = spec
-        self.chain = build_chain(spec)
-        for augmenter in self.chain:
-            augmenter.setup()
+        self.chain = setup_chain(build_chain(spec))
         self.schema = output_schema(spec)
 
     def raw_table(self, records: list[Any]) -> pa.Table:

@@ -61,10 +61,29 @@ def split_valid(table: pa.Table, valid: bool) -> pa.Table:
     return table.filter(mask if valid else pc.invert(mask))
 
 
+class StepError(Exception):
+    """An augmenter that raised: a bug or a configuration error, never a bad record."""
+
+    def __init__(self, augmenter: Augmenter, stage: str, exc: Exception) -> None:
+        super().__init__(f"step {augmenter.step_name!r} ({augmenter.name}) {stage}: {type(exc).__name__}: {exc}")
+
+
+def setup_chain(chain: list[Augmenter]) -> list[Augmenter]:
+    for augmenter in chain:
+        try:
+            augmenter.setup()
+        except Exception as exc:
+            raise StepError(augmenter, "setup failed", exc) from exc
+    return chain
+
+
 def run_chain(chain: list[Augmenter], table: pa.Table, schema: pa.Schema, report: Reporter = _no_report) -> pa.Table:
     """Valid records through every augmenter, returned with exactly the output schema."""
     for augmenter in chain:
-        table = augmenter.apply(table)
+        try:
+            table = augmenter.apply(table)
+        except Exception as exc:
+            raise StepError(augmenter, "failed", exc) from exc
         report(augmenter.step_name, table.num_rows)
     return table.select(schema.names).cast(schema)
 
@@ -116,9 +135,7 @@ class AugmentBatches:
     """Ray Data actor: builds the chain once (reference tables loaded in setup), then maps batches."""
 
     def __init__(self, spec: WorkflowSpec, report: Reporter) -> None:
-        self.chain = build_chain(spec)
-        for augmenter in self.chain:
-            augmenter.setup()
+        self.chain = setup_chain(build_chain(spec))
         self.schema = output_schema(spec)
         self.report = report
 
@@ -145,6 +162,11 @@ class BatchPlan:
         self.quarantine_path = paths.quarantine(spec.sink.dataset, run_id)
         self.validated: ray.data.Dataset | None = None
         self.rows_in = 0
+
+    def check_chain(self) -> None:
+        """Set the chain up once here, so a bad reference table fails the run in seconds,
+        before any record is read, instead of inside every Ray Data actor."""
+        setup_chain(build_chain(self.spec))
 
     def validate(self) -> int:
         """Read and validate every record; returns the number read."""

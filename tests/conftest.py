@@ -6,6 +6,7 @@ PostgreSQL and Redis tests fail (not skip) when AUGMENT_REQUIRE_SERVICES=1, as C
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,11 +21,14 @@ POSTGRES_URL = os.environ.get("AUGMENT_TEST_DATABASE_URL", "postgresql://postgre
 REDIS_URL = os.environ.get("AUGMENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 REQUIRE_SERVICES = os.environ.get("AUGMENT_REQUIRE_SERVICES") == "1"
 
-# Ports of the test cluster, apart from a developer's own cluster on the defaults.
-TEST_DASHBOARD_PORT = 8275
-TEST_GCS_PORT = 6391
-TEST_CLIENT_PORT = 9011  # outside Ray's worker port range (10002-19999)
-TEST_SERVE_PORT = 8011
+# Ports of the test cluster, apart from a developer's own cluster on the defaults;
+# AUGMENT_TEST_PORT_OFFSET moves them all, so two suites can run side by side.
+_OFFSET = int(os.environ.get("AUGMENT_TEST_PORT_OFFSET", "0"))
+TEST_DASHBOARD_PORT = 8275 + _OFFSET
+TEST_GCS_PORT = 6391 + _OFFSET
+TEST_CLIENT_PORT = 9011 + _OFFSET  # outside Ray's worker port range (10002-19999)
+TEST_SERVE_PORT = 8011 + _OFFSET
+TEST_AGENT_PORT = 52375 + _OFFSET
 
 
 def _unavailable(what: str, exc: Exception) -> None:
@@ -59,30 +63,33 @@ def settings(augment_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(settings: Settings):
-    """`augment cluster up` on test ports, joined by this process; torn down at the end."""
+def ray_cluster(settings: Settings, tmp_path_factory: pytest.TempPathFactory):
+    """A head node started as `augment cluster up` does, on test ports, joined by this process.
+
+    It is attached to this session (`ray start --block`), so tearing it down stops only it.
+    """
     import ray
 
     from cluster import local
 
     cluster = local.LocalCluster(
         dashboard_port=TEST_DASHBOARD_PORT, gcs_port=TEST_GCS_PORT,
-        client_server_port=TEST_CLIENT_PORT, num_cpus=4,
+        client_server_port=TEST_CLIENT_PORT, agent_port=TEST_AGENT_PORT, num_cpus=4,
     )
     if local.is_up(cluster):
-        local.down()
-    local.up(settings, cluster)
+        pytest.fail(f"something already listens on {cluster.dashboard_url}: stop it before the tests")
+    head = local.start_attached(settings, cluster, tmp_path_factory.mktemp("ray") / "head.log")
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(address=cluster.gcs_address, logging_level="WARNING")
-    yield cluster
     try:
-        from ray import serve
-
-        serve.shutdown()
-    except Exception:
-        pass
-    ray.shutdown()
-    local.down()
+        ray.init(address=cluster.gcs_address, logging_level="WARNING")
+        yield cluster
+    finally:
+        ray.shutdown()
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
 
 
 @pytest.fixture(scope="session")

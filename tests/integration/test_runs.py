@@ -115,7 +115,8 @@ def test_a_step_that_raises_fails_the_run_with_its_error(ray_cluster, settings, 
     spec.write_text(yaml.safe_dump(data, sort_keys=False))
     run = run_spec(settings, spec)
     assert run.status == "failed"
-    assert "duplicate" in run.error and "regions.csv" in run.error
+    assert "step 'region' (lookup) setup failed" in run.error
+    assert "regions.csv: key 'country_code' is not unique" in run.error
     assert run.finished_at is not None
     assert "running" not in {s.state for s in run.steps}
 
