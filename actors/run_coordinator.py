@@ -74,8 +74,8 @@ class RunCoordinator:
     # driving -----------------------------------------------------------------------------------
     def execute(self) -> str:
         """Run every step; returns the final status. Never leaves the run 'running'."""
-        DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # progress lives in the run row
+        DataContext.get_current().enable_progress_bars = False
         self.status = "running"
         self.store.update_run(self.run_id, status="running", started_at=utcnow(), heartbeat_at=utcnow())
         beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)

@@ -29,11 +29,19 @@ class CommandError(Exception):
 
 
 def _connect_ray(settings: Settings) -> None:
+    """Join the configured cluster, else the one `augment cluster up` started, else start a
+    private local instance. Never Ray's own guess: after a crashed cluster it hangs on the
+    address left in /tmp/ray."""
     import ray
 
+    from cluster.local import LocalCluster, is_up
+
     address = settings.ray_address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        default = LocalCluster()
+        address = default.gcs_address if is_up(default) else "local"
     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
-             configure_logging=True, include_dashboard=False if not address else None)
+             configure_logging=True, include_dashboard=False if address == "local" else None)
 
 
 # commands -----------------------------------------------------------------------------------

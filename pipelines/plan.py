@@ -199,10 +199,10 @@ class BatchPlan:
             validated.map_batches(lambda t: split_valid(t, True).select(["record_uuid", "_source_order"]),
                                   batch_format="pyarrow", batch_size=None)
             .groupby("record_uuid", num_partitions=max(1, min(validated.num_blocks(), 64)))
-            .aggregate(Count(), Min("_source_order"))
-            .filter(lambda row: row["count()"] > 1)
+            .aggregate(Count(alias_name="seen"), Min("_source_order", alias_name="first"))
+            .filter(expr="seen > 1")
         )
-        return {row["record_uuid"]: row["min(_source_order)"] for row in counts.iter_rows()}
+        return {row["record_uuid"]: row["first"] for row in counts.iter_rows()}
 
     def write(self, augment_actors: int = 1) -> PlanResult:
         """Write the quarantine, then the augmented records; count both from what was written."""

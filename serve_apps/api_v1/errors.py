@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
 
 from pipelines.spec import format_loc
 
@@ -29,6 +32,27 @@ def validation_detail(errors: list[dict[str, Any]], json_body: bool) -> list[dic
             msg += " (send the body as JSON with Content-Type: application/json)"
         detail.append({"loc": loc, "path": path, "msg": msg, "type": kind})
     return detail
+
+
+class JsonBodyRoute(APIRoute):
+    """A body that is not UTF-8 is malformed JSON like any other: 422, where FastAPI says 400."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as exc:
+                cause = exc.__cause__
+                if exc.status_code != 400 or not isinstance(cause, UnicodeDecodeError):
+                    raise
+                raise RequestValidationError([{
+                    "type": "json_invalid", "loc": ("body", cause.start), "msg": "JSON decode error",
+                    "ctx": {"error": f"not UTF-8 ({cause.reason})"},
+                }]) from exc
+
+        return handle
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:

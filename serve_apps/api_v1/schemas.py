@@ -45,17 +45,16 @@ class WorkflowOut(BaseModel):
 
     @classmethod
     def from_entry(cls, entry: WorkflowEntry) -> "WorkflowOut":
-        out = cls(name=entry.name, file=entry.file.name, usable=entry.usable, errors=list(entry.errors))
+        listed = cls(name=entry.name, file=entry.file.name, usable=entry.usable, errors=list(entry.errors))
         spec = entry.spec
         if spec is None:
-            return out
-        return out.model_copy(update={
-            "version": spec.version,
-            "description": spec.description,
-            "fields": {n: f.model_dump(mode="json", exclude_none=True) for n, f in spec.schema_.fields.items()},
-            "steps": [StepOut(name=n, use=s.use, params=s.params) for s, n in zip(spec.steps, spec.step_names())],
-            "sink": SinkOut(dataset=spec.sink.dataset, export_csv=spec.sink.export_csv),
-        })
+            return listed
+        listed.version = spec.version
+        listed.description = spec.description
+        listed.fields = {n: f.model_dump(mode="json", exclude_none=True) for n, f in spec.schema_.fields.items()}
+        listed.steps = [StepOut(name=n, use=s.use, params=s.params) for s, n in zip(spec.steps, spec.step_names())]
+        listed.sink = SinkOut(dataset=spec.sink.dataset, export_csv=spec.sink.export_csv)
+        return listed
 
 
 class AugmentRequest(BaseModel):

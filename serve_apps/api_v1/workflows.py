@@ -8,9 +8,10 @@ from fastapi import APIRouter, HTTPException, Path, status
 
 from pipelines.catalog import WorkflowUnusable
 from serve_apps.api_v1.deps import CatalogDep
+from serve_apps.api_v1.errors import JsonBodyRoute
 from serve_apps.api_v1.schemas import AugmentRequest, AugmentResponse, Counts, WorkflowOut
 
-router = APIRouter(prefix="/workflows", tags=["workflows"])
+router = APIRouter(prefix="/workflows", tags=["workflows"], route_class=JsonBodyRoute)
 
 WorkflowName = Annotated[str, Path(description="The workflow's `name` from its spec.")]
 

@@ -1,0 +1,301 @@
+"""The online layer on the session cluster: configs/serve.yaml deployed under /augment through the
+dashboard's Serve REST API, then used the way a client and a browser would use it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic_core import to_jsonable_python
+
+from augment_core.settings import Settings
+from augment_core.store import open_store, utcnow
+from pipelines.online import OnlineWorkflow
+from pipelines.spec import load_spec
+from serve_apps import deploy
+from tests.conftest import (
+    REQUIRE_SERVICES, ROOT, SAMPLE_CSV, SAMPLE_SPEC, TEST_DASHBOARD_PORT, TEST_SERVE_PORT,
+)
+
+PREFIX = "/augment"
+DASHBOARD = f"http://127.0.0.1:{TEST_DASHBOARD_PORT}"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync",
+]
+BROKEN_SPEC = """\
+name: broken
+source: {kind: csv, path: nowhere.csv}
+schema:
+  fields:
+    id: {type: string}
+steps:
+  - use: no_such_augmenter
+sink: {dataset: broken, export: true}
+"""
+
+
+@pytest.fixture(scope="module")
+def workflows_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample spec (linked, so its relative paths still resolve) next to a broken one."""
+    folder = tmp_path_factory.mktemp("workflows")
+    (folder / SAMPLE_SPEC.name).symlink_to(SAMPLE_SPEC)
+    (folder / "broken.yaml").write_text(BROKEN_SPEC, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def base_url(ray_cluster, workflows_dir: Path) -> Iterator[str]:
+    config = deploy.load_config(ROOT / "configs" / "serve.yaml", prefix=PREFIX, port=TEST_SERVE_PORT)
+    api = next(app for app in config["applications"] if app["name"] == "api")
+    api["args"] = {**(api.get("args") or {}), "workflows_dir": str(workflows_dir)}
+    urls = deploy.deploy(DASHBOARD, config)
+    base = f"http://127.0.0.1:{TEST_SERVE_PORT}{PREFIX}"
+    assert urls == {"api": f"{base}/api", "runs": f"{base}/ui/runs", "shell": base}
+    yield base
+    deploy.stop(DASHBOARD)
+
+
+@pytest.fixture(scope="module")
+def client(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"{base_url}/api/v1", timeout=60) as http:
+        yield http
+
+
+@pytest.fixture
+def stored_run(settings: Settings) -> str:
+    """A finished run written straight to the metadata store, as a coordinator would leave it."""
+    store = open_store(settings)
+    run_id = f"test-serve-{uuid.uuid4().hex[:8]}"
+    store.create_run(run_id, "organisations", 1, str(SAMPLE_SPEC), ["validate", "normalize_url_1", "write"])
+    store.update_run(
+        run_id,
+        status="running",
+        started_at=utcnow(),
+        heartbeat_at=utcnow(),
+        counts={"in": 12, "valid": 10, "quarantined": 2, "augmented": 10, "failed": 0, "skipped": 0},
+        steps=[
+            {"name": "validate", "state": "succeeded", "rows": 12},
+            {"name": "normalize_url_1", "state": "succeeded", "rows": 10},
+            {"name": "write", "state": "failed", "rows": 0, "error": "disk full"},
+        ],
+    )
+    store.finish_run(run_id, "failed", error="write failed: disk full",
+                     output={"dataset": "organisations_enriched", "version": 3, "path": "/data/x", "quarantine_path": "/data/q"})
+    return run_id
+
+
+def _org(org_id: str, **values: object) -> dict[str, object]:
+    return {"org_id": org_id, "name": "Acme Ltd", **values}
+
+
+# health, workflows, runs ------------------------------------------------------------------------
+def test_health_checks_the_store_and_counts_workflows(client: httpx.Client) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ok", "store": "ok", "workflows": 2}
+
+
+def test_workflows_are_listed_with_broken_specs_and_their_errors(client: httpx.Client) -> None:
+    response = client.get("/workflows")
+    assert response.status_code == 200, response.text
+    listed = {w["name"]: w for w in response.json()}
+    assert set(listed) == {"organisations", "broken"}
+
+    sample = listed["organisations"]
+    assert sample["usable"] and sample["errors"] == []
+    assert sample["version"] == 1 and sample["description"]
+    assert sample["fields"]["org_id"] == {"type": "string", "required": True, "regex": "ORG-\\d{5}"}
+    assert [s["use"] for s in sample["steps"]][:2] == ["clean_company_name", "normalize_url"]
+    assert sample["sink"] == {"dataset": "organisations_enriched", "export_csv": True}
+
+    broken = listed["broken"]
+    assert broken["usable"] is False and broken["file"] == "broken.yaml"
+    assert "sink.export: unknown key" in broken["errors"]
+
+
+def test_runs_are_listed_and_read_one_by_one(client: httpx.Client, stored_run: str) -> None:
+    listed = client.get("/runs", params={"workflow": "organisations", "limit": 200})
+    assert listed.status_code == 200, listed.text
+    assert stored_run in [r["id"] for r in listed.json()]
+
+    run = client.get(f"/runs/{stored_run}").json()
+    assert run["status"] == "failed" and run["error"] == "write failed: disk full"
+    assert run["counts"]["in"] == run["counts"]["valid"] + run["counts"]["quarantined"] == 12
+    assert [(s["name"], s["state"], s["rows"]) for s in run["steps"]] == [
+        ("validate", "succeeded", 12), ("normalize_url_1", "succeeded", 10), ("write", "failed", 0)
+    ]
+    assert run["steps"][2]["error"] == "disk full"
+    assert run["output"]["version"] == 3 and run["duration_seconds"] is not None
+
+
+def test_unknown_run_and_bad_limit(client: httpx.Client) -> None:
+    missing = client.get("/runs/no-such-run")
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == "no run 'no-such-run'"
+    bad = client.get("/runs", params={"limit": 0})
+    assert bad.status_code == 422
+    assert [e["path"] for e in bad.json()["detail"]] == ["query.limit"]
+
+
+# online augment --------------------------------------------------------------------------------
+def test_augment_returns_what_the_online_workflow_returns(client: httpx.Client) -> None:
+    records = [
+        _org("ORG-10001", website="https://www.Acme.co.uk/", country="UK", employees="1200",
+             email="Info@Acme.co.uk", phone="020 7946 0000"),
+        _org("ORG-10002", name="Globex Corporation", website="globex.com", country="United States", employees=40),
+    ]
+    response = client.post("/workflows/organisations/augment", json={"records": records})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["workflow"] == "organisations" and body["version"] == 1
+    assert body["counts"] == {"in": 2, "valid": 2, "quarantined": 0} and body["invalid"] == []
+
+    acme, globex = body["records"]
+    assert acme["website_domain"] == "acme.co.uk" and acme["country_code"] == "GB"
+    assert acme["org_id"] == "ORG-10001" and acme["employees"] == 1200 and acme["size_band"] == "large"
+    assert globex["country_code"] == "US" and globex["size_band"] == "small"
+
+    expected = OnlineWorkflow(load_spec(SAMPLE_SPEC)).augment(records).records
+    assert body["records"] == to_jsonable_python(expected)
+
+
+def test_the_whole_sample_file_round_trips(client: httpx.Client) -> None:
+    rows = list(csv.DictReader(SAMPLE_CSV.open(encoding="utf-8")))[:1000]
+    response = client.post("/workflows/organisations/augment", json={"records": rows})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = OnlineWorkflow(load_spec(SAMPLE_SPEC)).augment(rows)
+    assert body["records"] == to_jsonable_python(expected.records)
+    assert body["invalid"] == expected.invalid
+    assert body["counts"]["in"] == body["counts"]["valid"] + body["counts"]["quarantined"] == len(rows)
+
+
+def test_invalid_records_come_back_one_by_one_with_reasons(client: httpx.Client) -> None:
+    records = [
+        _org("ORG-20001", website="acme.com"),
+        {"org_id": "ORG-20002", "name": "", "employees": "lots"},
+        "not an object",
+        [1, 2],
+        _org("ORG-20001", name="Acme again"),
+        {"org_id": "bad id", "name": "Initech"},
+        _org("ORG-20003", email="not-an-email"),
+    ]
+    response = client.post("/workflows/organisations/augment", json={"records": records})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["counts"] == {"in": 7, "valid": 1, "quarantined": 6}
+    assert len(body["records"]) + len(body["invalid"]) == len(records)
+    assert [r["org_id"] for r in body["records"]] == ["ORG-20001"]
+
+    invalid = {item["index"]: item["errors"] for item in body["invalid"]}
+    assert sorted(invalid) == [1, 2, 3, 4, 5, 6]
+    assert {e["field"] for e in invalid[1]} == {"name", "employees"}
+    assert invalid[2] == [{"field": "(record)", "reason": "expected a JSON object, got str"}]
+    assert invalid[3] == [{"field": "(record)", "reason": "expected a JSON object, got list"}]
+    assert "first seen at row 1 of request" in invalid[4][0]["reason"]
+    assert [e["field"] for e in invalid[5]] == ["org_id"]
+    assert [e["field"] for e in invalid[6]] == ["email"]
+    assert all(e["reason"] for errors in invalid.values() for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("content", "paths"),
+    [
+        pytest.param(b'{"records": [{"org_id": ', ["body"], id="malformed-json"),
+        pytest.param(b'{"records": ["\xff"]}', ["body"], id="not-utf8"),
+        pytest.param(b"{}", ["body.records"], id="missing-records"),
+        pytest.param(b'{"records": {"org_id": "ORG-00001"}}', ["body.records"], id="records-not-a-list"),
+        pytest.param(b'{"records": []}', ["body.records"], id="no-records"),
+        pytest.param(b'{"records": [{}], "dry_run": true}', ["body.dry_run"], id="extra-key"),
+        pytest.param(b'[{"org_id": "ORG-00001"}]', ["body"], id="body-not-an-object"),
+        pytest.param(json.dumps({"records": [{}] * 1001}).encode(), ["body.records"], id="too-many-records"),
+    ],
+)
+def test_malformed_requests_are_422_with_every_error_path(
+    client: httpx.Client, content: bytes, paths: list[str]
+) -> None:
+    response = client.post(
+        "/workflows/organisations/augment", content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert [e["path"] for e in detail] == paths
+    assert all(set(e) == {"loc", "path", "msg", "type"} for e in detail)  # the input is not echoed back
+
+
+def test_a_body_without_json_content_type_is_422_with_a_hint(client: httpx.Client) -> None:
+    response = client.post("/workflows/organisations/augment", content=b'{"records": [{}]}',
+                           headers={"content-type": "text/plain"})
+    assert response.status_code == 422
+    assert "Content-Type: application/json" in response.json()["detail"][0]["msg"]
+
+
+def test_unknown_and_broken_workflows(client: httpx.Client) -> None:
+    unknown = client.post("/workflows/nope/augment", json={"records": [{}]})
+    assert unknown.status_code == 404
+    assert unknown.json()["detail"] == "no workflow named 'nope'"
+    broken = client.post("/workflows/broken/augment", json={"records": [{}]})
+    assert broken.status_code == 409
+    assert "sink.export: unknown key" in broken.json()["detail"]["errors"]
+
+
+def test_an_edited_spec_is_picked_up_without_redeploying(client: httpx.Client, workflows_dir: Path) -> None:
+    spec = workflows_dir / "edited.yaml"
+    text = "name: edited\nversion: {v}\nsource: {{kind: csv, path: x.csv}}\n" \
+           "schema: {{fields: {{id: {{type: string}}}}}}\nsink: {{dataset: edited}}\n"
+    spec.write_text(text.format(v=1), encoding="utf-8")
+    assert client.post("/workflows/edited/augment", json={"records": [{"id": "a"}]}).json()["version"] == 1
+    spec.write_text(text.format(v=2), encoding="utf-8")
+    stat = spec.stat()
+    os.utime(spec, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert client.post("/workflows/edited/augment", json={"records": [{"id": "a"}]}).json()["version"] == 2
+    spec.unlink()
+    assert client.post("/workflows/edited/augment", json={"records": [{"id": "a"}]}).status_code == 404
+
+
+# shell and panel -------------------------------------------------------------------------------
+def test_the_shell_links_every_panel_and_the_api(base_url: str) -> None:
+    with httpx.Client(timeout=60, follow_redirects=True) as http:
+        page = http.get(base_url)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        for link in (f'href="{PREFIX}/ui/runs/"', f'href="{PREFIX}/api/v1/health"', f'href="{PREFIX}/api/docs"'):
+            assert link in page.text
+        origin = f"http://127.0.0.1:{TEST_SERVE_PORT}"
+        for path in ("/ui/runs/", "/api/v1/health", "/api/docs"):
+            assert http.get(f"{origin}{PREFIX}{path}").status_code == 200, path
+
+
+def test_the_runs_panel_shows_runs_and_steps_in_a_browser(base_url: str, stored_run: str) -> None:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: apt-get install -y chromium"
+        pytest.fail(message) if REQUIRE_SERVICES else pytest.skip(message)
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{base_url}/ui/runs/")
+            row = page.locator("#runs-table").get_by_role("row").filter(has_text=stored_run).locator("visible=true")
+            expect(row).to_be_visible(timeout=30_000)
+            expect(row).to_contain_text("failed")
+            expect(page.locator("#runs-status")).to_contain_text("most recent run")
+
+            row.get_by_text(stored_run, exact=True).click()
+            steps = page.locator("#run-steps")
+            expect(steps).to_contain_text("normalize_url_1", timeout=15_000)
+            expect(steps).to_contain_text("disk full")
+            detail = page.locator("#run-detail")
+            expect(detail).to_contain_text(f"Run {stored_run} — failed")
+            expect(detail).to_contain_text("write failed: disk full")
+            expect(detail).to_contain_text("organisations_enriched v3")
+        finally:
+            browser.close()
