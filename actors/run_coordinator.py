@@ -74,7 +74,9 @@ class RunCoordinator:
     # driving -----------------------------------------------------------------------------------
     def execute(self) -> str:
         """Run every step; returns the final status. Never leaves the run 'running'."""
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # progress lives in the run row
+        # Progress lives in the run row, not in bars (and not in a warning that they are off).
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         DataContext.get_current().enable_progress_bars = False
         self.status = "running"
         self.store.update_run(self.run_id, status="running", started_at=utcnow(), heartbeat_at=utcnow())

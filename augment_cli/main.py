@@ -40,6 +40,9 @@ def _connect_ray(settings: Settings) -> None:
     if not address:
         default = LocalCluster()
         address = default.gcs_address if is_up(default) else "local"
+    if address == "local":
+        # A private instance for this command only: no token to set up, as with `cluster up`.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
              configure_logging=True, include_dashboard=False if address == "local" else None)
 

@@ -131,16 +131,20 @@ def quarantine_rows(table: pa.Table, run_id: str) -> pa.Table:
 
 
 # The batch plan ---------------------------------------------------------------------------
-class AugmentBatches:
-    """Ray Data actor: builds the chain once (reference tables loaded in setup), then maps batches."""
+def augment_batches(spec: WorkflowSpec, report: Reporter) -> type:
+    """The Ray Data actor class that runs the chain. The spec travels inside the class
+    rather than as constructor arguments, so a restarted actor never depends on objects in the
+    object store (ray-project/ray#53727)."""
 
-    def __init__(self, spec: WorkflowSpec, report: Reporter) -> None:
-        self.chain = setup_chain(build_chain(spec))
-        self.schema = output_schema(spec)
-        self.report = report
+    class AugmentBatches:
+        def __init__(self) -> None:
+            self.chain = setup_chain(build_chain(spec))  # reference tables load once per actor
+            self.schema = output_schema(spec)
 
-    def __call__(self, table: pa.Table) -> pa.Table:
-        return run_chain(self.chain, table, self.schema, self.report)
+        def __call__(self, table: pa.Table) -> pa.Table:
+            return run_chain(self.chain, table, self.schema, report)
+
+    return AugmentBatches
 
 
 @dataclass
@@ -219,8 +223,7 @@ class BatchPlan:
         (
             self.validated.map_batches(lambda t: split_valid(t, True), batch_format="pyarrow", batch_size=None)
             .map_batches(
-                AugmentBatches,
-                fn_constructor_kwargs={"spec": self.spec, "report": self.report},
+                augment_batches(self.spec, self.report),
                 batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, augment_actors)),
                 num_cpus=0.25,

@@ -46,6 +46,10 @@ def augment_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "AUGMENT_STORAGE_ROOT": str(home / "data"),
         "AUGMENT_DATABASE_URL": f"sqlite:///{home / 'augment.db'}",
         "AUGMENT_WORKFLOWS_DIR": str(ROOT / "configs" / "workflows"),
+        # Only the test's own S3 server (moto, on loopback) ever sees these.
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
