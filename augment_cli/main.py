@@ -28,23 +28,27 @@ class CommandError(Exception):
         self.code = code
 
 
-def _connect_ray(settings: Settings) -> None:
-    """Join the configured cluster, else the one `augment cluster up` started, else start a
-    private local instance. Never Ray's own guess: after a crashed cluster it hangs on the
-    address left in /tmp/ray."""
-    import ray
-
+def _cluster_address(settings: Settings) -> str | None:
+    """The configured cluster, else the one `augment cluster up` started, else None.
+    Never Ray's own guess: after a crashed cluster it hangs on the address left in /tmp/ray."""
     from cluster.local import LocalCluster, is_up
 
     address = settings.ray_address or os.environ.get("RAY_ADDRESS")
-    if not address:
-        default = LocalCluster()
-        address = default.gcs_address if is_up(default) else "local"
-    if address == "local":
-        # A private instance for this command only: no token to set up, as with `cluster up`.
+    if address:
+        return address
+    default = LocalCluster()
+    return default.gcs_address if is_up(default) else None
+
+
+def _connect_ray(address: str | None) -> None:
+    """Join `address`, or start a private local instance for this command when it is None."""
+    import ray
+
+    if address is None:
+        # Private to this command: no token to set up, as with `augment cluster up`.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True,
-             configure_logging=True, include_dashboard=False if address == "local" else None)
+    ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=True,
+             configure_logging=True, include_dashboard=False if address is None else None)
 
 
 # commands -----------------------------------------------------------------------------------
@@ -64,9 +68,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     preflight(spec, args.spec)
     store = open_store(settings)
     store.reap_stale_runs(settings.stale_after_seconds)
-    _connect_ray(settings)
+    _connect_ray(_cluster_address(settings))
     run_id, (coordinator, final) = start_run(settings, spec, os.path.abspath(args.spec))
-    print(f"run {run_id} started: workflow {spec.name} v{spec.version}", flush=True)
+    # Progress goes to stderr: stdout holds the result (plain or --json) alone.
+    print(f"run {run_id} started: workflow {spec.name} v{spec.version}", file=sys.stderr, flush=True)
 
     def stop(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -113,9 +118,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         record = store.find_run(args.run_id)
     except KeyError as exc:
         raise CommandError(str(exc.args[0])) from None
-    if record.status in ("pending", "running") and (settings.ray_address or os.environ.get("RAY_ADDRESS")):
-        _connect_ray(settings)
-        record = live_view(record)
+    if record.status in ("pending", "running"):
+        address = _cluster_address(settings)
+        if address:  # live progress from the coordinator; without a cluster, the stored view
+            _connect_ray(address)
+            record = live_view(record)
     _print_run(record, args.json)
     return EXIT_OK
 

@@ -92,22 +92,22 @@ def mark_duplicates(table: pa.Table, first_seen: dict[str, str], key: list[str])
     """Quarantine every record whose key was already seen earlier in the input."""
     ids = table["record_uuid"].to_pylist()
     orders = table["_source_order"].to_pylist()
+    later = [i for i, (record_id, order) in enumerate(zip(ids, orders))
+             if record_id is not None and first_seen.get(record_id, order) != order]
+    if not later:
+        return table
     errors = table[ERRORS_COLUMN].to_pylist()
     raws = table[RAW_COLUMN].to_pylist()
-    rows = None
-    for i, (record_id, order) in enumerate(zip(ids, orders)):
-        first = first_seen.get(record_id) if record_id else None
-        if first is None or first == order:
-            continue
-        rows = rows or table.to_pylist()
-        source, row = first.split("\x1f")
-        values = {k: rows[i][k] for k in key}
+    for i in later:
+        row = table.slice(i, 1).to_pylist()[0]
+        source, first_row = first_seen[ids[i]].split("\x1f")
+        values = {k: row[k] for k in key}
         errors[i] = json.dumps(
-            [{"field": ",".join(key), "reason": f"duplicate key {values}: first seen at row {int(row)} of {source}"}],
+            [{"field": ",".join(key), "reason": f"duplicate key {values}: first seen at row {int(first_row)} of {source}"}],
             ensure_ascii=False,
             default=str,
         )
-        raws[i] = json.dumps({k: rows[i][k] for k in table.column_names if not k.startswith("_")}, default=str)
+        raws[i] = json.dumps({k: v for k, v in row.items() if not k.startswith("_")}, ensure_ascii=False, default=str)
     table = table.set_column(table.column_names.index(ERRORS_COLUMN), ERRORS_COLUMN, pa.array(errors, pa.string()))
     return table.set_column(table.column_names.index(RAW_COLUMN), RAW_COLUMN, pa.array(raws, pa.string()))
 
@@ -185,7 +185,12 @@ class BatchPlan:
         if getattr(self.spec.source, "path", "").startswith("s3://"):
             source_fs = self.paths.filesystem(self.spec.source.path)[0]
         raw = read_source(self.spec.source, schema, filesystem=source_fs)
-        validated = raw.map_batches(validate_batch, batch_format="pyarrow", batch_size=None).materialize()
+        # Validation is the costly part and a file is read by one task: a resource request of
+        # its own keeps it from being fused into the read, so blocks validate in parallel.
+        validated = raw.map_batches(
+            validate_batch, batch_format="pyarrow", batch_size=None, num_cpus=0.5
+        ).materialize()
+        self.rows_in = validated.count()  # free on a materialized dataset
         if schema.key and schema.unique_key:
             first_seen = self._first_seen_of_duplicates(validated)
             if first_seen:
@@ -194,7 +199,6 @@ class BatchPlan:
                     fn_kwargs={"first_seen": first_seen, "key": schema.key},
                 )
         self.validated = validated
-        self.rows_in = validated.count()
         return self.rows_in
 
     def _first_seen_of_duplicates(self, validated: ray.data.Dataset) -> dict[str, str]:
@@ -208,7 +212,7 @@ class BatchPlan:
         )
         return {row["record_uuid"]: row["first"] for row in counts.iter_rows()}
 
-    def write(self, augment_actors: int = 1) -> PlanResult:
+    def write(self) -> PlanResult:
         """Write the quarantine, then the augmented records; count both from what was written."""
         assert self.validated is not None, "validate() first"
         run_id = self.run_id
@@ -225,7 +229,7 @@ class BatchPlan:
             .map_batches(
                 augment_batches(self.spec, self.report),
                 batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, augment_actors)),
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cluster_cpus()),
                 num_cpus=0.25,
             )
             .write_parquet(o_path, filesystem=o_fs)
@@ -238,6 +242,11 @@ class BatchPlan:
             quarantine_path=self.quarantine_path,
             schema=schema,
         )
+
+
+def _cluster_cpus() -> int:
+    """Upper bound of the augment actor pool: one actor per CPU the cluster has."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 def count_parquet_rows(fs: Any, path: str) -> int:

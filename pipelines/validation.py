@@ -113,7 +113,7 @@ def check_constraints(value: Any, field: FieldSpec) -> str | None:
         if field.max_length is not None and len(value) > field.max_length:
             return f"length {len(value)} is above max_length {field.max_length}"
         if field.regex is not None and not re.fullmatch(field.regex, value):
-            return f"{_clip(value)!r} does not match {field.regex!r}"
+            return f"{_clip(value)!r} does not match the pattern {field.regex}"
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         if field.min is not None and value < field.min:
             return f"{value} is below min {field.min:g}"

@@ -198,3 +198,25 @@ def test_cli_run_reports_counts_and_exit_code(ray_cluster, settings):
     missing = subprocess.run([sys.executable, "-m", "augment_cli.main", "status", "nope"],
                              env=env, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 1 and "no run 'nope'" in missing.stderr
+
+
+def test_a_live_run_is_read_from_its_coordinator(ray_cluster, settings):
+    import ray
+
+    from actors.runs import read_run, start_run
+    from pipelines.spec import load_spec
+
+    run_id, (_, final) = start_run(settings, load_spec(SAMPLE_SPEC), str(SAMPLE_SPEC))
+    deadline = time.monotonic() + 60
+    live = read_run(settings, run_id)
+    while live.status != "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        live = read_run(settings, run_id)
+    assert live.status == "running"
+    # The coordinator knows the validate step started before the next heartbeat stores it.
+    while live.steps[0].state == "pending" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        live = read_run(settings, run_id)
+    assert live.steps[0].state in ("running", "succeeded")
+    assert ray.get(final, timeout=300) == "succeeded"
+    assert read_run(settings, run_id).status == "succeeded"
