@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -299,3 +300,21 @@ def test_the_runs_panel_shows_runs_and_steps_in_a_browser(base_url: str, stored_
             expect(detail).to_contain_text("organisations_enriched v3")
         finally:
             browser.close()
+
+
+# last in this module: the deployment fixture's own teardown then finds nothing left to stop
+def test_serve_stop_removes_every_application(base_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from augment_cli.main import main
+
+    assert main(["serve", "--stop", "--address", DASHBOARD]) == 0
+    assert "Serve applications removed" in capsys.readouterr().out
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/api/v1/health", timeout=10).status_code != 200:
+                break
+        except httpx.TransportError:
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("the API still answers 60 s after `augment serve --stop`")
