@@ -8,10 +8,12 @@ the run as failed (see MetadataStore.reap_stale_runs).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
 import ray
+from pydantic import SecretStr
 from ray.data import DataContext
 
 from augment_core.settings import Settings
@@ -51,7 +53,12 @@ def describe_error(exc: BaseException) -> str:
 
 @ray.remote(num_cpus=0, max_concurrency=8)
 class RunCoordinator:
-    def __init__(self, settings: Settings, run_id: str, spec: WorkflowSpec) -> None:
+    def __init__(
+        self, settings: Settings, run_id: str, spec: WorkflowSpec, secrets: dict[str, SecretStr] | None = None
+    ) -> None:
+        # Source credentials the driver had (e.g. a DSN variable) for this process's readers.
+        for name, value in (secrets or {}).items():
+            os.environ[name] = value.get_secret_value()
         self.settings = settings
         self.run_id = run_id
         self.spec = spec
@@ -73,15 +80,30 @@ class RunCoordinator:
 
     # driving -----------------------------------------------------------------------------------
     def execute(self) -> str:
-        """Run every step; returns the final status. Never leaves the run 'running'."""
+        """Run every step; returns the final status, as stored. Never leaves the run 'running'."""
         # Progress lives in the run row, not in bars (and not in a warning that they are off).
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         DataContext.get_current().enable_progress_bars = False
-        self.status = "running"
-        self.store.update_run(self.run_id, status="running", started_at=utcnow(), heartbeat_at=utcnow())
+        if not self.store.mark_running(self.run_id):  # ended before it started: do nothing
+            with self._lock:
+                self.status = self.store.get_run(self.run_id).status
+            return self.status
+        with self._lock:
+            self.status = "running"
         beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         beat.start()
+        try:
+            status, fields = self._drive()
+        finally:
+            # No beat may land after the final write: it would put back running steps.
+            self._stop.set()
+            beat.join()
+        self._end(status, **fields)
+        return self.status
+
+    def _drive(self) -> tuple[str, dict[str, Any]]:
+        """The steps in order: (final status, fields of the run row to store with it)."""
         current = "setup"
         try:
             plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, ActorReporter(self._self()))
@@ -108,17 +130,14 @@ class RunCoordinator:
                 "in": rows_in, "valid": result.valid, "quarantined": result.quarantined,
                 "augmented": result.valid, "failed": 0, "skipped": 0,
             }
-            self._end("succeeded", counts=counts, output=output)
+            return "succeeded", {"counts": counts, "output": output}
         except Exception as exc:  # every failure ends the run with its reason
             error = f"step {current!r} failed: {describe_error(exc)}"
             with self._lock:
                 for state in self.steps.values():
                     if state.state == "running":
                         state.state, state.error, state.finished_at = "failed", error, utcnow().isoformat()
-            self._end("failed", error=error)
-        finally:
-            self._stop.set()
-        return self.status
+            return "failed", {"error": error}
 
     def _self(self) -> Any:
         return ray.get_runtime_context().current_actor
@@ -156,9 +175,11 @@ class RunCoordinator:
 
     def _end(self, status: str, **fields: Any) -> None:
         with self._lock:
+            steps = [s.model_dump() for s in self.steps.values()]
+        if not self.store.finish_run(self.run_id, status, steps=steps, **fields):
+            status = self.store.get_run(self.run_id).status  # reaped or stopped meanwhile: that stands
+        with self._lock:
             self.status = status
-            steps = list(self.steps.values())
-        self.store.finish_run(self.run_id, status, steps=[s.model_dump() for s in steps], **fields)
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.settings.heartbeat_seconds):

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import ray
+from pydantic import SecretStr
 
 from actors.run_coordinator import NAMESPACE, RunCoordinator, actor_name
 from augment_core.settings import Settings
@@ -27,20 +28,21 @@ def start_run(settings: Settings, spec: WorkflowSpec, spec_path: str) -> tuple[s
     store.create_run(run_id, spec.name, spec.version, spec_path, ["validate", *spec.step_names(), "write"])
     try:
         coordinator = RunCoordinator.options(
-            name=actor_name(run_id), namespace=NAMESPACE, runtime_env=_source_env(spec)
-        ).remote(settings, run_id, spec)
+            name=actor_name(run_id), namespace=NAMESPACE
+        ).remote(settings, run_id, spec, _source_secrets(spec))
         return run_id, (coordinator, coordinator.execute.remote())
     except Exception as exc:
         store.finish_run(run_id, "failed", error=f"could not start the run coordinator: {exc}")
         raise
 
 
-def _source_env(spec: WorkflowSpec) -> dict[str, Any] | None:
-    """Hand the variable that holds a database source's DSN to the coordinator (never the spec)."""
+def _source_secrets(spec: WorkflowSpec) -> dict[str, SecretStr]:
+    """The variable that holds a database source's DSN, handed to the coordinator as an argument.
+    Not through runtime_env: Ray shows a runtime_env's variables on the dashboard."""
     name = getattr(spec.source, "dsn_env", None)
     if name and name in os.environ:
-        return {"env_vars": {name: os.environ[name]}}
-    return None
+        return {name: SecretStr(os.environ[name])}
+    return {}
 
 
 def live_view(record: RunRecord) -> RunRecord:

@@ -85,7 +85,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"run {run_id} interrupted", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:  # the coordinator itself died
-        store.finish_run(run_id, "failed", error=f"run coordinator lost: {exc}")
+        from actors.run_coordinator import describe_error
+
+        store.finish_run(run_id, "failed", error=f"run coordinator lost: {describe_error(exc)}")
     record = store.get_run(run_id)
     _print_run(record, args.json)
     return EXIT_OK if record.status == "succeeded" else EXIT_FAILED
@@ -196,6 +198,16 @@ def _print_run(record: RunRecord, as_json: bool) -> None:
 
 
 # parser -------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="augment",
@@ -214,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_validate)
 
     p = sub.add_parser("runs", help="list recent runs")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=_positive_int, default=20)
     p.add_argument("--workflow", help="only runs of this workflow")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_runs)
@@ -256,6 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as exc:
         print(f"augment: {exc}", file=sys.stderr)
         return exc.code
+    except Exception as exc:  # an unreachable store or cluster, a failed `ray start`...: one line, no traceback
+        text = str(exc).strip()
+        detail = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+        print(f"augment {args.command}: {detail}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -164,6 +164,18 @@ class MetadataStore:
         if result.rowcount == 0:
             raise KeyError(f"no run {run_id!r}")
 
+    def mark_running(self, run_id: str) -> bool:
+        """Move a pending run to running; False if it already ended (reaped, or its driver
+        gave up on it), so that a late coordinator never brings a final run back to life."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                runs_table.update()
+                .where(runs_table.c.id == run_id, runs_table.c.status == "pending")
+                .values(status="running", started_at=now, heartbeat_at=now)
+            )
+        return result.rowcount == 1
+
     def finish_run(
         self, run_id: str, status: str, *, error: str | None = None, **fields: Any
     ) -> bool:

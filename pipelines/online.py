@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from pipelines.plan import mark_duplicates, run_chain, setup_chain, split_valid
 from pipelines.registry import build_chain, output_schema
-from pipelines.sources import text_value
+from pipelines.sources import json_record
 from pipelines.spec import WorkflowSpec
 from pipelines.validation import ERRORS_COLUMN, validate_table
 
@@ -35,10 +35,10 @@ class OnlineWorkflow:
         columns: dict[str, list[Any]] = {name: [] for name in fields}
         parse_errors: list[str | None] = []
         for record in records:
-            ok = isinstance(record, dict)
-            parse_errors.append(None if ok else f"expected a JSON object, got {type(record).__name__}")
+            values, error = json_record(record, fields)
+            parse_errors.append(error)
             for name in fields:
-                columns[name].append(text_value(record.get(name)) if ok else None)
+                columns[name].append(values.get(name))
         n = len(records)
         arrays = {name: pa.array(values, pa.string()) for name, values in columns.items()}
         arrays["_source"] = pa.array(["request"] * n, pa.string())

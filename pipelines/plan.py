@@ -234,10 +234,17 @@ class BatchPlan:
             )
             .write_parquet(o_path, filesystem=o_fs)
         )
+        valid, quarantined = count_parquet_rows(o_fs, o_path), count_parquet_rows(q_fs, q_path)
+        # Ray Data writes no file for no rows: leave an empty one so that both paths exist and
+        # carry their schema (a catalogued version must be readable; its CSV export has a header).
+        if valid == 0:
+            write_empty_parquet(o_fs, o_path, schema)
+        if quarantined == 0:
+            write_empty_parquet(q_fs, q_path, QUARANTINE_SCHEMA)
         return PlanResult(
             rows_in=self.rows_in,
-            valid=count_parquet_rows(o_fs, o_path),
-            quarantined=count_parquet_rows(q_fs, q_path),
+            valid=valid,
+            quarantined=quarantined,
             output_path=self.output_path,
             quarantine_path=self.quarantine_path,
             schema=schema,
@@ -258,6 +265,12 @@ def count_parquet_rows(fs: Any, path: str) -> int:
         return 0
     files = [f.path for f in fs.get_file_info(FileSelector(path, recursive=True)) if f.path.endswith(".parquet")]
     return sum(pq.ParquetFile(fs.open_input_file(f)).metadata.num_rows for f in files)
+
+
+def write_empty_parquet(fs: Any, path: str, schema: pa.Schema) -> None:
+    """A Parquet folder holding one file with the schema and no rows."""
+    fs.create_dir(path, recursive=True)
+    pq.write_table(schema.empty_table(), f"{path}/empty.parquet", filesystem=fs)
 
 
 def export_csv(paths: StoragePaths, parquet_path: str, csv_path: str) -> None:

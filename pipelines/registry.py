@@ -86,6 +86,10 @@ def check_steps(spec: "WorkflowSpec") -> list[str]:
                 )
             elif augmenter.string_inputs and not pa.types.is_string(columns[column]):
                 errors.append(f"{where}.params.{param}: {column!r} is {columns[column]}, {step.use} reads strings")
+        read = [column for _, column in augmenter.reads()]
+        if all(column in columns for column in read):
+            for param, reason in augmenter.type_errors({column: columns[column] for column in read}):
+                errors.append(f"{where}.params.{param}: {reason}")
         for column, arrow_type in augmenter.adds().items():
             if column in columns and not step.overwrite:
                 errors.append(

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -67,6 +67,25 @@ def text_value(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def json_record(obj: Any, fields: list[str]) -> tuple[dict[str, str | None], str | None]:
+    """A parsed JSON record as the text values of the declared fields, or why it is not one.
+
+    Shared by JSON Lines files and the online API, so both accept and reject the same records.
+    JSON can spell a lone surrogate (\\ud800) that is not text at all: that record is malformed,
+    rather than a crash of the whole block when it becomes an Arrow string.
+    """
+    if not isinstance(obj, dict):
+        return {}, f"expected a JSON object, got {type(obj).__name__}"
+    values = {name: text_value(obj.get(name)) for name in fields}
+    for name, value in values.items():
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return {}, f"{name}: not valid Unicode (lone surrogate {value[exc.start]!r} at character {exc.start})"
+    return values, None
 
 
 def _clip(value: Any, limit: int = 300) -> str:
@@ -139,10 +158,8 @@ class RecordFileDatasource(FileBasedDatasource):
             except json.JSONDecodeError as exc:
                 buffer.add({}, f"invalid JSON: {exc.msg} at column {exc.colno}: {_clip(line.strip())}")
                 continue
-            if not isinstance(obj, dict):
-                buffer.add({}, f"expected a JSON object, got {type(obj).__name__}")
-                continue
-            buffer.add({name: text_value(obj.get(name)) for name in fields})
+            values, error = json_record(obj, fields)
+            buffer.add(values, error)
             if buffer.full():
                 yield buffer.take()
         if buffer.rows:
@@ -195,15 +212,30 @@ def read_source(source: FileSource | PostgresSource, schema: SchemaSpec, filesys
     return ray.data.read_datasource(datasource)
 
 
-def _read_postgres(source: PostgresSource, schema: SchemaSpec) -> ray.data.Dataset:
+def postgres_connector(source: PostgresSource) -> Callable[[], Any]:
+    """The connection factory of a PostgreSQL source. Its errors never quote the connection
+    string: libpq echoes a malformed one (password included) in its message."""
     import psycopg
 
-    dsn = os.environ.get(source.dsn_env)
+    env = source.dsn_env
+    dsn = os.environ.get(env)
     if not dsn:
-        raise SourceError(f"postgres source: environment variable {source.dsn_env} is not set")
+        raise SourceError(f"postgres source: environment variable {env} is not set")
 
     def connect() -> Any:
-        return psycopg.connect(dsn)
+        try:
+            return psycopg.connect(dsn)
+        except psycopg.ProgrammingError:  # the connection string itself does not parse
+            raise SourceError(f"postgres source: ${env} is not a valid connection string") from None
+        except psycopg.Error as exc:
+            message = " ".join(str(exc).replace(dsn, f"${env}").split())
+            raise SourceError(f"postgres source: cannot connect with ${env}: {message}") from None
+
+    return connect
+
+
+def _read_postgres(source: PostgresSource, schema: SchemaSpec) -> ray.data.Dataset:
+    connect = postgres_connector(source)
 
     # row_number() gives every row its ordinal so quarantine can point at it.
     sql = f"SELECT row_number() OVER () AS _source_row, q.* FROM ({source.query}) AS q"

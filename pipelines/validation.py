@@ -23,6 +23,7 @@ ERRORS_COLUMN = "_errors"
 RAW_COLUMN = "_raw"
 RECORD_NAMESPACE = uuid.UUID("6f1c3a52-8f0e-4d8a-9a57-2b1f0f6c9e11")
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -44,24 +45,14 @@ def coerce(value: Any, field: FieldSpec) -> Any:
         return None
     kind = field.type
     if kind is FieldType.string:
+        # Native values (Parquet, SQL) as the text a JSON Lines file gives them (sources.text_value).
+        if isinstance(value, bool):
+            return "true" if value else "false"
         if isinstance(value, (dict, list)):
             return json.dumps(value, ensure_ascii=False, sort_keys=True)
         return value if isinstance(value, str) else str(value)
     if kind is FieldType.integer:
-        if isinstance(value, bool):
-            raise CoercionError(f"expected an integer, got boolean {value}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float):
-            if value.is_integer():
-                return int(value)
-            raise CoercionError(f"expected an integer, got {value!r}")
-        text = str(value)
-        if re.fullmatch(r"[+-]?\d+", text):
-            return int(text)
-        if re.fullmatch(r"[+-]?\d+\.0*", text):
-            return int(text.split(".")[0])
-        raise CoercionError(f"expected an integer, got {text!r}")
+        return _integer(value)
     if kind is FieldType.float:
         if isinstance(value, bool):
             raise CoercionError(f"expected a number, got boolean {value}")
@@ -99,8 +90,36 @@ def coerce(value: Any, field: FieldSpec) -> Any:
             except ValueError:
                 raise CoercionError(f"expected an ISO 8601 date-time, got {value!r}") from None
         # Naive times are taken as UTC so that the same text gives the same instant everywhere.
-        return parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else parsed.astimezone(dt.timezone.utc)
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=dt.timezone.utc)
+        try:
+            return parsed.astimezone(dt.timezone.utc)
+        except OverflowError:  # 0001-01-01T00:00+01:00 is before the first representable instant
+            raise CoercionError(f"date-time {value!r} is out of range in UTC") from None
     raise CoercionError(f"unsupported type {kind}")
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool):
+        raise CoercionError(f"expected an integer, got boolean {value}")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        if not value.is_integer():
+            raise CoercionError(f"expected an integer, got {value!r}")
+        number = int(value)
+    else:
+        text = str(value)
+        if re.fullmatch(r"[+-]?\d+", text):
+            number = int(text)
+        elif re.fullmatch(r"[+-]?\d+\.0*", text):
+            number = int(text.split(".")[0])
+        else:
+            raise CoercionError(f"expected an integer, got {text!r}")
+    # The column is int64: a larger value is a bad record, not a crash of the whole batch.
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise CoercionError(f"integer {_clip(str(number))} is outside the 64-bit range")
+    return number
 
 
 def check_constraints(value: Any, field: FieldSpec) -> str | None:
@@ -141,6 +160,9 @@ def validate_record(raw: dict[str, Any], schema: SchemaSpec) -> tuple[dict[str, 
             if reason:
                 errors.append({"field": name, "reason": reason})
         values[name] = value
+    if schema.key and not errors and all(values[k] is None for k in schema.key):
+        # Without any key value every such record would share one record_uuid.
+        errors.append({"field": ",".join(schema.key), "reason": "the record has no key: every key field is blank"})
     return values, errors
 
 

@@ -43,6 +43,11 @@ class Augmenter(ABC):
     def adds(self) -> dict[str, pa.DataType]:
         """The columns this step adds, with their Arrow types."""
 
+    def type_errors(self, columns: dict[str, pa.DataType]) -> list[tuple[str, str]]:
+        """(param, reason) for each input this step cannot take, given the declared types of the
+        columns it reads: checked with the spec, before any record is read. None by default."""
+        return []
+
     def setup(self) -> None:
         """Load heavy state (reference tables, clients) once per worker; no-op by default."""
 

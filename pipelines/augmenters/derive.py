@@ -53,6 +53,18 @@ class Derive(Augmenter):
     def adds(self) -> dict[str, pa.DataType]:
         return {self.params.column: self.arrow_type}
 
+    def type_errors(self, columns: dict[str, pa.DataType]) -> list[tuple[str, str]]:
+        """The expression on no rows of the declared types: a type mismatch shows at spec time,
+        not at the first batch of a run or as a failed request."""
+        empty = {name: pa.array([], columns[name]) for name in column_names(self.tree)}
+        try:
+            convert(evaluate(self.tree, empty, 0), self.arrow_type)
+        except ExpressionError as exc:
+            return [("expression", str(exc))]
+        except pa.ArrowException:  # anything else depends on the values: left to run time
+            return []
+        return []
+
     def process_batch(self, batch: pd.DataFrame) -> dict[str, pd.Series]:
         columns = {name: pa.array(batch[name]) for name in batch.columns}
         try:

@@ -67,3 +67,20 @@ def test_a_missing_workflows_folder_is_503_not_an_empty_list(tmp_path: Path) -> 
     response = client.get("/v1/workflows")
     assert response.status_code == 503 and "does not exist" in response.json()["detail"]
     assert client.get("/v1/health").json()["workflows"] is None
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason"),
+    [
+        (b'{"records": [{"id": "a", "score": 1}, {"id": "\\ud800"}]}', "(record)", "id: not valid Unicode"),
+        (b'{"records": [{"id": "a"}, {"id": "b", "at": "0001-01-01T00:00:00+01:00"}]}', "at", "date-time"),
+    ],
+)
+def test_a_record_arrow_cannot_hold_is_invalid_not_a_500(client: TestClient, body: bytes, field: str, reason: str) -> None:
+    response = client.post("/v1/workflows/typed/augment", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["counts"] == {"in": 2, "valid": 1, "quarantined": 1}
+    (invalid,) = data["invalid"]
+    assert invalid["index"] == 1 and invalid["errors"][0]["field"] == field
+    assert invalid["errors"][0]["reason"].startswith(reason)

@@ -199,3 +199,20 @@ def test_other_integer_and_string_widths_mix() -> None:
 
 def test_empty_batch() -> None:
     assert derive("a + 1", "integer", ROWS.slice(0, 0)) == []
+
+
+def test_type_mismatches_are_spec_errors_before_anything_runs() -> None:
+    spec = {
+        "name": "w", "source": {"kind": "csv", "path": "in.csv"}, "sink": {"dataset": "d"},
+        "schema": {"fields": {"name": {}, "n": {"type": "integer"}, "when": {"type": "date"}}},
+        "steps": [{"use": "derive", "params": {"column": "a", "expression": "name + n"}},
+                  {"use": "derive", "params": {"column": "b", "expression": "len(name) + n", "type": "integer"}},
+                  {"use": "derive", "params": {"column": "c", "expression": "b > when"}},
+                  {"use": "derive", "params": {"column": "d", "expression": "upper(a)"}}],
+    }
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec)
+    assert caught.value.errors == [
+        "steps[0].params.expression: + needs two numbers or two strings, got string and int64",
+        "steps[2].params.expression: > does not apply to int64 and date32[day]",
+    ]

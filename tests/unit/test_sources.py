@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import pipelines.sources as sources
-from pipelines.sources import RecordFileDatasource, SourceError, text_value
-from pipelines.spec import SchemaSpec
+from pipelines.sources import RecordFileDatasource, SourceError, json_record, postgres_connector, text_value
+from pipelines.spec import PostgresSource, SchemaSpec
 
 FIELDS = {"org_id": {"required": True}, "name": {}, "employees": {"type": "integer"}}
 SOURCE_COLUMNS = ["_source", "_source_row", "_source_order", "_parse_error"]
@@ -272,3 +272,36 @@ def test_parquet_without_any_declared_column_still_counts_rows(tmp_path: Path) -
     pq.write_table(pa.table({"other": [1, 2, 3]}), path)
     rows = read_rows(path, "parquet", {"name": {}})
     assert values(rows, "name", "_source_row") == [(None, 1), (None, 2), (None, 3)]
+
+
+def test_jsonl_lone_surrogate_is_a_parse_error_of_its_row_only(tmp_path: Path) -> None:
+    text = '{"org_id": "ORG-1", "name": "Acme"}\n{"org_id": "ORG-2", "name": "bad \\ud800"}\n{"org_id": "ORG-3"}\n'
+    rows = read_rows(write(tmp_path, "s.jsonl", text), "jsonl")
+    assert values(rows, "org_id", "_source_row") == [("ORG-1", 1), (None, 2), ("ORG-3", 3)]
+    assert rows[1]["_parse_error"] == "name: not valid Unicode (lone surrogate '\\ud800' at character 4)"
+
+
+def test_json_record_is_shared_by_files_and_requests() -> None:
+    assert json_record({"a": 1, "b": None, "c": "x"}, ["a", "b"]) == ({"a": "1", "b": None}, None)
+    assert json_record(["a"], ["a"]) == ({}, "expected a JSON object, got list")
+    assert json_record({"a": {"k": "\udfff"}}, ["a"])[1].startswith("a: not valid Unicode")
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    ["postgresql//augment:s3cr3t-pw@db/augment", "host=db password=s3cr3t pw", "postgresql://augment:s3cr3t-pw@127.0.0.1:9/x"],
+)
+def test_postgres_connection_errors_never_quote_the_dsn(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUGMENT_TEST_DSN", dsn)
+    connect = postgres_connector(PostgresSource(kind="postgres", query="select 1", dsn_env="AUGMENT_TEST_DSN"))
+    with pytest.raises(SourceError) as info:
+        connect()
+    message = str(info.value)
+    assert "$AUGMENT_TEST_DSN" in message and "s3cr3t" not in message and dsn not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_postgres_source_without_its_variable_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUGMENT_TEST_DSN", raising=False)
+    with pytest.raises(SourceError, match="AUGMENT_TEST_DSN is not set"):
+        postgres_connector(PostgresSource(kind="postgres", query="select 1", dsn_env="AUGMENT_TEST_DSN"))

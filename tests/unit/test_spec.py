@@ -608,6 +608,7 @@ def test_cli_help_exits_0(argv: list[str], capsys: pytest.CaptureFixture[str]) -
         (["status"], "the following arguments are required: run_id"),
         (["cluster", "sideways"], "invalid choice: 'sideways'"),
         (["runs", "--limit", "many"], "invalid int value: 'many'"),
+        (["runs", "--limit", "0"], "argument --limit: 0 is below 1"),
         (["validate", "a.yaml", "--colour"], "unrecognized arguments: --colour"),
     ],
 )
@@ -618,6 +619,16 @@ def test_cli_usage_errors_exit_2(argv: list[str], complaint: str, capsys: pytest
     err = capsys.readouterr().err
     assert err.startswith("usage: augment")
     assert complaint in err
+
+
+def test_cli_unexpected_failure_is_one_line_and_exit_1(
+    augment_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AUGMENT_DATABASE_URL", "postgresql://nobody:s3cr3t@127.0.0.1:9/none")
+    assert main(["runs"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    assert err.startswith("augment runs: OperationalError: ") and "Traceback" not in err and "s3cr3t" not in err
 
 
 def test_installed_console_script_maps_spec_errors_to_exit_2(tmp_path: Path, augment_env: dict[str, str]) -> None:

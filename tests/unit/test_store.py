@@ -139,6 +139,19 @@ def test_finish_run_happens_once(store: MetadataStore, uid: str) -> None:
     assert (again.status, again.error, again.finished_at) == ("succeeded", None, done.finished_at)
 
 
+def test_mark_running_claims_only_a_pending_run(store: MetadataStore, uid: str) -> None:
+    new_run(store, f"{uid}-1", f"wf_{uid}")
+    assert store.mark_running(f"{uid}-1") is True
+    run = store.get_run(f"{uid}-1")
+    assert run.status == "running" and run.started_at is not None and run.heartbeat_at is not None
+    assert store.mark_running(f"{uid}-1") is False  # already running
+
+    new_run(store, f"{uid}-2", f"wf_{uid}")
+    store.finish_run(f"{uid}-2", "failed", error="driver lost")
+    assert store.mark_running(f"{uid}-2") is False  # a reaped run stays failed
+    assert (store.get_run(f"{uid}-2").status, store.get_run(f"{uid}-2").error) == ("failed", "driver lost")
+
+
 @pytest.mark.parametrize("status", ["failed", "cancelled"])
 def test_finish_a_pending_run(store: MetadataStore, uid: str, status: str) -> None:
     new_run(store, f"{uid}-1", f"wf_{uid}")

@@ -58,6 +58,8 @@ def test_blank_values_are_missing_for_every_type(field_type: str, blank: Any) ->
         (1.5, "1.5"),
         ({"b": 1, "a": ["é"]}, '{"a": ["é"], "b": 1}'),
         ([1, 2], "[1, 2]"),
+        (True, "true"),  # as a JSON Lines file or a request gives it: one record, one value
+        (False, "false"),
     ],
 )
 def test_string(raw: Any, expected: str) -> None:
@@ -434,3 +436,35 @@ def test_unicode_survives_into_errors_and_raw() -> None:
     row = validate_table(raw_table([bad]), SCHEMA).to_pylist()[0]
     assert '"Ü"' in row["_raw"]  # not \u00dc: readable in the quarantine file
     assert json.loads(row["_errors"]) == [{"field": "name", "reason": "length 1 is below min_length 2"}]
+
+
+# values that Arrow cannot hold are bad records, not a crash of the batch -----------------------------------------
+@pytest.mark.parametrize("raw", ["9223372036854775808", "-9223372036854775809", 2**63, 1e300, "99999999999999999999.0"])
+def test_integer_outside_64_bits_is_refused(raw: Any) -> None:
+    assert refused(raw, type="integer").endswith("is outside the 64-bit range")
+
+
+@pytest.mark.parametrize("raw", ["9223372036854775807", "-9223372036854775808"])
+def test_integer_at_the_64_bit_limits_is_accepted(raw: str) -> None:
+    assert coerced(raw, type="integer") == int(raw)
+
+
+@pytest.mark.parametrize("raw", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00"])
+def test_datetime_that_leaves_the_range_in_utc_is_refused(raw: str) -> None:
+    assert refused(raw, type="datetime") == f"date-time {raw!r} is out of range in UTC"
+
+
+def test_a_huge_integer_quarantines_its_record_and_the_batch_goes_on() -> None:
+    rows = [{**GOOD_RAW, "employees": "99999999999999999999"}, {**GOOD_RAW, "org_id": "ORG-00002"}]
+    out = validate_table(raw_table(rows), SCHEMA)
+    errors = out["_errors"].to_pylist()
+    assert errors[1] is None
+    assert json.loads(errors[0])[0]["field"] == "employees"
+
+
+def test_a_record_without_any_key_value_is_invalid_not_a_duplicate() -> None:
+    schema = SchemaSpec.model_validate({"key": ["org_id", "country"], "fields": {"org_id": {}, "country": {}, "name": {}}})
+    values, errors = validate_record({"org_id": " ", "country": None, "name": "Acme"}, schema)
+    assert errors == [{"field": "org_id,country", "reason": "the record has no key: every key field is blank"}]
+    # One key part is enough to identify the record.
+    assert validate_record({"org_id": "ORG-1", "country": "", "name": "Acme"}, schema)[1] == []
