@@ -135,7 +135,11 @@ class MetadataStore:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = sa.create_engine(url, pool_pre_ping=True)
-        metadata.create_all(self.engine)
+        try:
+            metadata.create_all(self.engine)
+        except sa.exc.DBAPIError:
+            # Another process (a Serve replica, a job) created the tables at the same moment.
+            metadata.create_all(self.engine)
 
     # runs -----------------------------------------------------------------------------------
     def create_run(

@@ -103,6 +103,12 @@ class RecordFileDatasource(FileBasedDatasource):
         self.delimiter = source.delimiter
         self.schema_spec = schema
 
+    def _open_input_source(self, filesystem: Any, path: str, **open_args: Any) -> pa.NativeFile:
+        # Parquet needs random access to read row group by row group; text formats stream.
+        if self.kind == "parquet":
+            return filesystem.open_input_file(path)
+        return super()._open_input_source(filesystem, path, **open_args)
+
     def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
         yield from {"csv": self._csv, "jsonl": self._jsonl, "parquet": self._parquet}[self.kind](f, path)
 
@@ -167,7 +173,7 @@ class RecordFileDatasource(FileBasedDatasource):
 
     def _parquet(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
         fields = list(self.schema_spec.fields)
-        parquet = pq.ParquetFile(pa.BufferReader(f.read()))
+        parquet = pq.ParquetFile(f)
         present = parquet.schema_arrow.names
         self._require(path, present)
         row = 0

@@ -31,7 +31,9 @@ def datasource(kind: str, fields: dict[str, Any] | None = None, delimiter: str =
 
 
 def read_tables(path: Path, kind: str, fields: dict[str, Any] | None = None, delimiter: str = ",") -> list[pa.Table]:
-    return list(datasource(kind, fields, delimiter)._read_stream(pa.input_stream(str(path)), str(path)))
+    # Opened as the datasource opens it: Parquet with random access, text formats as a stream.
+    source = pa.OSFile(str(path)) if kind == "parquet" else pa.input_stream(str(path))
+    return list(datasource(kind, fields, delimiter)._read_stream(source, str(path)))
 
 
 def read_rows(path: Path, kind: str, fields: dict[str, Any] | None = None, delimiter: str = ",") -> list[dict]:
