@@ -119,11 +119,6 @@ def engine_url(database_url: str) -> str:
     return database_url
 
 
-def redacted(database_url: str) -> str:
-    """The URL without its password, for messages."""
-    return sa.engine.make_url(engine_url(database_url)).render_as_string(hide_password=True)
-
-
 class MetadataStore:
     """Runs and dataset versions. Safe to share between threads of one process."""
 
