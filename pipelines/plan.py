@@ -185,11 +185,7 @@ class BatchPlan:
         if getattr(self.spec.source, "path", "").startswith("s3://"):
             source_fs = self.paths.filesystem(self.spec.source.path)[0]
         raw = read_source(self.spec.source, schema, filesystem=source_fs)
-        # Validation is the costly part and a file is read by one task: a resource request of
-        # its own keeps it from being fused into the read, so blocks validate in parallel.
-        validated = raw.map_batches(
-            validate_batch, batch_format="pyarrow", batch_size=None, num_cpus=0.5
-        ).materialize()
+        validated = raw.map_batches(validate_batch, batch_format="pyarrow", batch_size=None).materialize()
         self.rows_in = validated.count()  # free on a materialized dataset
         if schema.key and schema.unique_key:
             first_seen = self._first_seen_of_duplicates(validated)
