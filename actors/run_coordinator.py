@@ -14,12 +14,14 @@ from typing import Any
 
 import ray
 from pydantic import SecretStr
-from ray.data import DataContext
 
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
 from augment_core.store import StepState, VersionTaken, open_store, utcnow
-from pipelines.plan import ActorReporter, BatchPlan, export_csv
+from actors.provider_limiter import cluster_permits
+from pipelines.inference.budget import CostLedger
+from pipelines.inference.context import RunContext
+from pipelines.plan import ActorReporter, BatchPlan, count_outcomes, export_csv, quiet_ray_data
 from pipelines.spec import WorkflowSpec
 
 NAMESPACE = "augment"
@@ -29,6 +31,22 @@ log = logging.getLogger(__name__)
 
 def actor_name(run_id: str) -> str:
     return f"run-{run_id}"
+
+
+class CoordinatorBudget:
+    """The run's budget, kept by its coordinator so that every worker spends from one ledger."""
+
+    def __init__(self, coordinator: Any, limited: bool) -> None:
+        self.coordinator = coordinator
+        self.limited = limited
+
+    async def reserve(self, usd: float) -> bool:
+        if not self.limited:  # nothing to refuse: spare the round trip
+            return True
+        return await self.coordinator.reserve.remote(usd)
+
+    async def settle(self, step: str, reserved: float, usage: dict[str, float]) -> None:
+        await self.coordinator.settle.remote(step, reserved, usage)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -65,6 +83,7 @@ class RunCoordinator:
         self.store = open_store(settings)
         self.steps = {name: StepState(name=name) for name in ["validate", *spec.step_names(), "write"]}
         self.status = "pending"
+        self.ledger = CostLedger(spec.budget.max_usd if spec.budget else None)
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
@@ -78,13 +97,20 @@ class RunCoordinator:
             if step in self.steps:
                 self.steps[step].rows += rows
 
+    # the run's provider spending, from every worker -------------------------------------------
+    def reserve(self, usd: float) -> bool:
+        return self.ledger.reserve(usd)
+
+    def settle(self, step: str, reserved: float, usage: dict[str, float]) -> None:
+        self.ledger.settle(step, reserved, usage)
+
+    def cost(self) -> dict[str, Any]:
+        return self.ledger.summary()
+
     # driving -----------------------------------------------------------------------------------
     def execute(self) -> str:
         """Run every step; returns the final status, as stored. Never leaves the run 'running'."""
-        # Progress lives in the run row, not in bars (and not in a warning that they are off).
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-        DataContext.get_current().enable_progress_bars = False
+        quiet_ray_data()
         if not self.store.mark_running(self.run_id):  # ended before it started: do nothing
             with self._lock:
                 self.status = self.store.get_run(self.run_id).status
@@ -106,7 +132,12 @@ class RunCoordinator:
         """The steps in order: (final status, fields of the run row to store with it)."""
         current = "setup"
         try:
-            plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, ActorReporter(self._self()))
+            me = self._self()
+            context = RunContext(
+                providers=self.spec.providers, settings=self.settings, run_id=self.run_id,
+                permits_for=cluster_permits, budget=CoordinatorBudget(me, self.spec.budget is not None),
+            )
+            plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, ActorReporter(me), context)
             plan.check_chain()
             current = "validate"
             self._start("validate")
@@ -123,21 +154,22 @@ class RunCoordinator:
                     f"counts do not reconcile: in={result.rows_in}, valid={result.valid}, "
                     f"quarantined={result.quarantined}"
                 )
+            failed, skipped = count_outcomes(self.spec, StoragePaths(self.settings), result.output_path)
             output = self._catalog(result)
             self.report("write", result.valid + result.quarantined)
             self._finish("write")
             counts = {
                 "in": rows_in, "valid": result.valid, "quarantined": result.quarantined,
-                "augmented": result.valid, "failed": 0, "skipped": 0,
+                "augmented": result.valid - failed - skipped, "failed": failed, "skipped": skipped,
             }
-            return "succeeded", {"counts": counts, "output": output}
+            return "succeeded", {"counts": counts, "output": output, "cost": self.ledger.summary()}
         except Exception as exc:  # every failure ends the run with its reason
             error = f"step {current!r} failed: {describe_error(exc)}"
             with self._lock:
                 for state in self.steps.values():
                     if state.state == "running":
                         state.state, state.error, state.finished_at = "failed", error, utcnow().isoformat()
-            return "failed", {"error": error}
+            return "failed", {"error": error, "cost": self.ledger.summary()}
 
     def _self(self) -> Any:
         return ray.get_runtime_context().current_actor

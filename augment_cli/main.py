@@ -93,6 +93,47 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if record.status == "succeeded" else EXIT_FAILED
 
 
+def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.plan import quiet_ray_data
+    from pipelines.preview import preview
+
+    spec = load_spec(args.spec)
+    preflight(spec, args.spec)
+    _connect_ray(_cluster_address(settings))
+    quiet_ray_data()
+    source_fs = None
+    if getattr(spec.source, "path", "").startswith("s3://"):
+        from augment_core.storage import StoragePaths
+
+        source_fs = StoragePaths(settings).filesystem(spec.source.path)[0]
+    result = preview(spec, rows=args.rows, filesystem=source_fs)
+    budget = spec.budget.max_usd if spec.budget else None
+    if args.json:
+        print(json.dumps({
+            "rows_in": result.rows_in, "valid": result.valid, "samples": result.samples,
+            "steps": [vars(s) for s in result.steps], "cost_max_usd": round(result.cost_max_usd, 6),
+            "budget_usd": budget,
+        }, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print(f"preview of {spec.name} v{spec.version}: the requests of the first {args.rows} valid record(s); nothing is sent")
+    if not result.steps:
+        print("  (no step of this workflow calls a provider)")
+    for sample in result.samples:
+        print(f"\n--- record {sample['record']} · step {sample['step']}")
+        print(json.dumps(sample["request"], indent=2, ensure_ascii=False))
+    print(f"\nestimate for the whole input: {result.rows_in} records in, {result.valid} valid before the"
+          " duplicate-key check (upper bound: every reply at max_tokens, no cache hit)")
+    if result.steps:
+        print(f"  {'STEP':<24} {'PROVIDER':<14} {'MODEL':<18} {'REQUESTS':>9} {'TOKENS IN':>10} {'OUT (MAX)':>10} {'COST (MAX)':>11}")
+        for s in result.steps:
+            unbuildable = f"  ({s.unbuildable} cannot be built)" if s.unbuildable else ""
+            print(f"  {s.step[:24]:<24} {s.provider[:14]:<14} {(s.model or '-')[:18]:<18} {s.requests:>9} "
+                  f"{s.tokens_in:>10} {s.tokens_out_max:>10} {'$%.4f' % s.cost_max_usd:>11}{unbuildable}")
+    limit = f" (budget ${budget:g})" if budget is not None else ""
+    print(f"  total: at most ${result.cost_max_usd:.4f}{limit}")
+    return EXIT_OK
+
+
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     store.reap_stale_runs(settings.stale_after_seconds)
@@ -189,6 +230,15 @@ def _print_run(record: RunRecord, as_json: bool) -> None:
         print(f"  quarantine   {out['quarantine_path']}")
         if out.get("csv_path"):
             print(f"  csv export   {out['csv_path']}")
+    cost = record.cost or {}
+    if cost.get("steps"):
+        budget = f" of a ${cost['budget_usd']:g} budget" if cost.get("budget_usd") is not None else ""
+        exhausted = " (exhausted: remaining records skipped)" if cost.get("budget_exhausted") else ""
+        print(f"  cost         ${cost.get('total_usd', 0):.6f}{budget}{exhausted}")
+        for name, usage in cost["steps"].items():
+            print(f"    {name:<28} ${usage.get('cost_usd', 0):.6f} · {usage.get('calls', 0)} calls"
+                  f" · {usage.get('cache_hits', 0)} cached · {usage.get('tokens_in', 0)} tokens in"
+                  f" · {usage.get('tokens_out', 0)} out · {usage.get('failed', 0)} failed · {usage.get('skipped', 0)} skipped")
     print("  steps")
     for step in record.steps:
         error = f" — {step.error}" if step.error and step.error != record.error else ""
@@ -224,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a workflow spec without running anything")
     p.add_argument("spec")
     p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("preview", help="print the requests a run would send, and its cost estimate, sending nothing")
+    p.add_argument("spec")
+    p.add_argument("--rows", type=_positive_int, default=3, help="sample records to show (default 3)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_preview)
 
     p = sub.add_parser("runs", help="list recent runs")
     p.add_argument("--limit", type=_positive_int, default=20)

@@ -30,12 +30,20 @@ class Settings(BaseSettings):
         default=None, description="Ray cluster to join; a new local instance when unset."
     )
     workflows_dir: str = Field(default="configs/workflows")
+    providers_file: str = Field(
+        default="configs/providers.yaml", description="Providers that workflows name without declaring."
+    )
+    redis_url: str | None = Field(default=None, description="Redis for the result cache (and events).")
+    cache_backend: str = Field(
+        default="database", pattern="^(database|redis|off)$",
+        description="Where provider results are cached: the metadata store, Redis, or nowhere.",
+    )
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     stale_after_seconds: float = Field(
         default=30.0, gt=0, description="A running run without a heartbeat for this long is failed."
     )
 
-    @field_validator("storage_root", "workflows_dir")
+    @field_validator("storage_root", "workflows_dir", "providers_file")
     @classmethod
     def _absolute_local_path(cls, value: str) -> str:
         if "://" in value:
@@ -44,6 +52,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _default_database(self) -> "Settings":
+        if self.cache_backend == "redis" and not self.redis_url:
+            raise ValueError("AUGMENT_CACHE_BACKEND=redis needs AUGMENT_REDIS_URL")
         if not self.database_url:
             sqlite_path = Path("data/augment.db").resolve()
             object.__setattr__(self, "database_url", f"sqlite:///{sqlite_path}")

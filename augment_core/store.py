@@ -35,6 +35,7 @@ runs_table = sa.Table(
     sa.Column("counts", sa.JSON, nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("output", sa.JSON, nullable=False),
+    sa.Column("cost", sa.JSON),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
@@ -86,6 +87,7 @@ class RunRecord(BaseModel):
     counts: dict[str, int]
     error: str | None = None
     output: dict[str, Any] = Field(default_factory=dict)
+    cost: dict[str, Any] | None = None  # provider calls: total and per step, with the budget
     created_at: dt.datetime
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
@@ -135,6 +137,7 @@ class MetadataStore:
         except sa.exc.DBAPIError:
             # Another process (a Serve replica, a job) created the tables at the same moment.
             metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     # runs -----------------------------------------------------------------------------------
     def create_run(
@@ -279,6 +282,22 @@ def _run_record(row: Any) -> RunRecord:
     for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
         data[key] = _aware(data[key])
     return RunRecord(**data)
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Columns added to a table after a database was created (create_all does not alter tables).
+    Only nullable columns are ever added, so old rows stay valid."""
+    inspector = sa.inspect(engine)
+    for table in (runs_table, dataset_versions_table):
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=engine.dialect)
+                try:
+                    with engine.begin() as conn:
+                        conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                except sa.exc.DBAPIError:  # added by another process meanwhile
+                    pass
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -7,10 +7,13 @@ long-lived server picks up edits without a restart and without reloading on ever
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.inference.context import RunContext
 from pipelines.online import OnlineWorkflow
 from pipelines.spec import SpecError, WorkflowSpec, load_spec
 
@@ -46,8 +49,11 @@ class WorkflowUnusable(Exception):
 class WorkflowCatalog:
     """The *.yaml workflow specs of one folder. Safe to share between threads."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, context_for: Callable[[WorkflowSpec], RunContext] | None = None) -> None:
+        """`context_for` gives each online workflow its providers' permits and cache (the API
+        passes the cluster-wide limiters); by default, process-local ones and no cache."""
         self.folder = Path(folder)
+        self.context_for = context_for or (lambda spec: RunContext(providers=spec.providers))
         self._lock = threading.Lock()
         self._loaded: dict[Path, WorkflowEntry] = {}
         self._online: dict[str, tuple[Path, int, OnlineWorkflow]] = {}
@@ -71,7 +77,7 @@ class WorkflowCatalog:
                 return cached[2]
             assert entry.spec is not None
             try:
-                workflow = OnlineWorkflow(entry.spec)
+                workflow = OnlineWorkflow(entry.spec, self.context_for(entry.spec))
             except Exception as exc:  # any failure to build the chain makes this workflow unusable
                 raise WorkflowUnusable(name, [f"cannot build the augmenters: {exc}"]) from exc
             self._online[name] = (entry.file, entry.mtime_ns, workflow)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipelines.inference.context import RunContext
 from pipelines.plan import mark_duplicates, run_chain, setup_chain, split_valid
 from pipelines.registry import build_chain, output_schema
 from pipelines.sources import json_record
@@ -24,9 +25,10 @@ class OnlineResult:
 class OnlineWorkflow:
     """A workflow ready to augment requests: chain built and reference tables loaded once."""
 
-    def __init__(self, spec: WorkflowSpec) -> None:
+    def __init__(self, spec: WorkflowSpec, context: RunContext | None = None) -> None:
         self.spec = spec
-        self.chain = setup_chain(build_chain(spec))
+        self.context = context or RunContext(providers=spec.providers)
+        self.chain = setup_chain(build_chain(spec), self.context)
         self.schema = output_schema(spec)
 
     def raw_table(self, records: list[Any]) -> pa.Table:

@@ -21,6 +21,7 @@ from ray.data.aggregate import Count, Min
 
 from augment_core.storage import StoragePaths
 from pipelines.augmenters.base import Augmenter
+from pipelines.inference.context import RunContext
 from pipelines.registry import build_chain, output_schema
 from pipelines.sources import read_source
 from pipelines.spec import WorkflowSpec
@@ -55,6 +56,15 @@ def _no_report(step: str, rows: int) -> None:
     return None
 
 
+def quiet_ray_data() -> None:
+    """Progress lives in the run row, not in bars and INFO lines (nor in a warning that they are off)."""
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
 # Batch functions shared by both paths ------------------------------------------------------
 def split_valid(table: pa.Table, valid: bool) -> pa.Table:
     mask = pc.is_null(table[ERRORS_COLUMN])
@@ -68,9 +78,11 @@ class StepError(Exception):
         super().__init__(f"step {augmenter.step_name!r} ({augmenter.name}) {stage}: {type(exc).__name__}: {exc}")
 
 
-def setup_chain(chain: list[Augmenter]) -> list[Augmenter]:
+def setup_chain(chain: list[Augmenter], context: RunContext | None = None) -> list[Augmenter]:
     for augmenter in chain:
         try:
+            if context is not None:
+                augmenter.bind(context)
             augmenter.setup()
         except Exception as exc:
             raise StepError(augmenter, "setup failed", exc) from exc
@@ -131,14 +143,14 @@ def quarantine_rows(table: pa.Table, run_id: str) -> pa.Table:
 
 
 # The batch plan ---------------------------------------------------------------------------
-def augment_batches(spec: WorkflowSpec, report: Reporter) -> type:
-    """The Ray Data actor class that runs the chain. The spec travels inside the class
-    rather than as constructor arguments, so a restarted actor never depends on objects in the
-    object store (ray-project/ray#53727)."""
+def augment_batches(spec: WorkflowSpec, report: Reporter, context: RunContext) -> type:
+    """The Ray Data actor class that runs the chain. The spec and the run's context travel
+    inside the class rather than as constructor arguments, so a restarted actor never depends
+    on objects in the object store (ray-project/ray#53727)."""
 
     class AugmentBatches:
         def __init__(self) -> None:
-            self.chain = setup_chain(build_chain(spec))  # reference tables load once per actor
+            self.chain = setup_chain(build_chain(spec), context)  # reference tables load once per actor
             self.schema = output_schema(spec)
 
         def __call__(self, table: pa.Table) -> pa.Table:
@@ -160,8 +172,12 @@ class PlanResult:
 class BatchPlan:
     """The stages of one run, called in order by the run coordinator."""
 
-    def __init__(self, spec: WorkflowSpec, paths: StoragePaths, run_id: str, report: Reporter = _no_report) -> None:
+    def __init__(
+        self, spec: WorkflowSpec, paths: StoragePaths, run_id: str, report: Reporter = _no_report,
+        context: RunContext | None = None,
+    ) -> None:
         self.spec, self.paths, self.run_id, self.report = spec, paths, run_id, report
+        self.context = context or RunContext(providers=spec.providers, run_id=run_id)
         self.output_path = paths.dataset_run(spec.sink.dataset, run_id)
         self.quarantine_path = paths.quarantine(spec.sink.dataset, run_id)
         self.validated: ray.data.Dataset | None = None
@@ -170,7 +186,7 @@ class BatchPlan:
     def check_chain(self) -> None:
         """Set the chain up once here, so a bad reference table fails the run in seconds,
         before any record is read, instead of inside every Ray Data actor."""
-        setup_chain(build_chain(self.spec))
+        setup_chain(build_chain(self.spec), self.context)
 
     def validate(self) -> int:
         """Read and validate every record; returns the number read."""
@@ -223,7 +239,7 @@ class BatchPlan:
         (
             self.validated.map_batches(lambda t: split_valid(t, True), batch_format="pyarrow", batch_size=None)
             .map_batches(
-                augment_batches(self.spec, self.report),
+                augment_batches(self.spec, self.report, self.context),
                 batch_format="pyarrow",
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cluster_cpus()),
                 num_cpus=0.25,
@@ -261,6 +277,34 @@ def count_parquet_rows(fs: Any, path: str) -> int:
         return 0
     files = [f.path for f in fs.get_file_info(FileSelector(path, recursive=True)) if f.path.endswith(".parquet")]
     return sum(pq.ParquetFile(fs.open_input_file(f)).metadata.num_rows for f in files)
+
+
+def count_outcomes(spec: WorkflowSpec, paths: StoragePaths, parquet_path: str) -> tuple[int, int]:
+    """(failed, skipped) records of a written dataset, from the inference steps' status columns:
+    a record with any step in error is failed; one with a step skipped (budget) and none in
+    error is skipped. Reads those columns only, file by file."""
+    from pipelines.inference.step import InferenceAugmenter
+
+    columns = [
+        name for augmenter in build_chain(spec) if isinstance(augmenter, InferenceAugmenter)
+        for name in list(augmenter.status_columns())[:1]
+    ]
+    if not columns:
+        return 0, 0
+    fs, path = paths.filesystem(parquet_path)
+    failed = skipped = 0
+    for fragment in pq.ParquetDataset(path, filesystem=fs).fragments:
+        table = fragment.to_table(columns=columns)
+        if not table.num_rows:
+            continue
+        error = pc.equal(table[columns[0]], "error")
+        skip = pc.equal(table[columns[0]], "skipped")
+        for name in columns[1:]:
+            error = pc.or_(error, pc.equal(table[name], "error"))
+            skip = pc.or_(skip, pc.equal(table[name], "skipped"))
+        failed += pc.sum(pc.fill_null(error, False).cast(pa.int64())).as_py() or 0
+        skipped += pc.sum(pc.and_(pc.fill_null(skip, False), pc.invert(pc.fill_null(error, False))).cast(pa.int64())).as_py() or 0
+    return failed, skipped
 
 
 def write_empty_parquet(fs: Any, path: str, schema: pa.Schema) -> None:

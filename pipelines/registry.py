@@ -78,6 +78,8 @@ def check_steps(spec: "WorkflowSpec") -> list[str]:
         except ValidationError as exc:
             errors.extend(_pydantic_errors(exc, (f"steps", i, "params")))
             continue
+        for param, reason in augmenter.provider_errors(spec.providers):
+            errors.append(f"{where}.params.{param}: {reason}")
         for param, column in augmenter.reads():
             if column not in columns:
                 errors.append(

@@ -13,14 +13,12 @@ from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-IDENTIFIER = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"
+from pipelines.models import IDENTIFIER, StrictModel
+from pipelines.providers import ProviderSpec
+
 RESERVED_COLUMNS = frozenset({"record_uuid"})
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class FieldType(str, Enum):
@@ -157,14 +155,22 @@ class SinkSpec(StrictModel):
     export_csv: bool = False
 
 
+class BudgetSpec(StrictModel):
+    max_usd: float = Field(gt=0, description="No call is sent that could take a run's provider cost past this.")
+
+
 class WorkflowSpec(StrictModel):
     name: str = Field(pattern=IDENTIFIER)
     version: int = Field(default=1, ge=1)
     description: str | None = None
+    providers: dict[str, ProviderSpec] = Field(
+        default_factory=dict, description="Providers of this workflow; others come from the providers file."
+    )
     source: SourceSpec
     schema_: SchemaSpec = Field(alias="schema")
     steps: list[StepSpec] = Field(default_factory=list)
     sink: SinkSpec
+    budget: BudgetSpec | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -216,8 +222,12 @@ def _pydantic_errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list
     return lines
 
 
-def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | None = None) -> WorkflowSpec:
-    """Validate a spec given as Python data; relative paths resolve against base_dir."""
+def parse_spec(
+    data: Any, source: str = "<spec>", base_dir: Path | None = None, providers_file: str | Path | None = None
+) -> WorkflowSpec:
+    """Validate a spec given as Python data; relative paths resolve against base_dir. Providers
+    the steps name and the spec does not declare come from the providers file (default:
+    AUGMENT_PROVIDERS_FILE), so that the spec carries every provider it uses to the workers."""
     if data is None:
         raise SpecError(source, ["(top level): the spec is empty"])
     if not isinstance(data, dict):
@@ -228,7 +238,7 @@ def parse_spec(data: Any, source: str = "<spec>", base_dir: Path | None = None) 
         raise SpecError(source, _pydantic_errors(exc)) from None
     from pipelines.registry import check_steps  # the registry imports spec models
 
-    errors = check_steps(spec)
+    errors = _add_file_providers(spec, providers_file) + check_steps(spec)
     if errors:
         raise SpecError(source, errors)
     return _resolve_paths(spec, base_dir) if base_dir else spec
@@ -250,6 +260,29 @@ def load_spec(path: str | Path) -> WorkflowSpec:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         raise SpecError(str(path), [f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
     return parse_spec(data, str(path), path.resolve().parent)
+
+
+def _add_file_providers(spec: WorkflowSpec, providers_file: str | Path | None) -> list[str]:
+    from pipelines.providers import ProviderError, load_providers_file
+    from pipelines.registry import augmenters
+
+    known = augmenters()
+    wanted = {
+        name for step in spec.steps if step.use in known
+        for name in known[step.use].provider_names(step.params) if name not in spec.providers
+    }
+    if not wanted:
+        return []
+    if providers_file is None:
+        from augment_core.settings import Settings
+
+        providers_file = Settings().providers_file
+    try:
+        declared = load_providers_file(providers_file)
+    except ProviderError as exc:
+        return [f"providers: {exc}"]
+    spec.providers.update({name: declared[name] for name in sorted(wanted) if name in declared})
+    return []
 
 
 def resolve_path(value: str, base_dir: Path) -> str:

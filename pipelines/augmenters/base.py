@@ -48,6 +48,18 @@ class Augmenter(ABC):
         columns it reads: checked with the spec, before any record is read. None by default."""
         return []
 
+    @classmethod
+    def provider_names(cls, params: Mapping[str, Any]) -> list[str]:
+        """The providers a step with these (raw) params calls; none by default."""
+        return []
+
+    def provider_errors(self, providers: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(param, reason) for each provider this step names that is missing or unfit."""
+        return []
+
+    def bind(self, context: Any) -> None:
+        """Receive the run's context (providers, budget, cache) before setup; no-op by default."""
+
     def setup(self) -> None:
         """Load heavy state (reference tables, clients) once per worker; no-op by default."""
 

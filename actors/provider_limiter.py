@@ -1,0 +1,66 @@
+"""ProviderLimiter: one named actor per provider account, shared by the whole cluster.
+
+Every call to a provider — from any Ray Data worker of any run and from any replica of the
+online API — takes its permit here, so the account's requests/min, tokens/min and in-flight
+limits hold cluster-wide, and one 429 slows every caller down. Detached: it outlives the job
+that created it, so concurrent runs and the API keep sharing one limiter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from augment_core.ratelimit import Grant, Limits, Outcome, RateLimiter, limiter_actor_name
+from pipelines.inference.permits import Permits
+
+NAMESPACE = "augment"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
+class ProviderLimiter:
+    """An async actor: waiting callers are coroutines, so thousands can queue for permits."""
+
+    def __init__(self, account: str, limits: Limits) -> None:
+        self.account = account
+        self.limiter = RateLimiter(limits)
+
+    def configure(self, limits: Limits) -> None:
+        self.limiter.configure(limits)
+
+    async def acquire(self, tokens: int, max_wait: float | None = None) -> Grant:
+        return await self.limiter.acquire(tokens, max_wait)
+
+    async def release(self, permit: int, outcome: Outcome) -> None:
+        self.limiter.release(permit, outcome)
+
+    async def snapshot(self) -> dict[str, Any]:
+        return {"account": self.account, "limits": self.limiter.limits.__dict__, **self.limiter.snapshot()}
+
+
+class ActorPermits:
+    """Permits from the account's ProviderLimiter actor (the Permits of pipelines/inference)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    async def acquire(self, tokens: int, max_wait: float | None = None) -> Grant:
+        return await self.handle.acquire.remote(tokens, max_wait)
+
+    async def release(self, permit: int, outcome: Outcome) -> None:
+        await self.handle.release.remote(permit, outcome)
+
+
+def limiter_for(account: str, limits: Limits) -> Any:
+    """The account's limiter actor, created on first use; its limits follow the latest spec."""
+    handle = ProviderLimiter.options(
+        name=limiter_actor_name(account), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+    ).remote(account, limits)
+    handle.configure.remote(limits)
+    return handle
+
+
+def cluster_permits(account: str, limits: Limits) -> Permits:
+    """The RunContext.permits_for of runs and replicas on a cluster."""
+    return ActorPermits(limiter_for(account, limits))

@@ -1,0 +1,125 @@
+"""The result cache of provider calls, keyed by content: provider, model, params, the rendered
+request and the output schema (the caller hashes them into the key). A re-run of an unchanged
+workflow makes no provider call; editing one step's template re-calls only that step.
+
+Durable: a table of the metadata store by default, Redis when AUGMENT_CACHE_BACKEND=redis.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from augment_core.settings import Settings
+from augment_core.store import metadata, open_store, utcnow
+
+cache_table = sa.Table(
+    "inference_cache",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+CHUNK = 500  # keys per query: bounded statements on both databases
+
+
+def cache_key(*parts: Any) -> str:
+    """sha256 of the parts as canonical JSON."""
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ResultCache(Protocol):
+    def get_many(self, keys: list[str]) -> dict[str, Any]: ...
+
+    def put_many(self, items: dict[str, Any]) -> None: ...
+
+
+class NoCache:
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        return {}
+
+    def put_many(self, items: dict[str, Any]) -> None:
+        return None
+
+
+class DatabaseCache:
+    """Rows of `inference_cache` in the metadata store; the first value stored for a key stays."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        try:
+            cache_table.create(engine, checkfirst=True)
+        except sa.exc.DBAPIError:  # another process created it at the same moment
+            cache_table.create(engine, checkfirst=True)
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        unique = list(dict.fromkeys(keys))
+        with self.engine.connect() as conn:
+            for i in range(0, len(unique), CHUNK):
+                rows = conn.execute(
+                    sa.select(cache_table.c.key, cache_table.c.value).where(cache_table.c.key.in_(unique[i:i + CHUNK]))
+                )
+                found.update({key: value for key, value in rows})
+        return found
+
+    def put_many(self, items: dict[str, Any]) -> None:
+        if not items:
+            return
+        rows = [{"key": k, "value": v, "created_at": utcnow()} for k, v in items.items()]
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        with self.engine.begin() as conn:
+            for i in range(0, len(rows), CHUNK):
+                conn.execute(insert(cache_table).on_conflict_do_nothing(index_elements=["key"]), rows[i:i + CHUNK])
+
+
+class RedisCache:
+    """JSON values under `augment:cache:<key>`, without expiry (the cache is a record of work)."""
+
+    PREFIX = "augment:cache:"
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        unique = list(dict.fromkeys(keys))
+        found: dict[str, Any] = {}
+        for i in range(0, len(unique), CHUNK):
+            chunk = unique[i:i + CHUNK]
+            for key, value in zip(chunk, self.client.mget([self.PREFIX + k for k in chunk])):
+                if value is not None:
+                    found[key] = json.loads(value)
+        return found
+
+    def put_many(self, items: dict[str, Any]) -> None:
+        if not items:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key, value in items.items():
+            pipe.set(self.PREFIX + key, json.dumps(value, ensure_ascii=False), nx=True)
+        pipe.execute()
+
+
+def open_cache(settings: Settings) -> ResultCache:
+    return _cache_for(settings.cache_backend, settings.database_url, settings.redis_url)
+
+
+@functools.lru_cache(maxsize=8)
+def _cache_for(backend: str, database_url: str, redis_url: str | None) -> ResultCache:
+    if backend == "off":
+        return NoCache()
+    if backend == "redis":
+        assert redis_url, "checked by Settings"
+        return RedisCache(redis_url)
+    return DatabaseCache(open_store(Settings(database_url=database_url)).engine)

@@ -1,0 +1,1 @@
+"""Tools for development and tests: a local OpenAI-compatible provider double."""

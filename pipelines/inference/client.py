@@ -1,0 +1,218 @@
+"""One provider call: permits, deadline, retries with backoff and jitter, the provider's verdict.
+
+Retried: timeouts, connection errors, 408, 409, 429 and 5xx, while the per-call deadline
+allows; other 4xx fail at once with the provider's own message. Every attempt takes a permit
+from the account's limiter and returns it with what the reply said (status, Retry-After,
+x-ratelimit-*), so one slow-down reaches every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from augment_core.ratelimit import Outcome
+from pipelines.inference.permits import Permits
+
+RETRYABLE = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 20.0
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    url: str
+    json: Any = None
+    params: dict[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # secrets: never logged or stored
+
+    def public(self) -> dict[str, Any]:
+        """The request as previews show it, keys masked."""
+        headers = {k: ("***" if k.lower() in ("authorization", "x-api-key", "api-key") else v) for k, v in self.headers.items()}
+        out: dict[str, Any] = {"method": self.method, "url": self.url}
+        if self.params:
+            out["params"] = self.params
+        if headers:
+            out["headers"] = headers
+        if self.json is not None:
+            out["json"] = self.json
+        return out
+
+
+@dataclass
+class Reply:
+    ok: bool
+    status: int | None = None
+    body: Any = None
+    error: str | None = None
+    attempts: int = 0
+    latency_ms: float = 0.0
+
+
+_CLIENTS: dict[int, httpx.AsyncClient] = {}
+
+
+def http_client() -> httpx.AsyncClient:
+    """One pooled client per event loop (the background loop holds one for the process)."""
+    loop = id(asyncio.get_running_loop())
+    client = _CLIENTS.get(loop)
+    if client is None:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        client = _CLIENTS[loop] = httpx.AsyncClient(limits=limits, follow_redirects=False)
+    return client
+
+
+async def call(
+    request: Request,
+    permits: Permits,
+    *,
+    tokens: int = 0,
+    deadline_s: float = 60.0,
+    max_retries: int = 4,
+) -> Reply:
+    """Send a request until it succeeds, fails for good, or the deadline passes."""
+    started = time.monotonic()
+    attempts = 0
+    last_error = "no attempt was made"
+    while True:
+        remaining = deadline_s - (time.monotonic() - started)
+        if remaining <= 0:
+            return _failed(f"deadline of {deadline_s:g}s passed after {attempts} attempt(s); last: {last_error}", attempts, started)
+        grant = await permits.acquire(tokens, max_wait=remaining)
+        if not grant.granted:
+            return _failed(grant.reason, attempts, started)
+        attempts += 1
+        outcome = Outcome()
+        retry_after: float | None = None
+        try:
+            timeout = max(0.05, deadline_s - (time.monotonic() - started))
+            response = await http_client().request(
+                request.method, request.url, json=request.json, params=request.params,
+                headers=request.headers, timeout=timeout,
+            )
+        except httpx.TimeoutException:
+            last_error = "timed out"
+        except httpx.HTTPError as exc:
+            last_error = f"{type(exc).__name__}: {exc}"[:300]
+        else:
+            outcome = _outcome(response)
+            retry_after = outcome.retry_after
+            if response.status_code < 400:
+                body = _json(response)
+                outcome.tokens = _total_tokens(body)
+                await permits.release(grant.permit, outcome)
+                if body is _NOT_JSON:
+                    return _failed(f"provider replied {response.status_code} with a body that is not JSON", attempts, started, response.status_code)
+                return Reply(True, response.status_code, body, attempts=attempts, latency_ms=_ms(started))
+            last_error = f"HTTP {response.status_code}: {provider_message(response)}"
+            if response.status_code not in RETRYABLE:
+                await permits.release(grant.permit, outcome)
+                return _failed(last_error, attempts, started, response.status_code)
+        await permits.release(grant.permit, outcome)
+        if attempts > max_retries:
+            return _failed(f"gave up after {attempts} attempts; last: {last_error}", attempts, started, outcome.status)
+        backoff = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
+        wait = max(backoff, retry_after or 0.0)
+        if wait >= deadline_s - (time.monotonic() - started):
+            return _failed(
+                f"deadline of {deadline_s:g}s leaves no time to retry after {attempts} attempt(s); last: {last_error}",
+                attempts, started, outcome.status,
+            )
+        await asyncio.sleep(wait)
+
+
+_NOT_JSON = object()
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return _NOT_JSON
+
+
+def _total_tokens(body: Any) -> int | None:
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if isinstance(usage, dict) and isinstance(usage.get("total_tokens"), int):
+        return usage["total_tokens"]
+    return None
+
+
+def _failed(error: str, attempts: int, started: float, status: int | None = None) -> Reply:
+    return Reply(False, status, error=error, attempts=attempts, latency_ms=_ms(started))
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
+
+
+def provider_message(response: httpx.Response) -> str:
+    """The provider's own words: error.message of an OpenAI-style body, else the text."""
+    body = _json(response)
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:500]
+        if isinstance(error, str):
+            return error[:500]
+        if body.get("message"):
+            return str(body["message"])[:500]
+    return (response.text or response.reason_phrase or "no message")[:500]
+
+
+def _outcome(response: httpx.Response) -> Outcome:
+    headers = response.headers
+    return Outcome(
+        status=response.status_code,
+        retry_after=_retry_after(headers),
+        remaining_requests=_int(headers.get("x-ratelimit-remaining-requests")),
+        reset_requests=_duration(headers.get("x-ratelimit-reset-requests")),
+    )
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    if headers.get("retry-after-ms"):
+        try:
+            return float(headers["retry-after-ms"]) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:  # an HTTP date
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?$")
+
+
+def _duration(value: str | None) -> float | None:
+    """OpenAI's reset durations: '1s', '6m0s', '250ms', '0.35s'."""
+    if not value:
+        return None
+    match = _DURATION.match(value.strip())
+    if not match or not any(match.groups()):
+        return None
+    h, m, s, ms = (float(g) if g else 0.0 for g in match.groups())
+    return h * 3600 + m * 60 + s + ms / 1000

@@ -1,0 +1,34 @@
+"""What an inference step needs from the run it is part of, passed explicitly to every worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from augment_core.cache import NoCache, ResultCache, open_cache
+from augment_core.ratelimit import Limits
+from augment_core.settings import Settings
+from pipelines.inference.budget import Budget, LocalBudget
+from pipelines.inference.permits import Permits, local_permits
+from pipelines.providers import ProviderSpec
+
+
+@dataclass
+class RunContext:
+    """Providers, where permits come from, the budget, the cache and the run id.
+
+    Picklable: it travels into Ray Data actors and Serve replicas. `permits_for` is the
+    cluster-wide limiter factory on a cluster (actors/provider_limiter.py), local otherwise.
+    """
+
+    providers: dict[str, ProviderSpec] = field(default_factory=dict)
+    settings: Settings | None = None
+    run_id: str | None = None
+    permits_for: Callable[[str, Limits], Permits] = local_permits
+    budget: Budget = field(default_factory=LocalBudget)
+    use_cache: bool = True
+
+    def cache(self) -> ResultCache:
+        if self.settings is None or not self.use_cache:
+            return NoCache()
+        return open_cache(self.settings)

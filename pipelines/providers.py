@@ -1,0 +1,138 @@
+"""Providers: the endpoints inference augmenters call, declared once with limits and prices.
+
+Declared in configs/providers.yaml (AUGMENT_PROVIDERS_FILE) or under `providers:` in a
+workflow; a workflow's declaration wins over the file's for the same name. Keys never appear
+here: a provider names the environment variable that holds its key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from enum import Enum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from augment_core.ratelimit import Limits
+from pipelines.models import IDENTIFIER, StrictModel
+
+ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+
+
+class ProviderKind(str, Enum):
+    openai = "openai"  # any OpenAI-compatible chat-completions / embeddings endpoint
+    http = "http"  # a JSON API called by the `http` augmenter
+
+
+class ProviderLimits(StrictModel):
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    max_in_flight: int = Field(default=32, ge=1, le=10_000)
+    failure_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit.")
+    cooldown_seconds: float = Field(default=30.0, gt=0, description="How long an open circuit fails fast.")
+
+    def limits(self) -> Limits:
+        return Limits(**self.model_dump())
+
+
+class ProviderPrices(StrictModel):
+    """US dollars; what a call costs is what the provider bills for it."""
+
+    input_per_million: float = Field(default=0.0, ge=0)
+    output_per_million: float = Field(default=0.0, ge=0)
+    per_request: float = Field(default=0.0, ge=0)
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input_per_million + tokens_out * self.output_per_million) / 1e6 + self.per_request
+
+
+class ProviderSpec(StrictModel):
+    kind: ProviderKind
+    base_url: str = Field(min_length=1, description="e.g. https://api.openai.com/v1")
+    api_key_env: str | None = Field(default=None, pattern=ENV_NAME, description="Variable holding the key.")
+    account: str | None = Field(
+        default=None, pattern=IDENTIFIER,
+        description="Providers sharing an account share one limiter; default: the provider's name.",
+    )
+    model: str | None = Field(default=None, description="Default model.")
+    limits: ProviderLimits = Field(default_factory=ProviderLimits)
+    prices: ProviderPrices = Field(default_factory=ProviderPrices)
+    timeout_seconds: float = Field(default=60.0, gt=0, le=3600, description="Deadline of one call, retries included.")
+    max_retries: int = Field(default=4, ge=0, le=20)
+    allow_hosts: list[str] = Field(
+        default_factory=list, description="Loopback/private hosts an http provider may call."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+
+class ProviderError(ValueError):
+    """A provider that is missing, misdeclared or not allowed."""
+
+
+def load_providers_file(path: str | Path) -> dict[str, ProviderSpec]:
+    """Providers declared in a YAML file; {} when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ProviderError(f"{path}: not valid YAML: {exc}") from None
+    data = raw.get("providers", raw) if isinstance(raw, dict) else raw
+    if not isinstance(data, dict):
+        raise ProviderError(f"{path}: expected a mapping of provider names to providers")
+    from pipelines.spec import _pydantic_errors  # the spec imports this module
+
+    providers, errors = {}, []
+    for name, value in data.items():
+        try:
+            providers[str(name)] = ProviderSpec.model_validate(value)
+        except ValidationError as exc:
+            errors.extend(_pydantic_errors(exc, ("providers", str(name))))
+    if errors:
+        raise ProviderError(f"{path}: " + "; ".join(errors))
+    return providers
+
+
+def account_of(name: str, provider: ProviderSpec) -> str:
+    return provider.account or name
+
+
+def api_key(provider: ProviderSpec) -> str | None:
+    """The key from the environment, read at call time and never stored."""
+    if provider.api_key_env is None:
+        return None
+    value = os.environ.get(provider.api_key_env)
+    if not value:
+        raise ProviderError(f"environment variable {provider.api_key_env} (the provider's key) is not set")
+    return value
+
+
+def check_host(provider: ProviderSpec, url: str) -> None:
+    """Refuse loopback, link-local and private addresses unless the allow-list names the host:
+    a record must not be able to steer a call into the cluster's own network."""
+    host = urlsplit(url).hostname or ""
+    if host in provider.allow_hosts:
+        return
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror as exc:
+        raise ProviderError(f"cannot resolve {host!r}: {exc}") from None
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_reserved or ip.is_unspecified:
+            raise ProviderError(
+                f"{host} resolves to {ip}, a private/loopback/link-local address;"
+                " list it in the provider's allow_hosts to call it"
+            )
