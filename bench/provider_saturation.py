@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -257,6 +258,8 @@ def main() -> int:
         rows = write_records(data, args.records)
         spec_path = write_spec(folder / "spec.yaml", data, fake.base_url, args.rpm)
         ray.init(address="local", logging_level="ERROR", log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # its progress lines would bury the table
         try:
             augment, augment_values = run_augment(spec_path, folder, fake, args.records)
             ray_side, ray_values, ray_settings = run_ray_data_llm(

@@ -283,12 +283,7 @@ def count_outcomes(spec: WorkflowSpec, paths: StoragePaths, parquet_path: str) -
     """(failed, skipped) records of a written dataset, from the inference steps' status columns:
     a record with any step in error is failed; one with a step skipped (budget) and none in
     error is skipped. Reads those columns only, file by file."""
-    from pipelines.inference.step import InferenceAugmenter
-
-    columns = [
-        name for augmenter in build_chain(spec) if isinstance(augmenter, InferenceAugmenter)
-        for name in list(augmenter.status_columns())[:1]
-    ]
+    columns = [c for c in (augmenter.status_column() for augmenter in build_chain(spec)) if c]
     if not columns:
         return 0, 0
     fs, path = paths.filesystem(parquet_path)

@@ -57,6 +57,11 @@ class Augmenter(ABC):
         """(param, reason) for each provider this step names that is missing or unfit."""
         return []
 
+    def status_column(self) -> str | None:
+        """The column saying how each record fared ('ok', 'error', 'skipped'), for steps that
+        can fail per record; None for steps that cannot."""
+        return None
+
     def bind(self, context: Any) -> None:
         """Receive the run's context (providers, budget, cache) before setup; no-op by default."""
 

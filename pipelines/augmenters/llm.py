@@ -97,7 +97,7 @@ class Llm(InferenceAugmenter):
 
     def reads(self) -> list[tuple[str, str]]:
         templates = [("system", self.params.system or ""), ("user", self.params.user)]
-        return [(param, column) for param, text in templates for column in placeholders(text)]
+        return [(param, column) for param, text in templates for column in placeholders(text)] + self.reads_required()
 
     def outputs(self) -> dict[str, pa.DataType]:
         return {self.params.prefix + name: ARROW[field.type] for name, field in self.params.outputs.items()}

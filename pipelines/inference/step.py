@@ -29,6 +29,7 @@ from pipelines.models import IDENTIFIER
 from pipelines.providers import ProviderError, ProviderKind, ProviderSpec, account_of
 
 STATUS_TYPE = pa.string()  # ok | error | skipped
+SKIPPED = "skipped: "
 
 
 class InvalidReply(ValueError):
@@ -37,6 +38,10 @@ class InvalidReply(ValueError):
 
 class InferenceParams(AugmenterParams):
     provider: str = Field(pattern=IDENTIFIER, description="A provider declared in the workflow or providers file.")
+    skip_if_empty: list[str] = Field(
+        default_factory=list, max_length=50,
+        description="Columns without which a record is not sent: it ends 'skipped' with the reason.",
+    )
 
 
 @dataclass
@@ -101,6 +106,12 @@ class InferenceAugmenter(Augmenter):
         return [name] if isinstance(name, str) else []
 
     # the base's work ----------------------------------------------------------------------
+    def status_column(self) -> str | None:
+        return f"{self.step_name}_status"
+
+    def reads_required(self) -> list[tuple[str, str]]:
+        return [("skip_if_empty", column) for column in self.params.skip_if_empty]
+
     def status_columns(self) -> dict[str, pa.DataType]:
         prefix = self.step_name
         return {f"{prefix}_status": STATUS_TYPE, f"{prefix}_error": pa.string(), f"{prefix}_provenance": pa.string()}
@@ -147,6 +158,9 @@ class InferenceAugmenter(Augmenter):
         return [self._build(record) for record in _records(table.select(columns).to_pandas(types_mapper=pd.ArrowDtype))]
 
     def _build(self, record: Mapping[str, Any]) -> Request | str:
+        empty = [c for c in self.params.skip_if_empty if record.get(c) is None or str(record.get(c)).strip() == ""]
+        if empty:
+            return SKIPPED + f"{', '.join(empty)} is empty"
         try:
             return self.build_request(record)
         except (ValueError, ProviderError) as exc:
@@ -168,6 +182,9 @@ class InferenceAugmenter(Augmenter):
         gate = asyncio.Semaphore(max(1, self.provider.limits.max_in_flight))
 
         async def one(request: Request | str, key: str | None) -> Outcome:
+            if isinstance(request, str) and request.startswith(SKIPPED):
+                await self.context.budget.settle(self.step_name, 0.0, {"skipped": 1})
+                return Outcome("skipped", error=request, provenance=self._provenance(attempts=0))
             if isinstance(request, str):
                 return Outcome("error", error=request, provenance=self._provenance(attempts=0))
             if key in cached:
