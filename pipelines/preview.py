@@ -54,7 +54,7 @@ def dry_chain(chain: list[Augmenter], table: pa.Table) -> tuple[pa.Table, dict[s
     and add their columns empty. Returns the table and each inference step's requests."""
     requests: dict[str, list[Request | str]] = {}
     for augmenter in chain:
-        if not isinstance(augmenter, InferenceAugmenter):
+        if not (isinstance(augmenter, InferenceAugmenter) and augmenter.calls_provider):
             table = augmenter.apply(table)
             continue
         built = augmenter.requests_for(table)
@@ -68,7 +68,7 @@ def dry_chain(chain: list[Augmenter], table: pa.Table) -> tuple[pa.Table, dict[s
 def _estimates(chain: list[Augmenter], requests: dict[str, list[Request | str]]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for augmenter in chain:
-        if isinstance(augmenter, InferenceAugmenter) and augmenter.step_name in requests:
+        if augmenter.step_name in requests:
             totals = defaultdict(float)
             for request in requests[augmenter.step_name]:
                 if isinstance(request, str):
@@ -107,7 +107,7 @@ def preview(spec: WorkflowSpec, rows: int = 3, filesystem: Any = None) -> Previe
     result = Preview(rows_in=int(totals[("", "in")]), valid=int(totals[("", "valid")]))
     chain = setup_chain(build_chain(spec), RunContext(providers=spec.providers))
     for augmenter in chain:
-        if isinstance(augmenter, InferenceAugmenter):
+        if isinstance(augmenter, InferenceAugmenter) and augmenter.calls_provider:
             name = augmenter.step_name
             result.steps.append(StepEstimate(
                 step=name, provider=augmenter.params.provider, model=augmenter.model(),

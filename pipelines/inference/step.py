@@ -106,6 +106,11 @@ class InferenceAugmenter(Augmenter):
         return [name] if isinstance(name, str) else []
 
     # the base's work ----------------------------------------------------------------------
+    @property
+    def calls_provider(self) -> bool:
+        """False for a step computed in the worker (a local model): previews run it."""
+        return True
+
     def status_column(self) -> str | None:
         return f"{self.step_name}_status"
 
@@ -257,7 +262,7 @@ class InferenceAugmenter(Augmenter):
     def _provenance(self, *, attempts: int, tokens_in: int = 0, tokens_out: int = 0, cost: float = 0.0,
                     latency: float = 0.0, cache_hit: bool = False) -> dict[str, Any]:
         return {
-            "augmenter": self.name, "step": self.step_name, "provider": self.params.provider,
+            "augmenter": self.name, "step": self.step_name, "provider": self.params.provider or "local",
             "model": self.model(), "template_hash": self.template_hash(), "cache_hit": cache_hit,
             "tokens_in": tokens_in, "tokens_out": tokens_out, "cost_usd": round(cost, 8),
             "latency_ms": round(latency, 1), "attempts": attempts, "run_id": self.context.run_id,
