@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install install-test system-deps cluster-up cluster-down serve clean
+.PHONY: demo demo-llm test install install-test system-deps cluster-up cluster-down serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ system-deps:
 
 demo: install
 	$(BIN)/augment run configs/workflows/organisations.yaml
+
+# The LLM workflow against the project's own OpenAI-compatible server (devtools/fake_openai.py),
+# run twice: the second run is answered from the result cache and sends no request.
+demo-llm: install
+	$(BIN)/python -m devtools.demo_llm
 
 test: install-test system-deps
 	$(BIN)/python -m pytest

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-
 from typing import Any, Literal
 
 import numpy as np
