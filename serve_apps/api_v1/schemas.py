@@ -113,6 +113,9 @@ class RunOut(BaseModel):
     steps: list[RunStepOut]
     error: str | None
     output: dict[str, Any]
+    cost: dict[str, Any] | None = Field(
+        default=None, description="Provider cost: total_usd, budget_usd, budget_exhausted and usage per step."
+    )
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None

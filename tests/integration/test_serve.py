@@ -9,6 +9,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -263,6 +264,71 @@ def test_an_edited_spec_is_picked_up_without_redeploying(client: httpx.Client, w
 
 
 # shell and panel -------------------------------------------------------------------------------
+LLM_SPEC = """\
+name: profiled
+source: {{kind: csv, path: unused.csv}}
+providers:
+  fake:
+    kind: openai
+    base_url: {base_url}
+    model: fake-small
+    account: serve_llm_test
+    limits: {{requests_per_minute: 600, max_in_flight: 16}}
+    prices: {{input_per_million: 1.0, output_per_million: 2.0}}
+schema:
+  key: id
+  fields:
+    id: {{type: string, required: true}}
+    name: {{type: string, required: true}}
+steps:
+  - use: llm
+    name: profile
+    params:
+      provider: fake
+      user: "Classify {{{{name}}}}"
+      outputs:
+        industry: {{enum: [software, retail, other]}}
+sink: {{dataset: profiled}}
+"""
+
+
+def test_online_llm_calls_from_parallel_clients_share_the_cluster_limiter(
+    client: httpx.Client, workflows_dir: Path
+) -> None:
+    """Requests to the deployed API call the provider through the account's ProviderLimiter
+    actor: parallel clients together stay within the provider's per-second window."""
+    import ray
+
+    from devtools.fake_openai import FakeOpenAI
+
+    with FakeOpenAI(rpm=600, latency_ms=(20, 80)) as fake:
+        path = workflows_dir / "profiled.yaml"
+        path.write_text(LLM_SPEC.format(base_url=fake.base_url), encoding="utf-8")
+        try:
+            chunks = [[{"id": f"r{c}-{i}", "name": f"Company {c}-{i}"} for i in range(20)] for c in range(3)]
+
+            def post(records: list[dict[str, str]]) -> httpx.Response:
+                with httpx.Client(base_url=str(client.base_url), timeout=120) as http:
+                    return http.post("/workflows/profiled/augment", json={"records": records})
+
+            with ThreadPoolExecutor(len(chunks)) as pool:
+                replies = list(pool.map(post, chunks))
+        finally:
+            path.unlink()
+        stats = fake.stats()
+    assert [r.status_code for r in replies] == [200, 200, 200], [r.text[:300] for r in replies]
+    records = [record for r in replies for record in r.json()["records"]]
+    assert len(records) == 60
+    assert {r["profile_status"] for r in records} == {"ok"}
+    assert {r["industry"] for r in records} <= {"software", "retail", "other"}
+    provenance = json.loads(records[0]["profile_provenance"])
+    assert provenance["provider"] == "fake" and provenance["model"] == "fake-small" and provenance["attempts"] == 1
+    assert stats["by_status"] == {"200": 60} and stats["rate_limited"] == 0
+    assert max(stats["admitted_per_second"].values()) <= 10
+    limiter = ray.get_actor("limiter-serve_llm_test", namespace="augment")
+    assert ray.get(limiter.snapshot.remote())["granted"] >= 60
+
+
 def test_the_shell_links_every_panel_and_the_api(base_url: str) -> None:
     with httpx.Client(timeout=60, follow_redirects=True) as http:
         page = http.get(base_url)
