@@ -131,7 +131,7 @@ def check_host(provider: ProviderSpec, url: str) -> None:
         raise ProviderError(f"cannot resolve {host!r}: {exc}") from None
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%")[0])
-        if ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_reserved or ip.is_unspecified:
+        if not ip.is_global:  # loopback, private, link-local, shared (CGNAT), reserved...
             raise ProviderError(
                 f"{host} resolves to {ip}, a private/loopback/link-local address;"
                 " list it in the provider's allow_hosts to call it"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from pydantic import ValidationError
 
-from pipelines.augmenters.base import Augmenter
+from pipelines.augmenters.base import Augmenter, NestedParamsError
 
 if TYPE_CHECKING:
     from pipelines.spec import StepSpec, WorkflowSpec
@@ -76,7 +76,10 @@ def check_steps(spec: "WorkflowSpec") -> list[str]:
         try:
             augmenter = build_step(step, step_name)
         except ValidationError as exc:
-            errors.extend(_pydantic_errors(exc, (f"steps", i, "params")))
+            errors.extend(_pydantic_errors(exc, ("steps", i, "params")))
+            continue
+        except NestedParamsError as exc:
+            errors.extend(_pydantic_errors(exc.error, ("steps", i, "params", *exc.loc)))
             continue
         for param, reason in augmenter.provider_errors(spec.providers):
             errors.append(f"{where}.params.{param}: {reason}")

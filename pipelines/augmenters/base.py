@@ -8,13 +8,23 @@ from typing import Any, ClassVar
 
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class AugmenterParams(BaseModel):
     """Base of every augmenter's params: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class NestedParamsError(Exception):
+    """Params of a step inside a step (a waterfall's candidate) that do not validate; `loc` is
+    where they sit within the outer step's params, so errors name their real path."""
+
+    def __init__(self, loc: tuple[Any, ...], error: ValidationError) -> None:
+        super().__init__(str(error))
+        self.loc = loc
+        self.error = error
 
 
 class Augmenter(ABC):

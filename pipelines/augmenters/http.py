@@ -119,7 +119,7 @@ class Http(InferenceAugmenter):
 
     def build_request(self, record: Mapping[str, Any]) -> Request:
         assert self.provider is not None
-        url = self.provider.base_url + render(self.params.path, record, escape=lambda s: quote(s, safe=""))
+        url = self.provider.base_url + render(self.params.path, record, escape=_path_segment)
         if urlsplit(url).netloc != urlsplit(self.provider.base_url).netloc:
             raise ValueError("the rendered path changes the host")
         query = {name: render(value, record) for name, value in self.params.query.items()}
@@ -136,6 +136,12 @@ class Http(InferenceAugmenter):
             found, value = _at(body, out.path)
             values[name] = _typed(value, out.type, out.path) if found else None
         return values
+
+
+def _path_segment(value: str) -> str:
+    """A value as one opaque path segment: '/', '?', '#', '@' and dots are encoded, so neither
+    the host nor the path ('..') can be changed by a record."""
+    return quote(value, safe="").replace(".", "%2E")
 
 
 def _env(name: str) -> str | None:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from pipelines.augmenters.base import Augmenter, AugmenterParams, values_of
+from pipelines.augmenters.base import Augmenter, AugmenterParams, NestedParamsError, values_of
 from pipelines.models import IDENTIFIER, StrictModel
 from pipelines.registry import augmenters, register
 
@@ -80,7 +80,11 @@ class Waterfall(Augmenter):
         self.candidates: list[Augmenter] = []
         for i, c in enumerate(params.candidates):
             cls = known[c.use]
-            self.candidates.append(cls(cls.Params.model_validate(c.params), c.name or f"{step_name}_{i}_{c.use}"))
+            try:
+                candidate_params = cls.Params.model_validate(c.params)
+            except ValidationError as exc:
+                raise NestedParamsError(("candidates", i, "params"), exc) from None
+            self.candidates.append(cls(candidate_params, c.name or f"{step_name}_{i}_{c.use}"))
 
     @classmethod
     def provider_names(cls, params: Mapping[str, Any]) -> list[str]:
@@ -160,7 +164,7 @@ class Waterfall(Augmenter):
                     source[row] = candidate.step_name
                     if status:
                         provenance[row] = json.loads(produced[f"{candidate.step_name}_provenance"][j])
-                    provenance[row]["augmenter"] = candidate.name
+                    provenance[row].update(augmenter=candidate.name, step=candidate.step_name)
                 else:
                     passed_over[row].append(f"{candidate.step_name}: {reason}")
                     still.append(row)

@@ -34,8 +34,9 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)  # secrets: never logged or stored
 
     def public(self) -> dict[str, Any]:
-        """The request as previews show it, keys masked."""
-        headers = {k: ("***" if k.lower() in ("authorization", "x-api-key", "api-key") else v) for k, v in self.headers.items()}
+        """The request as previews show it. Header values are masked: they only ever come from
+        environment variables (keys, tokens)."""
+        headers = {k: "***" for k in self.headers}
         out: dict[str, Any] = {"method": self.method, "url": self.url}
         if self.params:
             out["params"] = self.params
