@@ -50,6 +50,7 @@ class Outcome:
     remaining_requests: int | None = None
     reset_requests: float | None = None
     tokens: int | None = None  # tokens the call really used, to correct the estimate
+    sent: bool = True  # False: no reply to learn from (the request could not be sent, or its caller gave up)
 
 
 @dataclass
@@ -86,6 +87,7 @@ class RateLimiter:
         """Wait for a permit to send one request of about `tokens` tokens. Denied at once while
         the circuit is open; denied when the wait would exceed `max_wait` seconds."""
         started = self.clock()
+        self._reclaim()  # first: a probe whose holder vanished must not keep the circuit shut
         probe = False
         if self._open_until is not None:
             now = self.clock()
@@ -93,31 +95,42 @@ class RateLimiter:
                 self.stats["denied"] += 1
                 return Grant(False, reason=self._open_reason(now))
             probe = self._probe_out = True  # half-open: this one call tests the provider
-        while True:
-            self._reclaim()
-            if len(self._leases) < self.limits.max_in_flight:
-                break
-            wait = None if max_wait is None else max_wait - (self.clock() - started)
-            if wait is not None and wait <= 0:
-                return self._deny("no request slot free before the deadline", probe)
-            self._slot_free = self._slot_free or asyncio.Event()
-            try:
-                await asyncio.wait_for(self._slot_free.wait(), timeout=min(wait or 1.0, 1.0))
-            except asyncio.TimeoutError:
-                pass
-        # Hold the in-flight place while waiting for the pace, so the count is never exceeded.
-        permit = next(self._ids)
-        self._leases[permit] = _Lease(tokens, self.clock() + LEASE_SECONDS, probe)
-        while True:
-            now = self.clock()
-            at = self._reserve(now, tokens)
-            if max_wait is not None and at - started > max_wait:
+        permit = 0
+        try:
+            while True:
+                self._reclaim()
+                if len(self._leases) < self.limits.max_in_flight:
+                    break
+                wait = None if max_wait is None else max_wait - (self.clock() - started)
+                if wait is not None and wait <= 0:
+                    return self._deny("no request slot free before the deadline", probe)
+                self._slot_free = self._slot_free or asyncio.Event()
+                try:
+                    await asyncio.wait_for(self._slot_free.wait(), timeout=min(wait or 1.0, 1.0))
+                except asyncio.TimeoutError:
+                    pass
+            # Hold the in-flight place while waiting for the pace, so the count is never exceeded.
+            permit = next(self._ids)
+            self._leases[permit] = _Lease(tokens, self.clock() + LEASE_SECONDS, probe)
+            while True:
+                now = self.clock()
+                booked = (self._next_slot, self._token_level, self._token_time)
+                at = self._reserve(now, tokens)
+                if max_wait is not None and at - started > max_wait:
+                    # A request that is not sent uses no quota: give its slot and tokens back.
+                    self._next_slot, self._token_level, self._token_time = booked
+                    self._drop(permit)
+                    return self._deny("the rate limit allows no request before the deadline", probe)
+                if at > now:
+                    await asyncio.sleep(at - now)
+                if self.clock() >= self._paused_until:  # a 429 may have paused us while we slept
+                    break
+        except asyncio.CancelledError:  # the caller gave up while waiting: free its place
+            if permit:
                 self._drop(permit)
-                return self._deny("the rate limit allows no request before the deadline", probe)
-            if at > now:
-                await asyncio.sleep(at - now)
-            if self.clock() >= self._paused_until:  # a 429 may have paused us while we slept
-                break
+            if probe:
+                self._probe_out = False
+            raise
         self.stats["granted"] += 1
         return Grant(True, permit=permit, waited=self.clock() - started)
 
@@ -150,6 +163,10 @@ class RateLimiter:
         """Return a permit with what the call taught us: 429s and rate headers slow everyone
         down; repeated failures open the circuit; a success closes it."""
         lease = self._drop(permit)
+        if not outcome.sent:  # the provider told us nothing: only give the place back
+            if lease is not None and lease.probe:
+                self._probe_out = False
+            return
         now = self.clock()
         status = outcome.status
         if lease is not None and outcome.tokens is not None and self.limits.tokens_per_minute:
@@ -191,7 +208,9 @@ class RateLimiter:
     def _reclaim(self) -> None:
         now = self.clock()
         for permit in [p for p, lease in self._leases.items() if lease.expires < now]:
-            self._drop(permit)
+            lease = self._drop(permit)
+            if lease is not None and lease.probe:
+                self._probe_out = False
             self.stats["reclaimed"] += 1
 
     def _open_reason(self, now: float) -> str:

@@ -102,6 +102,9 @@ async def call(
             last_error = "timed out"
         except httpx.HTTPError as exc:
             last_error = f"{type(exc).__name__}: {exc}"[:300]
+        except BaseException:  # a body that cannot be encoded, a cancelled caller: the permit goes back
+            await permits.release(grant.permit, Outcome(sent=False))
+            raise
         else:
             outcome = _outcome(response)
             retry_after = outcome.retry_after
