@@ -33,6 +33,16 @@ def actor_name(run_id: str) -> str:
     return f"run-{run_id}"
 
 
+class CoordinatorSecrets:
+    """RunContext.secrets of a run: workers ask the coordinator for the keys their process lacks."""
+
+    def __init__(self, coordinator: Any) -> None:
+        self.coordinator = coordinator
+
+    def __call__(self, name: str) -> str | None:
+        return ray.get(self.coordinator.secret.remote(name), timeout=30)
+
+
 class CoordinatorBudget:
     """The run's budget, kept by its coordinator so that every worker spends from one ledger."""
 
@@ -75,7 +85,8 @@ class RunCoordinator:
         self, settings: Settings, run_id: str, spec: WorkflowSpec, secrets: dict[str, SecretStr] | None = None
     ) -> None:
         # Source credentials the driver had (e.g. a DSN variable) for this process's readers.
-        for name, value in (secrets or {}).items():
+        self.secrets = dict(secrets or {})
+        for name, value in self.secrets.items():
             os.environ[name] = value.get_secret_value()
         self.settings = settings
         self.run_id = run_id
@@ -107,6 +118,11 @@ class RunCoordinator:
     def cost(self) -> dict[str, Any]:
         return self.ledger.summary()
 
+    def secret(self, name: str) -> str | None:
+        """A key the driver had, for this run's workers (only the ones the run's spec names)."""
+        value = self.secrets.get(name)
+        return value.get_secret_value() if value is not None else None
+
     # driving -----------------------------------------------------------------------------------
     def execute(self) -> str:
         """Run every step; returns the final status, as stored. Never leaves the run 'running'."""
@@ -136,6 +152,7 @@ class RunCoordinator:
             context = RunContext(
                 providers=self.spec.providers, settings=self.settings, run_id=self.run_id,
                 permits_for=cluster_permits, budget=CoordinatorBudget(me, self.spec.budget is not None),
+                secrets=CoordinatorSecrets(me),
             )
             plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, ActorReporter(me), context)
             plan.check_chain()

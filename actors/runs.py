@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from actors.run_coordinator import NAMESPACE, RunCoordinator, actor_name
 from augment_core.settings import Settings
 from augment_core.store import RunRecord, StepState, open_store
+from pipelines.registry import build_chain
 from pipelines.spec import WorkflowSpec
 
 
@@ -29,20 +30,20 @@ def start_run(settings: Settings, spec: WorkflowSpec, spec_path: str) -> tuple[s
     try:
         coordinator = RunCoordinator.options(
             name=actor_name(run_id), namespace=NAMESPACE
-        ).remote(settings, run_id, spec, _source_secrets(spec))
+        ).remote(settings, run_id, spec, _run_secrets(spec))
         return run_id, (coordinator, coordinator.execute.remote())
     except Exception as exc:
         store.finish_run(run_id, "failed", error=f"could not start the run coordinator: {exc}")
         raise
 
 
-def _source_secrets(spec: WorkflowSpec) -> dict[str, SecretStr]:
-    """The variable that holds a database source's DSN, handed to the coordinator as an argument.
+def _run_secrets(spec: WorkflowSpec) -> dict[str, SecretStr]:
+    """The variables holding a database source's DSN and the providers' keys and tokens, as the
+    driver has them, handed to the coordinator as an argument (its workers ask it for them).
     Not through runtime_env: Ray shows a runtime_env's variables on the dashboard."""
-    name = getattr(spec.source, "dsn_env", None)
-    if name and name in os.environ:
-        return {name: SecretStr(os.environ[name])}
-    return {}
+    names = [getattr(spec.source, "dsn_env", None)]
+    names += [n for augmenter in build_chain(spec) for n in augmenter.secret_names(spec.providers)]
+    return {name: SecretStr(os.environ[name]) for name in dict.fromkeys(names) if name and os.environ.get(name)}
 
 
 def live_view(record: RunRecord) -> RunRecord:

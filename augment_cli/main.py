@@ -44,6 +44,8 @@ def _connect_ray(address: str | None) -> None:
     """Join `address`, or start a private local instance for this command when it is None."""
     import ray
 
+    if ray.is_initialized():  # already joined (a test, an embedding program)
+        return
     if address is None:
         # Private to this command: no token to set up, as with `augment cluster up`.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-PACE = 0.98  # fraction of the declared limit to aim at: 1.0 draws 429s from jitter at window edges
+PACE = 0.98  # default fraction of the declared limit to aim at: 1.0 draws 429s from jitter at window edges
 SLOWEST = 0.25  # after many 429s, never pace below this fraction of the limit
 LEASE_SECONDS = 600.0  # a permit whose holder vanished is reclaimed after this long
 
@@ -31,6 +31,7 @@ class Limits:
     max_in_flight: int = 32
     failure_threshold: int = 5  # consecutive failures that open the circuit
     cooldown_seconds: float = 30.0  # how long it stays open before a probe
+    pace: float = PACE  # fraction of the limits to aim at; lower it when grants reach callers late
 
 
 @dataclass
@@ -58,6 +59,7 @@ class _Lease:
     tokens: int
     expires: float
     probe: bool = False
+    granted_at: float = 0.0  # about when the request left: rate headers count from there
 
 
 @dataclass
@@ -132,6 +134,7 @@ class RateLimiter:
                 self._probe_out = False
             raise
         self.stats["granted"] += 1
+        self._leases[permit].granted_at = self.clock()
         return Grant(True, permit=permit, waited=self.clock() - started)
 
     def _reserve(self, now: float, tokens: int) -> float:
@@ -140,10 +143,10 @@ class RateLimiter:
         rpm = self.limits.requests_per_minute
         if rpm:
             at = max(at, self._next_slot)
-            self._next_slot = at + 60.0 / (rpm * PACE * self._factor)
+            self._next_slot = at + 60.0 / (rpm * self.limits.pace * self._factor)
         tpm = self.limits.tokens_per_minute
         if tpm and tokens:
-            rate = tpm * PACE * self._factor / 60.0  # tokens per second
+            rate = tpm * self.limits.pace * self._factor / 60.0  # tokens per second
             capacity = max(rate, float(tokens))  # one second of tokens, or one large request
             level = min(capacity, self._token_level + (at - self._token_time) * rate)
             if level < tokens:
@@ -172,7 +175,10 @@ class RateLimiter:
         if lease is not None and outcome.tokens is not None and self.limits.tokens_per_minute:
             self._token_level -= outcome.tokens - lease.tokens  # correct the estimate
         if outcome.remaining_requests == 0 and outcome.reset_requests:
-            self._paused_until = max(self._paused_until, now + outcome.reset_requests)
+            # The provider's window resets `reset_requests` after it admitted the request, not
+            # after its reply reached us: counting from the reply would idle into the next window.
+            sent = lease.granted_at if lease is not None and lease.granted_at else now
+            self._paused_until = max(self._paused_until, sent + outcome.reset_requests)
         if status == 429:
             self.stats["rate_limited"] += 1
             self._paused_until = max(self._paused_until, now + (outcome.retry_after or 1.0))

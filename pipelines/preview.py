@@ -91,7 +91,7 @@ def preview(spec: WorkflowSpec, rows: int = 3, filesystem: Any = None) -> Previe
     def estimate_batch(table: pa.Table) -> pa.Table:
         validated = validate_table(table, schema)
         valid = split_valid(validated, True)
-        chain = setup_chain(build_chain(spec), RunContext(providers=spec.providers))
+        chain = setup_chain(build_chain(spec), RunContext(providers=spec.providers, dry_run=True))
         _, requests = dry_chain(chain, valid)
         rows_out = [{"step": step, "key": key, "value": float(value)}
                     for step, totals in _estimates(chain, requests).items() for key, value in totals.items()]
@@ -105,7 +105,7 @@ def preview(spec: WorkflowSpec, rows: int = 3, filesystem: Any = None) -> Previe
         totals[(row["step"], row["key"])] += row["value"]
 
     result = Preview(rows_in=int(totals[("", "in")]), valid=int(totals[("", "valid")]))
-    chain = setup_chain(build_chain(spec), RunContext(providers=spec.providers))
+    chain = setup_chain(build_chain(spec), RunContext(providers=spec.providers, dry_run=True))
     for augmenter in chain:
         if isinstance(augmenter, InferenceAugmenter) and augmenter.calls_provider:
             name = augmenter.step_name

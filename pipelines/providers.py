@@ -34,6 +34,10 @@ class ProviderLimits(StrictModel):
     max_in_flight: int = Field(default=32, ge=1, le=10_000)
     failure_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit.")
     cooldown_seconds: float = Field(default=30.0, gt=0, description="How long an open circuit fails fast.")
+    pace: float = Field(
+        default=0.98, ge=0.5, le=1.0,
+        description="Fraction of the limits to aim at; lower it when callers are far from the limiter.",
+    )
 
     def limits(self) -> Limits:
         return Limits(**self.model_dump())
@@ -62,6 +66,9 @@ class ProviderSpec(StrictModel):
     limits: ProviderLimits = Field(default_factory=ProviderLimits)
     prices: ProviderPrices = Field(default_factory=ProviderPrices)
     timeout_seconds: float = Field(default=60.0, gt=0, le=3600, description="Deadline of one call, retries included.")
+    attempt_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="Longest wait for one attempt's reply before it is retried.",
+    )
     max_retries: int = Field(default=4, ge=0, le=20)
     allow_hosts: list[str] = Field(
         default_factory=list, description="Loopback/private hosts an http provider may call."
@@ -109,14 +116,9 @@ def account_of(name: str, provider: ProviderSpec) -> str:
     return provider.account or name
 
 
-def api_key(provider: ProviderSpec) -> str | None:
-    """The key from the environment, read at call time and never stored."""
-    if provider.api_key_env is None:
-        return None
-    value = os.environ.get(provider.api_key_env)
-    if not value:
-        raise ProviderError(f"environment variable {provider.api_key_env} (the provider's key) is not set")
-    return value
+def secret_names(provider: ProviderSpec) -> list[str]:
+    """The environment variables a provider's calls read (its key)."""
+    return [provider.api_key_env] if provider.api_key_env else []
 
 
 def check_host(provider: ProviderSpec, url: str) -> None:

@@ -67,6 +67,10 @@ class Augmenter(ABC):
         """(param, reason) for each provider this step names that is missing or unfit."""
         return []
 
+    def secret_names(self, providers: Mapping[str, Any]) -> list[str]:
+        """Environment variables (keys, tokens) this step's calls read; none by default."""
+        return []
+
     def status_column(self) -> str | None:
         """The column saying how each record fared ('ok', 'error', 'skipped'), for steps that
         can fail per record; None for steps that cannot."""

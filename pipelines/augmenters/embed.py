@@ -17,7 +17,7 @@ from pipelines.inference.client import Request
 from pipelines.inference.step import InferenceAugmenter, InferenceParams, InvalidReply, Outcome, estimate_tokens
 from pipelines.inference.templates import text_of
 from pipelines.models import IDENTIFIER
-from pipelines.providers import ProviderKind, ProviderSpec, api_key
+from pipelines.providers import ProviderKind, ProviderSpec
 from pipelines.registry import register
 
 
@@ -130,8 +130,7 @@ class Embed(InferenceAugmenter):
         body: dict[str, Any] = {"model": self.model(), "input": text_of(record.get(self.params.column))}
         if self.params.dimensions:
             body["dimensions"] = self.params.dimensions
-        key = api_key(self.provider)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers = self.auth_headers()
         return Request("POST", f"{self.provider.base_url}/embeddings", json=body, headers=headers)
 
     def estimate(self, request: Request) -> tuple[int, int]:

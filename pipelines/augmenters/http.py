@@ -16,7 +16,7 @@ from pipelines.inference.client import Request
 from pipelines.inference.step import InferenceAugmenter, InferenceParams, InvalidReply
 from pipelines.inference.templates import placeholders, render, template_hash, template_problem
 from pipelines.models import IDENTIFIER, StrictModel
-from pipelines.providers import ENV_NAME, ProviderError, ProviderKind, check_host
+from pipelines.providers import ENV_NAME, ProviderKind, check_host
 from pipelines.registry import register
 
 PATH_STEP = re.compile(r"[A-Za-z0-9_\-]+|\[\d+\]")
@@ -113,9 +113,9 @@ class Http(InferenceAugmenter):
         super().setup()
         assert self.provider is not None
         check_host(self.provider, self.provider.base_url)  # a configuration error: fails the run at once
-        missing = [env for env in self.params.headers.values() if not _env(env)]
-        if missing:
-            raise ProviderError(f"environment variable(s) {missing} for the request headers are not set")
+
+    def secret_names(self, providers: Mapping[str, Any]) -> list[str]:
+        return [*super().secret_names(providers), *self.params.headers.values()]
 
     def build_request(self, record: Mapping[str, Any]) -> Request:
         assert self.provider is not None
@@ -124,7 +124,7 @@ class Http(InferenceAugmenter):
             raise ValueError("the rendered path changes the host")
         query = {name: render(value, record) for name, value in self.params.query.items()}
         body = _render_json(self.params.body, record) if self.params.method == "POST" else None
-        headers = {name: _env(env) or "" for name, env in self.params.headers.items()}
+        headers = {**self.auth_headers(), **{name: self.secret(env) for name, env in self.params.headers.items()}}
         return Request(self.params.method, url, json=body, params=query or None, headers=headers)
 
     def usage(self, body: Any) -> tuple[int, int]:
@@ -142,12 +142,6 @@ def _path_segment(value: str) -> str:
     """A value as one opaque path segment: '/', '?', '#', '@' and dots are encoded, so neither
     the host nor the path ('..') can be changed by a record."""
     return quote(value, safe="").replace(".", "%2E")
-
-
-def _env(name: str) -> str | None:
-    import os
-
-    return os.environ.get(name) or None
 
 
 def _strings(value: Any) -> list[str]:

@@ -14,7 +14,7 @@ from pipelines.inference.client import Request
 from pipelines.inference.step import InferenceAugmenter, InferenceParams, InvalidReply, estimate_tokens
 from pipelines.inference.templates import placeholders, render, template_hash, template_problem
 from pipelines.models import IDENTIFIER, StrictModel
-from pipelines.providers import ProviderKind, ProviderSpec, api_key
+from pipelines.providers import ProviderKind, ProviderSpec
 from pipelines.registry import register
 
 
@@ -141,8 +141,7 @@ class Llm(InferenceAugmenter):
         }
         if self.params.temperature is not None:
             body["temperature"] = self.params.temperature
-        key = api_key(self.provider)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers = self.auth_headers()
         return Request("POST", f"{self.provider.base_url}/chat/completions", json=body, headers=headers)
 
     def estimate(self, request: Request) -> tuple[int, int]:

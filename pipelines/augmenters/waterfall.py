@@ -99,6 +99,9 @@ class Waterfall(Augmenter):
         return [(f"candidates[{i}].params.{param}", reason)
                 for i, c in enumerate(self.candidates) for param, reason in c.provider_errors(providers)]
 
+    def secret_names(self, providers: Mapping[str, Any]) -> list[str]:
+        return list(dict.fromkeys(n for c in self.candidates for n in c.secret_names(providers)))
+
     def reads(self) -> list[tuple[str, str]]:
         return [(f"candidates[{i}].params.{param}", column)
                 for i, c in enumerate(self.candidates) for param, column in c.reads()]

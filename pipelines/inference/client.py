@@ -76,6 +76,7 @@ async def call(
     *,
     tokens: int = 0,
     deadline_s: float = 60.0,
+    attempt_timeout_s: float | None = None,
     max_retries: int = 4,
 ) -> Reply:
     """Send a request until it succeeds, fails for good, or the deadline passes."""
@@ -94,6 +95,8 @@ async def call(
         retry_after: float | None = None
         try:
             timeout = max(0.05, deadline_s - (time.monotonic() - started))
+            if attempt_timeout_s is not None:
+                timeout = min(timeout, attempt_timeout_s)
             response = await http_client().request(
                 request.method, request.url, json=request.json, params=request.params,
                 headers=request.headers, timeout=timeout,

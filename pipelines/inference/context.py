@@ -27,6 +27,10 @@ class RunContext:
     permits_for: Callable[[str, Limits], Permits] = local_permits
     budget: Budget = field(default_factory=LocalBudget)
     use_cache: bool = True
+    # Where a worker gets a key its environment lacks (the run's coordinator holds them):
+    # never through runtime_env, which the dashboard shows.
+    secrets: Callable[[str], str | None] | None = None
+    dry_run: bool = False  # previews: build requests with masked keys, call nothing
 
     def cache(self) -> ResultCache:
         if self.settings is None or not self.use_cache:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from pipelines.inference.client import Reply, Request, call
 from pipelines.inference.context import RunContext
 from pipelines.inference.loop import run_sync
 from pipelines.models import IDENTIFIER
-from pipelines.providers import ProviderError, ProviderKind, ProviderSpec, account_of
+from pipelines.providers import ProviderError, ProviderKind, ProviderSpec, account_of, secret_names
 
 STATUS_TYPE = pa.string()  # ok | error | skipped
 SKIPPED = "skipped: "
@@ -151,6 +152,36 @@ class InferenceAugmenter(Augmenter):
         self.provider = provider
         self.permits = self.context.permits_for(account_of(name, provider), provider.limits.limits())
         self.cache = self.context.cache()
+        if not self.context.dry_run:  # a missing key is a configuration error: fail before any record
+            missing = [n for n in self.secret_names(self.context.providers) if not self._resolve_secret(n)]
+            if missing:
+                raise ProviderError(f"environment variable(s) {', '.join(missing)} are not set")
+
+    def secret_names(self, providers: Mapping[str, ProviderSpec]) -> list[str]:
+        provider = providers.get(self.params.provider or "")
+        return secret_names(provider) if provider else []
+
+    def _resolve_secret(self, name: str) -> bool:
+        if os.environ.get(name):
+            return True
+        value = self.context.secrets(name) if self.context.secrets else None
+        if value:
+            os.environ[name] = value  # this worker process only
+        return bool(value)
+
+    def secret(self, name: str) -> str:
+        """A key or token from the environment, read at call time, never stored; masked in previews."""
+        if self.context.dry_run:
+            return "***"
+        value = os.environ.get(name)
+        if not value:
+            raise ProviderError(f"environment variable {name} is not set")
+        return value
+
+    def auth_headers(self) -> dict[str, str]:
+        assert self.provider is not None
+        env = self.provider.api_key_env
+        return {"Authorization": f"Bearer {self.secret(env)}"} if env else {}
 
     def process_batch(self, batch: pd.DataFrame) -> Mapping[str, Sequence[Any]]:
         records = _records(batch)
@@ -225,8 +256,8 @@ class InferenceAugmenter(Augmenter):
                 return Outcome("skipped", error="skipped: budget", provenance=self._provenance(
                     attempts=attempts, tokens_in=tokens_in, tokens_out=tokens_out, cost=cost, latency=latency))
             reply: Reply = await call(
-                request, self.permits, tokens=tokens_in_est + tokens_out_est,
-                deadline_s=provider.timeout_seconds, max_retries=provider.max_retries,
+                request, self.permits, tokens=tokens_in_est + tokens_out_est, deadline_s=provider.timeout_seconds,
+                attempt_timeout_s=provider.attempt_timeout_seconds, max_retries=provider.max_retries,
             )
             attempts += reply.attempts
             latency += reply.latency_ms

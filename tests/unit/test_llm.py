@@ -23,7 +23,7 @@ from pipelines.inference.budget import LocalBudget
 from pipelines.inference.context import RunContext
 from pipelines.inference.step import InvalidReply
 from pipelines.online import OnlineWorkflow
-from pipelines.plan import setup_chain
+from pipelines.plan import StepError, setup_chain
 from pipelines.preview import dry_chain
 from pipelines.registry import build_chain
 from pipelines.spec import SpecError, parse_spec
@@ -468,16 +468,25 @@ def test_the_api_key_never_shows(fake: FakeOpenAI, capsys: pytest.CaptureFixture
     assert SECRET not in out.out and SECRET not in out.err
 
 
-def test_a_missing_key_is_each_records_error_naming_the_variable(fake: FakeOpenAI,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_key_stops_the_workflow_before_any_record(fake: FakeOpenAI,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     spec = online_spec(fake)
     monkeypatch.delenv(KEY_ENV)
     fake.reset()
-    result = workflow(spec).augment([record(1, "a"), record(2, "b")])
+    with pytest.raises(StepError, match=f"environment variable\\(s\\) {KEY_ENV} are not set"):
+        workflow(spec)
+    assert fake.stats()["requests"] == 0
+
+
+def test_a_key_gone_after_setup_is_each_records_error_naming_the_variable(fake: FakeOpenAI,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    ready = workflow(online_spec(fake))
+    monkeypatch.delenv(KEY_ENV)
+    fake.reset()
+    result = ready.augment([record(1, "a"), record(2, "b")])
     for row in result.records:
         assert row["profile_status"] == "error"
-        assert row["profile_error"] == (
-            f"cannot build the request: environment variable {KEY_ENV} (the provider's key) is not set")
+        assert row["profile_error"] == f"cannot build the request: environment variable {KEY_ENV} is not set"
         assert provenance(row)["attempts"] == 0
     assert fake.stats()["requests"] == 0
 
