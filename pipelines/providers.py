@@ -8,7 +8,6 @@ here: a provider names the environment variable that holds its key.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from enum import Enum
 from pathlib import Path
