@@ -172,6 +172,55 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
+    versions = open_store(settings).list_dataset_versions(args.dataset)
+    if args.json:
+        print(json.dumps([v.model_dump(mode="json", by_alias=True) for v in versions], indent=2))
+        return EXIT_OK
+    if not versions:
+        print(f"no versions of {args.dataset}" if args.dataset else "no datasets yet")
+        return EXIT_OK if not args.dataset else EXIT_FAILED
+    print(f"{'DATASET':<28} {'VERSION':>7} {'ROWS':>9}  {'RUN':<26} {'CREATED':<19}  PATH")
+    for v in versions:
+        print(f"{v.dataset[:28]:<28} {v.version:>7} {v.row_count:>9}  {v.run_id:<26} {v.created_at:%Y-%m-%d %H:%M:%S}  {v.path}")
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
+    from augment_core.storage import StoragePaths
+    from pipelines.diff import as_json, diff_versions
+
+    store = open_store(settings)
+    try:
+        before = store.get_dataset_version(args.dataset, args.v1)
+        after = store.get_dataset_version(args.dataset, args.v2)
+    except KeyError as exc:
+        raise CommandError(str(exc.args[0])) from None
+    result = diff_versions(StoragePaths(settings), args.dataset, (before.version, before.path),
+                           (after.version, after.path), limit=args.limit, with_provenance=args.with_provenance)
+    if args.json:
+        print(json.dumps(as_json(result), indent=2, ensure_ascii=False, default=str))
+        return EXIT_OK
+    print(f"{args.dataset}: v{result.before} ({before.row_count} records) -> v{result.after} ({after.row_count} records)")
+    print(f"  added {result.added} · removed {result.removed} · changed {result.changed} · unchanged {result.unchanged}")
+    if result.columns_added or result.columns_removed:
+        print(f"  columns added {result.columns_added or '-'} · removed {result.columns_removed or '-'}")
+    if result.changed_fields:
+        print("  changed fields: " + ", ".join(f"{k} ({n})" for k, n in sorted(result.changed_fields.items())))
+    for change in result.changes:
+        print(f"  ~ {change.record_uuid}")
+        for name, (old, new) in change.fields.items():
+            print(f"      {name}: {old!r} -> {new!r}")
+    for record_id in result.added_ids:
+        print(f"  + {record_id}")
+    for record_id in result.removed_ids:
+        print(f"  - {record_id}")
+    shown = len(result.changes) + len(result.added_ids) + len(result.removed_ids)
+    if shown < result.changed + result.added + result.removed:
+        print(f"  (first {args.limit} of each kind shown: --limit N for more, --json for machines)")
+    return EXIT_OK
+
+
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from cluster import local
 
@@ -293,6 +342,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", help="a run id or an unambiguous prefix of one")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("datasets", help="catalogued datasets and their versions")
+    p.add_argument("dataset", nargs="?", help="only this dataset")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_datasets)
+
+    p = sub.add_parser("diff", help="records added, removed and changed between two versions of a dataset")
+    p.add_argument("dataset")
+    p.add_argument("v1", type=_positive_int, help="the earlier version")
+    p.add_argument("v2", type=_positive_int, help="the later version")
+    p.add_argument("--limit", type=_positive_int, default=20, help="records of each kind to show (default 20)")
+    p.add_argument("--with-provenance", action="store_true", help="compare the *_provenance columns too")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_diff)
 
     p = sub.add_parser("cluster", help="start or stop a local Ray head node (dashboard and Jobs API)")
     p.add_argument("action", choices=["up", "down", "status"])

@@ -273,6 +273,17 @@ class MetadataStore:
         return [DatasetVersion(**{**r, "created_at": _aware(r["created_at"])}) for r in rows]
 
 
+    def get_dataset_version(self, dataset: str, version: int) -> DatasetVersion:
+        """One catalogued version; KeyError naming the versions there are when it does not exist."""
+        for entry in self.list_dataset_versions(dataset):
+            if entry.version == version:
+                return entry
+        known = [v.version for v in self.list_dataset_versions(dataset)]
+        if not known:
+            raise KeyError(f"no dataset {dataset!r}")
+        raise KeyError(f"{dataset} has no version {version} (versions: {', '.join(map(str, known))})")
+
+
 class VersionTaken(Exception):
     """Two runs raced for the same dataset version number."""
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from augment_core.store import RunRecord, StepState
+from augment_core.store import DatasetVersion, RunRecord, StepState
 from pipelines.catalog import WorkflowEntry
 
 MAX_RECORDS = 1000
@@ -101,6 +101,20 @@ class RunStepOut(BaseModel):
     @classmethod
     def from_state(cls, step: StepState) -> "RunStepOut":
         return cls(**step.model_dump())
+
+
+class DatasetVersionOut(BaseModel):
+    dataset: str
+    version: int
+    path: str
+    columns: dict[str, str] = Field(description="Column name -> Arrow type.")
+    row_count: int
+    run_id: str
+    created_at: dt.datetime
+
+    @classmethod
+    def from_version(cls, version: DatasetVersion) -> "DatasetVersionOut":
+        return cls(**version.model_dump(exclude={"schema_"}), columns=version.schema_)
 
 
 class RunOut(BaseModel):

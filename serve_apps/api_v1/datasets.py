@@ -1,0 +1,48 @@
+"""/v1/datasets: catalogued dataset versions, and what changed between two of them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from augment_core.storage import StoragePaths
+from pipelines.diff import as_json, diff_versions
+from serve_apps.api_v1.deps import SettingsDep, StoreDep
+from serve_apps.api_v1.schemas import DatasetVersionOut
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+
+@router.get("", response_model=list[DatasetVersionOut])
+def list_versions(store: StoreDep) -> list[DatasetVersionOut]:
+    """Every version of every dataset, by dataset then version."""
+    return [DatasetVersionOut.from_version(v) for v in store.list_dataset_versions()]
+
+
+@router.get("/{dataset}", response_model=list[DatasetVersionOut], responses={404: {"description": "No such dataset"}})
+def dataset_versions(dataset: str, store: StoreDep) -> list[DatasetVersionOut]:
+    versions = store.list_dataset_versions(dataset)
+    if not versions:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {dataset!r}")
+    return [DatasetVersionOut.from_version(v) for v in versions]
+
+
+@router.get("/{dataset}/diff", responses={404: {"description": "No such dataset or version"}})
+def diff(
+    dataset: str,
+    settings: SettingsDep,
+    store: StoreDep,
+    v1: Annotated[int, Query(ge=1, description="The earlier version.")],
+    v2: Annotated[int, Query(ge=1, description="The later version.")],
+    limit: Annotated[int, Query(ge=1, le=1000, description="Records of each kind listed.")] = 20,
+    with_provenance: Annotated[bool, Query(description="Compare the *_provenance columns too.")] = False,
+) -> dict[str, Any]:
+    """Records added, removed and changed (field by field) from v1 to v2, matched by record_uuid."""
+    try:
+        before, after = store.get_dataset_version(dataset, v1), store.get_dataset_version(dataset, v2)
+    except KeyError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
+    result = diff_versions(StoragePaths(settings), dataset, (v1, before.path), (v2, after.path),
+                           limit=limit, with_provenance=with_provenance)
+    return as_json(result)
