@@ -29,8 +29,8 @@ class ProviderLimiter:
     def configure(self, limits: Limits) -> None:
         self.limiter.configure(limits)
 
-    async def acquire(self, tokens: int, max_wait: float | None = None) -> Grant:
-        return await self.limiter.acquire(tokens, max_wait)
+    async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None) -> Grant:
+        return await self.limiter.acquire(tokens, max_wait, hold)
 
     async def release(self, permit: int, outcome: Outcome) -> None:
         self.limiter.release(permit, outcome)
@@ -45,8 +45,8 @@ class ActorPermits:
     def __init__(self, handle: Any) -> None:
         self.handle = handle
 
-    async def acquire(self, tokens: int, max_wait: float | None = None) -> Grant:
-        return await self.handle.acquire.remote(tokens, max_wait)
+    async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None) -> Grant:
+        return await self.handle.acquire.remote(tokens, max_wait, hold)
 
     async def release(self, permit: int, outcome: Outcome) -> None:
         await self.handle.release.remote(permit, outcome)

@@ -21,7 +21,7 @@ from augment_core.store import StepState, VersionTaken, open_store, utcnow
 from actors.provider_limiter import cluster_permits
 from pipelines.inference.budget import CostLedger
 from pipelines.inference.context import RunContext
-from pipelines.plan import ActorReporter, BatchPlan, count_outcomes, export_csv, quiet_ray_data
+from pipelines.plan import ActorReporter, BatchPlan, complete_parquet_rows, count_outcomes, export_csv, quiet_ray_data
 from pipelines.spec import WorkflowSpec
 
 NAMESPACE = "augment"
@@ -117,6 +117,33 @@ class RunCoordinator:
 
     def cost(self) -> dict[str, Any]:
         return self.ledger.summary()
+
+    def cancel(self, reason: str) -> str:
+        """End the run as 'cancelled' now, keeping what it wrote and reporting it; the caller then
+        kills this actor, which stops the run's Ray Data work with it. Returns the stored status
+        ('cancelled', or the final status it had already reached)."""
+        now = utcnow().isoformat()
+        with self._lock:
+            for state in self.steps.values():
+                if state.state in ("pending", "running"):
+                    state.state, state.finished_at = "cancelled", now
+                    state.error = reason if state.started_at else None
+            steps = [s.model_dump() for s in self.steps.values()]
+            read = self.steps["validate"].rows
+        paths = StoragePaths(self.settings)
+        output_path = paths.dataset_run(self.spec.sink.dataset, self.run_id)
+        written = complete_parquet_rows(*paths.filesystem(output_path))
+        counts = {"in": read, "valid": 0, "quarantined": 0, "augmented": 0, "failed": 0, "skipped": 0}
+        output = {"dataset": self.spec.sink.dataset, "path": output_path, "partial": True, "rows_written": written}
+        self._stop.set()  # no heartbeat may follow the final write
+        if self.store.finish_run(self.run_id, "cancelled", error=reason, steps=steps, counts=counts,
+                                 output=output, cost=self.ledger.summary()):
+            status = "cancelled"
+        else:
+            status = self.store.get_run(self.run_id).status
+        with self._lock:
+            self.status = status
+        return status
 
     def secret(self, name: str) -> str | None:
         """A key the driver had, for this run's workers (only the ones the run's spec names)."""

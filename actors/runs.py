@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from actors.run_coordinator import NAMESPACE, RunCoordinator, actor_name
 from augment_core.settings import Settings
-from augment_core.store import RunRecord, StepState, open_store
+from augment_core.store import FINAL_STATUSES, RunRecord, StepState, open_store
 from pipelines.registry import build_chain
 from pipelines.spec import WorkflowSpec
 
@@ -44,6 +44,29 @@ def _run_secrets(spec: WorkflowSpec) -> dict[str, SecretStr]:
     names = [getattr(spec.source, "dsn_env", None)]
     names += [n for augmenter in build_chain(spec) for n in augmenter.secret_names(spec.providers)]
     return {name: SecretStr(os.environ[name]) for name in dict.fromkeys(names) if name and os.environ.get(name)}
+
+
+class CancelError(Exception):
+    """A run that cannot be cancelled from here, with the reason."""
+
+
+def cancel_run(settings: Settings, run_id: str, reason: str = "cancelled by user") -> RunRecord:
+    """Cancel a pending or running run on this cluster: it ends 'cancelled', with what it wrote
+    kept and reported, and its coordinator and Ray Data work stop."""
+    store = open_store(settings)
+    store.reap_stale_runs(settings.stale_after_seconds)
+    record = store.find_run(run_id)
+    if record.status in FINAL_STATUSES:
+        raise CancelError(f"run {record.id} already ended: {record.status}")
+    try:
+        coordinator = ray.get_actor(actor_name(record.id), namespace=NAMESPACE)
+    except ValueError:
+        raise CancelError(
+            f"run {record.id} has no coordinator on this cluster (is AUGMENT_RAY_ADDRESS the run's cluster?)"
+        ) from None
+    ray.get(coordinator.cancel.remote(reason), timeout=60)
+    ray.kill(coordinator, no_restart=True)
+    return store.get_run(record.id)
 
 
 def live_view(record: RunRecord) -> RunRecord:

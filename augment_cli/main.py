@@ -75,16 +75,24 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     # Progress goes to stderr: stdout holds the result (plain or --json) alone.
     print(f"run {run_id} started: workflow {spec.name} v{spec.version}", file=sys.stderr, flush=True)
 
+    received: list[str] = []  # Ray re-raises the interrupt without its text: remember the signal
+
     def stop(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        received.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt(received[-1])
 
     signal.signal(signal.SIGTERM, stop)
     try:
         ray.get(final)
-    except KeyboardInterrupt as exc:
-        store.finish_run(run_id, "failed", error=f"driver interrupted ({exc or 'SIGINT'})")
-        ray.kill(coordinator)
+    except KeyboardInterrupt:
+        reason = f"cancelled: driver interrupted ({received[-1] if received else 'SIGINT'})"
+        try:
+            ray.get(coordinator.cancel.remote(reason), timeout=30)
+        except Exception:  # the coordinator is gone or stuck: the run ends here all the same
+            store.finish_run(run_id, "cancelled", error=reason)
+        ray.kill(coordinator, no_restart=True)
         print(f"run {run_id} interrupted", file=sys.stderr)
+        _print_run(store.get_run(run_id), args.json)
         return EXIT_FAILED
     except Exception as exc:  # the coordinator itself died
         from actors.run_coordinator import describe_error
@@ -221,6 +229,26 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    import ray
+
+    from actors.runs import CancelError, cancel_run
+
+    if not ray.is_initialized():
+        address = _cluster_address(settings)
+        if address is None:
+            raise CommandError("no cluster is up here: set AUGMENT_RAY_ADDRESS to the run's cluster")
+        _connect_ray(address)
+    try:
+        record = cancel_run(settings, args.run_id)
+    except KeyError as exc:
+        raise CommandError(str(exc.args[0])) from None
+    except CancelError as exc:
+        raise CommandError(str(exc)) from None
+    _print_run(record, args.json)
+    return EXIT_OK if record.status == "cancelled" else EXIT_FAILED
+
+
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from cluster import local
 
@@ -276,7 +304,9 @@ def _print_run(record: RunRecord, as_json: bool) -> None:
     print(f"  records      in {c.get('in', 0)} · valid {c.get('valid', 0)} · quarantined {c.get('quarantined', 0)}"
           f" · augmented {c.get('augmented', 0)} · failed {c.get('failed', 0)} · skipped {c.get('skipped', 0)}")
     out = record.output
-    if out:
+    if out.get("partial"):
+        print(f"  output       {out['rows_written']} record(s) written before the run stopped, not catalogued: {out['path']}")
+    elif out:
         print(f"  output       {out['dataset']} v{out['version']}: {out['path']}")
         print(f"  quarantine   {out['quarantine_path']}")
         if out.get("csv_path"):
@@ -342,6 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", help="a run id or an unambiguous prefix of one")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("cancel", help="stop a pending or running run: it ends 'cancelled', keeping what it wrote")
+    p.add_argument("run_id", help="a run id or an unambiguous prefix of one")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_cancel)
 
     p = sub.add_parser("datasets", help="catalogued datasets and their versions")
     p.add_argument("dataset", nargs="?", help="only this dataset")

@@ -17,7 +17,7 @@ from typing import Any
 
 PACE = 0.98  # default fraction of the declared limit to aim at: 1.0 draws 429s from jitter at window edges
 SLOWEST = 0.25  # after many 429s, never pace below this fraction of the limit
-LEASE_SECONDS = 600.0  # a permit whose holder vanished is reclaimed after this long
+LEASE_SECONDS = 600.0  # a permit whose holder vanished is reclaimed after this long (default)
 
 
 def limiter_actor_name(account: str) -> str:
@@ -85,7 +85,7 @@ class RateLimiter:
         self.limits = limits
 
     # taking permits ----------------------------------------------------------------------
-    async def acquire(self, tokens: int = 0, max_wait: float | None = None) -> Grant:
+    async def acquire(self, tokens: int = 0, max_wait: float | None = None, hold: float | None = None) -> Grant:
         """Wait for a permit to send one request of about `tokens` tokens. Denied at once while
         the circuit is open; denied when the wait would exceed `max_wait` seconds."""
         started = self.clock()
@@ -134,7 +134,10 @@ class RateLimiter:
                 self._probe_out = False
             raise
         self.stats["granted"] += 1
-        self._leases[permit].granted_at = self.clock()
+        lease = self._leases[permit]
+        lease.granted_at = self.clock()
+        if hold is not None:  # the caller's longest attempt: a killed caller's place comes back soon
+            lease.expires = lease.granted_at + hold
         return Grant(True, permit=permit, waited=self.clock() - started)
 
     def _reserve(self, now: float, tokens: int) -> float:

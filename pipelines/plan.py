@@ -302,6 +302,22 @@ def count_outcomes(spec: WorkflowSpec, paths: StoragePaths, parquet_path: str) -
     return failed, skipped
 
 
+def complete_parquet_rows(fs: Any, path: str) -> int:
+    """Rows in the Parquet files of a folder that are whole (a write cut short has no footer)."""
+    from pyarrow.fs import FileSelector, FileType
+
+    if fs.get_file_info(path).type == FileType.NotFound:
+        return 0
+    rows = 0
+    for info in fs.get_file_info(FileSelector(path, recursive=True)):
+        if info.path.endswith(".parquet"):
+            try:
+                rows += pq.ParquetFile(fs.open_input_file(info.path)).metadata.num_rows
+            except (OSError, pa.ArrowInvalid):
+                continue
+    return rows
+
+
 def write_empty_parquet(fs: Any, path: str, schema: pa.Schema) -> None:
     """A Parquet folder holding one file with the schema and no rows."""
     fs.create_dir(path, recursive=True)

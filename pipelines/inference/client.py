@@ -87,7 +87,10 @@ async def call(
         remaining = deadline_s - (time.monotonic() - started)
         if remaining <= 0:
             return _failed(f"deadline of {deadline_s:g}s passed after {attempts} attempt(s); last: {last_error}", attempts, started)
-        grant = await permits.acquire(tokens, max_wait=remaining)
+        # Held at most as long as this attempt may last (and a little), so the place of a caller
+        # that is killed mid-call goes back to the others soon.
+        hold = min(remaining, attempt_timeout_s or remaining) + 10.0
+        grant = await permits.acquire(tokens, max_wait=remaining, hold=hold)
         if not grant.granted:
             return _failed(grant.reason, attempts, started)
         attempts += 1

@@ -10,7 +10,7 @@ from augment_core.ratelimit import Grant, Limits, Outcome, RateLimiter
 
 
 class Permits(Protocol):
-    async def acquire(self, tokens: int, max_wait: float | None = None) -> Grant: ...
+    async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None) -> Grant: ...
 
     async def release(self, permit: int, outcome: Outcome) -> None: ...
 
@@ -28,8 +28,8 @@ class LocalPermits:
             limiter.configure(limits)
         self.limiter = limiter
 
-    async def acquire(self, tokens: int, max_wait: float | None = None) -> Grant:
-        return await self.limiter.acquire(tokens, max_wait)
+    async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None) -> Grant:
+        return await self.limiter.acquire(tokens, max_wait, hold)
 
     async def release(self, permit: int, outcome: Outcome) -> None:
         self.limiter.release(permit, outcome)

@@ -371,9 +371,10 @@ def test_two_runs_and_the_online_path_share_one_rate_limit(ray_cluster, settings
         ray.get(pending.final, timeout=300)
     fake.configure(rpm=600)  # 10 a second, enforced in 1-second windows
     account = unique("shared")
-    # Paced at 0.9 of the limit: room for grants that reach a loaded 2-CPU machine's callers a
-    # little late, yet three callers pacing alone would still offer 27/s against the server's 10.
-    limits = {"requests_per_minute": 600, "max_in_flight": 32, "pace": 0.9}
+    # Paced at 0.8 of the limit: room for grants that reach the callers of a loaded 2-CPU CI
+    # machine late (at 0.9 one request in 61 once landed in a full window), yet three callers
+    # pacing alone would still offer 24/s against the server's 10.
+    limits = {"requests_per_minute": 600, "max_in_flight": 32, "pace": 0.8}
     specs = []
     for which in ("a", "b"):
         name = unique(f"llm_rate_{which}")

@@ -469,6 +469,17 @@ def test_leases_of_vanished_holders_are_reclaimed(monkeypatch: pytest.MonkeyPatc
     run_virtual(main)
 
 
+def test_a_holder_says_how_long_it_may_hold_and_is_reclaimed_after_that() -> None:
+    async def main(clock: VirtualClock) -> None:
+        rl = limiter(clock, max_in_flight=1)
+        await rl.acquire(hold=3.0)  # a caller killed mid-call: its longest attempt was 3 s
+        grant = await rl.acquire(hold=3.0)
+        assert grant.granted and 3.0 <= grant.waited <= 4.5  # not the default lease of minutes
+        assert rl.snapshot()["reclaimed"] == 1
+
+    run_virtual(main)
+
+
 def test_a_vanished_probe_holder_does_not_keep_the_circuit_shut(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ratelimit, "LEASE_SECONDS", 20.0)
 
