@@ -58,6 +58,8 @@ def cancel_run(settings: Settings, run_id: str, reason: str = "cancelled by user
     record = store.find_run(run_id)
     if record.status in FINAL_STATUSES:
         raise CancelError(f"run {record.id} already ended: {record.status}")
+    if not ray.is_initialized():
+        raise CancelError(f"run {record.id} cannot be reached: this process is not on a Ray cluster")
     try:
         coordinator = ray.get_actor(actor_name(record.id), namespace=NAMESPACE)
     except ValueError:

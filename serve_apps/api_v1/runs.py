@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from actors.runs import read_run
+from actors.runs import CancelError, cancel_run, read_run
 from serve_apps.api_v1.deps import SettingsDep, StoreDep
 from serve_apps.api_v1.schemas import RunOut
 
@@ -32,3 +32,18 @@ def get_run(run_id: str, settings: SettingsDep) -> RunOut:
         return RunOut.from_record(read_run(settings, run_id))
     except KeyError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
+
+
+@router.post(
+    "/{run_id}/cancel",
+    response_model=RunOut,
+    responses={404: {"description": "No such run"}, 409: {"description": "The run has ended or cannot be reached"}},
+)
+def cancel(run_id: str, settings: SettingsDep) -> RunOut:
+    """Stop a pending or running run: it ends 'cancelled', keeping what it wrote."""
+    try:
+        return RunOut.from_record(cancel_run(settings, run_id))
+    except KeyError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
+    except CancelError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None

@@ -84,3 +84,21 @@ def test_a_record_arrow_cannot_hold_is_invalid_not_a_500(client: TestClient, bod
     (invalid,) = data["invalid"]
     assert invalid["index"] == 1 and invalid["errors"][0]["field"] == field
     assert invalid["errors"][0]["reason"].startswith(reason)
+
+
+def test_cancel_answers_404_for_unknown_runs_and_409_for_ended_or_unreachable_ones(tmp_path: Path) -> None:
+    from augment_core.store import open_store
+
+    settings = Settings(workflows_dir=str(tmp_path), database_url=f"sqlite:///{tmp_path / 'augment.db'}")
+    store = open_store(settings)
+    store.create_run("done-1", "w", 1, "w.yaml", ["validate", "write"])
+    store.finish_run("done-1", "succeeded")
+    store.create_run("live-1", "w", 1, "w.yaml", ["validate", "write"])
+    store.mark_running("live-1")
+    client = TestClient(create_app(settings, max_body_bytes=64 * 1024))
+    assert client.post("/v1/runs/nope/cancel").status_code == 404
+    ended = client.post("/v1/runs/done-1/cancel")
+    assert ended.status_code == 409 and ended.json()["detail"] == "run done-1 already ended: succeeded"
+    unreachable = client.post("/v1/runs/live-1/cancel")
+    assert unreachable.status_code == 409 and "not on a Ray cluster" in unreachable.json()["detail"]
+    assert store.get_run("live-1").status == "running"  # nothing was changed by a refused cancel
