@@ -15,7 +15,7 @@ import pyarrow as pa
 import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipelines.models import IDENTIFIER, StrictModel
+from pipelines.models import IDENTIFIER, StrictModel, check_names
 from pipelines.providers import ProviderSpec
 
 RESERVED_COLUMNS = frozenset({"record_uuid"})
@@ -106,9 +106,8 @@ class SchemaSpec(StrictModel):
     @field_validator("fields")
     @classmethod
     def _field_names(cls, fields: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        check_names(fields, "field name")
         for name in fields:
-            if not re.match(IDENTIFIER, name):
-                raise ValueError(f"field name {name!r} must start with a letter and hold only letters, digits and _")
             if name in RESERVED_COLUMNS:
                 raise ValueError(f"field name {name!r} is reserved")
         return fields

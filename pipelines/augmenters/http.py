@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from pipelines.inference.client import Request
 from pipelines.inference.step import InferenceAugmenter, InferenceParams, InvalidReply
 from pipelines.inference.templates import placeholders, render, template_hash, template_problem
-from pipelines.models import IDENTIFIER, StrictModel
+from pipelines.models import StrictModel, check_names
 from pipelines.providers import ENV_NAME, ProviderKind, check_host
 from pipelines.registry import register
 
@@ -73,9 +73,7 @@ class HttpParams(InferenceParams):
     @field_validator("outputs")
     @classmethod
     def _names(cls, outputs: dict[str, HttpOutput]) -> dict[str, HttpOutput]:
-        for name in outputs:
-            if not re.match(IDENTIFIER, name):
-                raise ValueError(f"output name {name!r} must start with a letter and hold only letters, digits and _")
+        check_names(outputs, "output name")
         return outputs
 
 

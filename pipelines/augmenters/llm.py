@@ -13,7 +13,7 @@ from pydantic import ConfigDict, Field, ValidationError, create_model, field_val
 from pipelines.inference.client import Request
 from pipelines.inference.step import InferenceAugmenter, InferenceParams, InvalidReply, estimate_tokens
 from pipelines.inference.templates import placeholders, render, template_hash, template_problem
-from pipelines.models import IDENTIFIER, StrictModel
+from pipelines.models import StrictModel, check_names
 from pipelines.providers import ProviderKind, ProviderSpec
 from pipelines.registry import register
 
@@ -63,11 +63,7 @@ class LlmParams(InferenceParams):
     @field_validator("outputs")
     @classmethod
     def _names(cls, outputs: dict[str, OutputField]) -> dict[str, OutputField]:
-        import re
-
-        for name in outputs:
-            if not re.match(IDENTIFIER, name):
-                raise ValueError(f"output name {name!r} must start with a letter and hold only letters, digits and _")
+        check_names(outputs, "output name")
         return outputs
 
 
