@@ -64,7 +64,8 @@ def cancel_run(settings: Settings, run_id: str, reason: str = "cancelled by user
         coordinator = ray.get_actor(actor_name(record.id), namespace=NAMESPACE)
     except ValueError:
         raise CancelError(
-            f"run {record.id} has no coordinator on this cluster (is AUGMENT_RAY_ADDRESS the run's cluster?)"
+            f"run {record.id} cannot be reached: it has no coordinator on this cluster"
+            " (is AUGMENT_RAY_ADDRESS the run's cluster?)"
         ) from None
     ray.get(coordinator.cancel.remote(reason), timeout=60)
     ray.kill(coordinator, no_restart=True)

@@ -100,5 +100,6 @@ def test_cancel_answers_404_for_unknown_runs_and_409_for_ended_or_unreachable_on
     ended = client.post("/v1/runs/done-1/cancel")
     assert ended.status_code == 409 and ended.json()["detail"] == "run done-1 already ended: succeeded"
     unreachable = client.post("/v1/runs/live-1/cancel")
-    assert unreachable.status_code == 409 and "not on a Ray cluster" in unreachable.json()["detail"]
+    # Without Ray in this process, or with a cluster that does not hold the run's coordinator.
+    assert unreachable.status_code == 409 and "run live-1 cannot be reached: " in unreachable.json()["detail"]
     assert store.get_run("live-1").status == "running"  # nothing was changed by a refused cancel
