@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 
 from pipelines.inference.client import Request
 from pipelines.inference.step import InferenceAugmenter, InferenceParams, InvalidReply
-from pipelines.inference.templates import placeholders, render, template_hash, template_problem
+from pipelines.inference.templates import checked_template, placeholders, render, template_hash
 from pipelines.models import StrictModel, check_names
 from pipelines.providers import ENV_NAME, ProviderKind, check_host
 from pipelines.registry import register
@@ -57,10 +57,7 @@ class HttpParams(InferenceParams):
     @field_validator("path")
     @classmethod
     def _renderable(cls, value: str) -> str:
-        problem = template_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
+        return checked_template(value) or ""
 
     @field_validator("headers")
     @classmethod

@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field, ValidationError, create_model, field_val
 
 from pipelines.inference.client import Request
 from pipelines.inference.step import InferenceAugmenter, InferenceParams, InvalidReply, estimate_tokens
-from pipelines.inference.templates import placeholders, render, template_hash, template_problem
+from pipelines.inference.templates import checked_template, placeholders, render, template_hash
 from pipelines.models import StrictModel, check_names
 from pipelines.providers import ProviderKind, ProviderSpec
 from pipelines.registry import register
@@ -55,10 +55,7 @@ class LlmParams(InferenceParams):
     @field_validator("system", "user")
     @classmethod
     def _renderable(cls, value: str | None) -> str | None:
-        problem = template_problem(value) if value else None
-        if problem:
-            raise ValueError(problem)
-        return value
+        return checked_template(value)
 
     @field_validator("outputs")
     @classmethod

@@ -17,12 +17,12 @@ def placeholders(template: str) -> list[str]:
     return list(dict.fromkeys(PLACEHOLDER.findall(template)))
 
 
-def template_problem(template: str) -> str | None:
-    """Why a template cannot be rendered, or None."""
-    match = MALFORMED.search(template)
+def checked_template(template: str | None) -> str | None:
+    """The template as given; ValueError (for a params validator) when it cannot be rendered."""
+    match = MALFORMED.search(template) if template else None
     if match:
-        return f"malformed placeholder at character {match.start()}: use {{{{field}}}} with a field name"
-    return None
+        raise ValueError(f"malformed placeholder at character {match.start()}: use {{{{field}}}} with a field name")
+    return template
 
 
 def text_of(value: Any) -> str:
