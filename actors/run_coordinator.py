@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 import ray
@@ -17,7 +18,7 @@ from pydantic import SecretStr
 
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
-from augment_core.store import StepState, VersionTaken, open_store, utcnow
+from augment_core.store import FINAL_STATUSES, StepState, VersionTaken, open_store, utcnow
 from actors.provider_limiter import cluster_permits
 from pipelines.inference.budget import CostLedger
 from pipelines.inference.context import RunContext
@@ -26,6 +27,7 @@ from pipelines.spec import WorkflowSpec
 
 NAMESPACE = "augment"
 VERSION_RETRIES = 5
+GATE_TTL_SECONDS = 0.5
 log = logging.getLogger(__name__)
 
 
@@ -57,6 +59,26 @@ class CoordinatorBudget:
 
     async def settle(self, step: str, reserved: float, usage: dict[str, float]) -> None:
         await self.coordinator.settle.remote(step, reserved, usage)
+
+
+class CoordinatorGate:
+    """RunContext.gate of a run: workers stop sending provider calls within GATE_TTL_SECONDS of a
+    cancel, without waiting for Ray to reap them after their coordinator is killed."""
+
+    def __init__(self, coordinator: Any) -> None:
+        self.coordinator = coordinator
+        self._checked = float("-inf")
+        self._reason: str | None = None
+
+    async def stopped(self) -> str | None:
+        if self._reason is not None or time.monotonic() - self._checked < GATE_TTL_SECONDS:
+            return self._reason
+        try:
+            self._reason = await self.coordinator.stopped.remote()
+        except ray.exceptions.RayActorError:
+            self._reason = "run stopped: its coordinator is gone"
+        self._checked = time.monotonic()
+        return self._reason
 
 
 def describe_error(exc: BaseException) -> str:
@@ -145,6 +167,11 @@ class RunCoordinator:
             self.status = status
         return status
 
+    def stopped(self) -> str | None:
+        """Why workers must send no more provider calls (the run has ended), or None."""
+        with self._lock:
+            return f"run {self.status}" if self.status in FINAL_STATUSES else None
+
     def secret(self, name: str) -> str | None:
         """A key the driver had, for this run's workers (only the ones the run's spec names)."""
         value = self.secrets.get(name)
@@ -179,7 +206,7 @@ class RunCoordinator:
             context = RunContext(
                 providers=self.spec.providers, settings=self.settings, run_id=self.run_id,
                 permits_for=cluster_permits, budget=CoordinatorBudget(me, self.spec.budget is not None),
-                secrets=CoordinatorSecrets(me),
+                secrets=CoordinatorSecrets(me), gate=CoordinatorGate(me),
             )
             plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, ActorReporter(me), context)
             plan.check_chain()

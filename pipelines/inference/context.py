@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from augment_core.cache import NoCache, ResultCache, open_cache
 from augment_core.ratelimit import Limits
@@ -11,6 +12,19 @@ from augment_core.settings import Settings
 from pipelines.inference.budget import Budget, LocalBudget
 from pipelines.inference.permits import Permits, local_permits
 from pipelines.providers import ProviderSpec
+
+
+class RunGate(Protocol):
+    """Whether the run may still send provider calls (a cancelled run may not)."""
+
+    async def stopped(self) -> str | None:
+        """Why no more calls may be sent, or None while the run goes on."""
+        ...
+
+
+class AlwaysOpen:
+    async def stopped(self) -> str | None:
+        return None
 
 
 @dataclass
@@ -31,6 +45,7 @@ class RunContext:
     # never through runtime_env, which the dashboard shows.
     secrets: Callable[[str], str | None] | None = None
     dry_run: bool = False  # previews: build requests with masked keys, call nothing
+    gate: RunGate = field(default_factory=AlwaysOpen)
 
     def cache(self) -> ResultCache:
         if self.settings is None or not self.use_cache:

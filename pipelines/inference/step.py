@@ -251,6 +251,10 @@ class InferenceAugmenter(Augmenter):
         attempts, tokens_in, tokens_out, cost, latency = 0, 0, 0, 0.0, 0.0
         problem = "no reply"
         for _ in range(1 + self.invalid_retries):
+            stopped = await self.context.gate.stopped()
+            if stopped:  # cancelled: what was not sent is not sent
+                return Outcome("error", error=stopped, provenance=self._provenance(
+                    attempts=attempts, tokens_in=tokens_in, tokens_out=tokens_out, cost=cost, latency=latency))
             if not await self.context.budget.reserve(reserve):
                 await self.context.budget.settle(self.step_name, 0.0, {"skipped": 1})
                 return Outcome("skipped", error="skipped: budget", provenance=self._provenance(
