@@ -103,23 +103,43 @@ def postgres_url() -> str:
 
     from augment_core.store import engine_url, metadata
 
+    url = POSTGRES_URL
     try:
-        engine = sa.create_engine(engine_url(POSTGRES_URL))
+        if _OFFSET:  # a suite beside another: a database of its own, so neither drops the other's tables
+            url = _own_database(POSTGRES_URL, f"test_{_OFFSET}")
+        engine = sa.create_engine(engine_url(url))
         with engine.begin() as conn:
             conn.execute(sa.text("select 1"))
         metadata.drop_all(engine)
         engine.dispose()
     except Exception as exc:  # noqa: BLE001 - any failure means the service is unusable
-        _unavailable(f"PostgreSQL at {POSTGRES_URL}", exc)
-    return POSTGRES_URL
+        _unavailable(f"PostgreSQL at {url}", exc)
+    return url
+
+
+def _own_database(url: str, name: str) -> str:
+    import sqlalchemy as sa
+
+    from augment_core.store import engine_url
+
+    base, _, _ = url.rpartition("/")
+    engine = sa.create_engine(engine_url(url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        if not conn.execute(sa.text("select 1 from pg_database where datname = :n"), {"n": name}).first():
+            conn.execute(sa.text(f'create database "{name}"'))
+    engine.dispose()
+    return f"{base}/{name}"
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     import redis
 
+    url = REDIS_URL
+    if _OFFSET:  # a suite beside another: a database number of its own
+        url = f"{REDIS_URL.rpartition('/')[0]}/{1 + (_OFFSET // 300) % 15}"
     try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
     except Exception as exc:  # noqa: BLE001
-        _unavailable(f"Redis at {REDIS_URL}", exc)
-    return REDIS_URL
+        _unavailable(f"Redis at {url}", exc)
+    return url
