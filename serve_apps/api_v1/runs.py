@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Header, HTTPException, Query, status
+from fastapi.responses import StreamingResponse
 
 from actors.runs import CancelError, cancel_run, read_run
+from augment_core.events import Event, follow_run
 from serve_apps.api_v1.deps import SettingsDep, StoreDep
 from serve_apps.api_v1.schemas import RunOut
 
@@ -47,3 +50,45 @@ def cancel(run_id: str, settings: SettingsDep) -> RunOut:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
     except CancelError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+
+
+KEEPALIVE_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
+
+
+@router.get(
+    "/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"},
+               404: {"description": "No such run"}},
+)
+def run_events(
+    run_id: str,
+    settings: SettingsDep,
+    store: StoreDep,
+    after: Annotated[int, Query(ge=0, description="Only events with a sequence number above this.")] = 0,
+    last_event_id: Annotated[int | None, Header(ge=0, description="Set by a reconnecting EventSource; wins over `after`.")] = None,
+) -> StreamingResponse:
+    """The run's events as server-sent events (`id:` is the sequence number), live until
+    run.finished. A reconnect with Last-Event-ID (or ?after=) resumes right after that event."""
+    store.reap_stale_runs(settings.stale_after_seconds)
+    try:
+        found = store.find_run(run_id).id
+    except KeyError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
+
+    def frames() -> Iterator[str]:
+        quiet = 0
+        start = last_event_id if last_event_id is not None else after
+        for events in follow_run(settings, found, start, follow=True):
+            quiet = 0 if events else quiet + 1
+            if quiet >= KEEPALIVE_SECONDS:  # tail yields [] once a second while nothing happens
+                quiet = 0
+                yield ": keep-alive\n\n"
+            yield from (_frame(e) for e in events)
+
+    return StreamingResponse(frames(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _frame(event: Event) -> str:
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n"

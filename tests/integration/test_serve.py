@@ -329,6 +329,44 @@ def test_online_llm_calls_from_parallel_clients_share_the_cluster_limiter(
     assert ray.get(limiter.snapshot.remote())["granted"] >= 60
 
 
+def test_run_events_stream_through_serve_live_and_resume_after_the_last_event_seen(
+        client: httpx.Client, settings: Settings) -> None:
+    """Server-sent events pass Serve's proxy unbuffered: a live event arrives while the stream is
+    open, and a reconnect with Last-Event-ID gets exactly what came after it."""
+    from augment_core.events import open_bus
+
+    store, bus = open_store(settings), open_bus(settings)
+    run_id = f"test-sse-{uuid.uuid4().hex[:8]}"
+    store.create_run(run_id, "organisations", 1, str(SAMPLE_SPEC), ["validate", "write"])
+    bus.publish(run_id, "run.started", {"workflow": "organisations"})
+
+    def read_all(headers: dict[str, str]) -> list[tuple[str, str]]:
+        seen: list[tuple[str, str]] = []
+        with client.stream("GET", f"/runs/{run_id}/events", headers=headers, timeout=60) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            frame: dict[str, str] = {}
+            for line in response.iter_lines():
+                if line.startswith(("id:", "event:")):
+                    key, _, value = line.partition(":")
+                    frame[key] = value.strip()
+                elif not line and frame:
+                    seen.append((frame["id"], frame["event"]))
+                    frame = {}
+        return seen
+
+    with ThreadPoolExecutor(1) as pool:
+        live = pool.submit(read_all, {})
+        time.sleep(2)  # the stream is open and waiting
+        assert not live.done()
+        bus.publish(run_id, "step.progress", {"steps": {"validate": {"state": "running", "rows": 3}}})
+        store.finish_run(run_id, "succeeded")
+        bus.publish(run_id, "run.finished", {"status": "succeeded"})
+        assert live.result(timeout=60) == [("1", "run.started"), ("2", "step.progress"), ("3", "run.finished")]
+    assert read_all({"Last-Event-ID": "1"}) == [("2", "step.progress"), ("3", "run.finished")]
+    assert client.get("/runs/no-such-run/events").status_code == 404
+
+
 def test_the_shell_links_every_panel_and_the_api(base_url: str) -> None:
     with httpx.Client(timeout=60, follow_redirects=True) as http:
         page = http.get(base_url)
