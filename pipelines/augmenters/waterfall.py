@@ -131,6 +131,9 @@ class Waterfall(Augmenter):
     def status_column(self) -> str | None:
         return f"{self.step_name}_status"
 
+    def value_columns(self) -> list[str]:
+        return list(self.params.outputs)
+
     def bind(self, context: Any) -> None:
         for c in self.candidates:
             c.bind(context)

@@ -1,0 +1,87 @@
+"""/v1/reviews: the review queue, and accept / edit / reject / rerun on one item.
+
+A decided item takes the same action again unchanged (200) and refuses another one (409) until
+it is rerun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.exceptions import RequestValidationError
+
+from augment_core.reviews import ReviewConflict, ReviewItem, get_item, list_items
+from pipelines import review_actions
+from serve_apps.api_v1.deps import CatalogDep, SettingsDep, StoreDep
+from serve_apps.api_v1.schemas import ReviewEdit, ReviewItemOut, ReviewPage
+
+router = APIRouter(prefix="/reviews", tags=["reviews"])
+ACTION_RESPONSES = {404: {"description": "No such item"}, 409: {"description": "The item carries another decision"}}
+
+
+def _out(item: ReviewItem) -> ReviewItemOut:
+    return ReviewItemOut(**item.model_dump())
+
+
+@router.get("", response_model=ReviewPage)
+def list_queue(
+    store: StoreDep,
+    dataset: Annotated[str | None, Query(description="Only items of this dataset.")] = None,
+    state: Annotated[Literal["pending", "accepted", "edited", "rejected"] | None, Query()] = None,
+    run_id: Annotated[str | None, Query(description="Only items this run proposed.")] = None,
+    workflow: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ReviewPage:
+    """Items oldest first, filtered, one page at a time."""
+    items, total = list_items(store, dataset=dataset, state=state, run_id=run_id, workflow=workflow,
+                              limit=limit, offset=offset)
+    return ReviewPage(items=[_out(i) for i in items], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{item_id}", response_model=ReviewItemOut, responses={404: {"description": "No such item"}})
+def get_one(item_id: int, store: StoreDep) -> ReviewItemOut:
+    try:
+        return _out(get_item(store, item_id))
+    except KeyError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
+
+
+@router.post("/{item_id}/accept", response_model=ReviewItemOut, responses=ACTION_RESPONSES)
+def accept(item_id: int, settings: SettingsDep) -> ReviewItemOut:
+    """Keep the proposed value. Accepting again changes nothing."""
+    return _act(lambda: review_actions.accept(settings, item_id))
+
+
+@router.post("/{item_id}/reject", response_model=ReviewItemOut, responses=ACTION_RESPONSES)
+def reject(item_id: int, settings: SettingsDep) -> ReviewItemOut:
+    """Drop the proposed value: promote writes null there and keeps the record."""
+    return _act(lambda: review_actions.reject(settings, item_id))
+
+
+@router.post("/{item_id}/edit", response_model=ReviewItemOut,
+             responses={**ACTION_RESPONSES, 422: {"description": "The value does not fit the field's type"}})
+def edit(item_id: int, body: ReviewEdit, settings: SettingsDep) -> ReviewItemOut:
+    """Keep this value instead of the proposal."""
+    return _act(lambda: review_actions.edit(settings, item_id, body.value))
+
+
+@router.post("/{item_id}/rerun", response_model=ReviewItemOut,
+             responses={404: {"description": "No such item"},
+                        409: {"description": "The record cannot be augmented again (workflow gone or broken)"}})
+def rerun(item_id: int, settings: SettingsDep, catalog: CatalogDep) -> ReviewItemOut:
+    """Augment the record again now with the workflow; the result is the new proposal, pending."""
+    return _act(lambda: review_actions.rerun(settings, catalog, item_id))
+
+
+def _act(action: Callable[[], ReviewItem]) -> ReviewItemOut:
+    try:
+        return _out(action())
+    except KeyError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
+    except (ReviewConflict, review_actions.RerunFailed) as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    except review_actions.InvalidValue as exc:
+        raise RequestValidationError([{"type": "value_error", "loc": ("body", "value"), "msg": str(exc)}]) from None
