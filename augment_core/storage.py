@@ -31,6 +31,19 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
 
 
+def seal(uri: str) -> None:
+    """Make a written local dataset folder read-only (files 0444, folders 0555), so that no
+    process of ours or a user's overwrites a catalogued version. Object storage has no modes:
+    there the catalogue check (MetadataStore.refuse_catalogued) is the guard."""
+    if "://" in uri:
+        return
+    root = Path(uri)
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o444)
+        os.chmod(folder, 0o555)
+
+
 class StoragePaths:
     """Where a run's outputs go under the storage root."""
 

@@ -1,4 +1,5 @@
-"""Sources: CSV, JSON Lines and Parquet files (local or s3://) and PostgreSQL queries.
+"""Sources: CSV, JSON Lines and Parquet files (local or s3://), PostgreSQL queries and catalogued
+dataset versions.
 
 File rows come out as raw values (strings for text formats) of the declared fields, plus
 where they came from: `_source` (file), `_source_row` (1 = first data row) and
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 import ray
 from ray.data.datasource import FileBasedDatasource
 
-from pipelines.spec import FileSource, PostgresSource, SchemaSpec
+from pipelines.spec import DatasetSource, FileSource, PostgresSource, SchemaSpec
 from pipelines.validation import missing_required_columns
 
 ROWS_PER_BLOCK = 10_000
@@ -97,11 +98,14 @@ def _clip(value: Any, limit: int = 300) -> str:
 class RecordFileDatasource(FileBasedDatasource):
     """Reads CSV / JSON Lines / Parquet files row-exactly, keeping malformed rows."""
 
-    def __init__(self, source: FileSource, schema: SchemaSpec, **kwargs: Any) -> None:
+    def __init__(
+        self, source: FileSource, schema: SchemaSpec, keep_columns: tuple[str, ...] = (), **kwargs: Any
+    ) -> None:
         super().__init__(source.path, file_extensions=_EXTENSIONS[source.kind], **kwargs)
         self.kind = source.kind
         self.delimiter = source.delimiter
         self.schema_spec = schema
+        self.keep_columns = keep_columns  # Parquet columns read besides the declared fields
 
     def _open_input_source(self, filesystem: Any, path: str, **open_args: Any) -> pa.NativeFile:
         # Parquet needs random access to read row group by row group; text formats stream.
@@ -177,7 +181,8 @@ class RecordFileDatasource(FileBasedDatasource):
         present = parquet.schema_arrow.names
         self._require(path, present)
         row = 0
-        for batch in parquet.iter_batches(batch_size=ROWS_PER_BLOCK, columns=[n for n in fields if n in present]):
+        wanted = [n for n in [*fields, *self.keep_columns] if n in present]
+        for batch in parquet.iter_batches(batch_size=ROWS_PER_BLOCK, columns=wanted):
             table = pa.Table.from_batches([batch])
             numbers = list(range(row + 1, row + table.num_rows + 1))
             row += table.num_rows
@@ -207,12 +212,20 @@ class _RawAdapter(io.RawIOBase):
         return len(data)
 
 
-def read_source(source: FileSource | PostgresSource, schema: SchemaSpec, filesystem: Any = None) -> ray.data.Dataset:
+def read_source(
+    source: FileSource | PostgresSource | DatasetSource, schema: SchemaSpec, filesystem: Any = None
+) -> ray.data.Dataset:
     """The raw records of a source as a Ray Dataset."""
     if isinstance(source, PostgresSource):
         return _read_postgres(source, schema)
+    keep: tuple[str, ...] = ()
+    if isinstance(source, DatasetSource):
+        if not source.path:
+            raise SourceError(f"dataset source {source.name!r} was not resolved to a catalogued version")
+        # A catalogued version is Parquet; its record_uuid travels on so validation keeps it.
+        source, keep = FileSource(kind="parquet", path=source.path), ("record_uuid",)
     try:
-        datasource = RecordFileDatasource(source, schema, filesystem=filesystem)
+        datasource = RecordFileDatasource(source, schema, keep_columns=keep, filesystem=filesystem)
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise SourceError(f"cannot read {source.kind} source {source.path}: {exc}") from None
     return ray.data.read_datasource(datasource)

@@ -182,6 +182,8 @@ def validate_table(table: pa.Table, schema: SchemaSpec) -> pa.Table:
     raw_columns = {name: table.column(name).to_pylist() for name in table.column_names}
     rows = table.num_rows
     parse_errors = raw_columns.get("_parse_error") or [None] * rows
+    # A catalogued dataset read as a source brings its own ids: kept, so a record_uuid never changes.
+    given_ids = raw_columns.get("record_uuid") or [None] * rows
     typed: dict[str, list[Any]] = {name: [] for name in schema.fields}
     ids: list[str | None] = []
     errors_out: list[str | None] = []
@@ -194,7 +196,7 @@ def validate_table(table: pa.Table, schema: SchemaSpec) -> pa.Table:
             values, errors = validate_record(raw, schema)
         for name in schema.fields:
             typed[name].append(None if errors else values[name])
-        ids.append(None if errors else record_uuid(values, schema))
+        ids.append(None if errors else given_ids[i] or record_uuid(values, schema))
         errors_out.append(json.dumps(errors, ensure_ascii=False) if errors else None)
         raw_out.append(json.dumps(raw, ensure_ascii=False, default=str) if errors else None)
     arrays: dict[str, pa.Array] = {"record_uuid": pa.array(ids, pa.string())}

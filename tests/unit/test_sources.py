@@ -25,7 +25,7 @@ SOURCE_COLUMNS = ["_source", "_source_row", "_source_order", "_parse_error"]
 
 def datasource(kind: str, fields: dict[str, Any] | None = None, delimiter: str = ",") -> RecordFileDatasource:
     ds = RecordFileDatasource.__new__(RecordFileDatasource)
-    ds.kind, ds.delimiter = kind, delimiter
+    ds.kind, ds.delimiter, ds.keep_columns = kind, delimiter, ()
     ds.schema_spec = SchemaSpec.model_validate({"fields": fields or FIELDS})
     return ds
 
