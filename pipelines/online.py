@@ -31,37 +31,49 @@ class OnlineWorkflow:
         self.chain = setup_chain(build_chain(spec), self.context)
         self.schema = output_schema(spec)
 
-    def raw_table(self, records: list[Any]) -> pa.Table:
-        """Records as the raw text a CSV row would hold, so both paths validate alike."""
+    def raw_table(
+        self, records: list[Any], origins: list[str] | None = None, unparsed: list[str | None] | None = None
+    ) -> pa.Table:
+        """Records as the raw text a CSV row would hold, so every path validates alike. A request's
+        records are the rows of "request"; given `origins` (stream messages), each record is row 1
+        of its own origin. `unparsed` holds why a record could not be read at all, if it could not."""
         fields = list(self.spec.schema_.fields)
         columns: dict[str, list[Any]] = {name: [] for name in fields}
         parse_errors: list[str | None] = []
-        for record in records:
-            values, error = json_record(record, fields)
+        for i, record in enumerate(records):
+            reason = unparsed[i] if unparsed else None
+            values, error = ({}, reason) if reason else json_record(record, fields)
             parse_errors.append(error)
             for name in fields:
                 columns[name].append(values.get(name))
         n = len(records)
+        sources = origins if origins is not None else ["request"] * n
+        rows = [1] * n if origins is not None else list(range(1, n + 1))
         arrays = {name: pa.array(values, pa.string()) for name, values in columns.items()}
-        arrays["_source"] = pa.array(["request"] * n, pa.string())
-        arrays["_source_row"] = pa.array(range(1, n + 1), pa.int64())
-        arrays["_source_order"] = pa.array([f"request\x1f{i:015d}" for i in range(1, n + 1)], pa.string())
+        arrays["_source"] = pa.array(sources, pa.string())
+        arrays["_source_row"] = pa.array(rows, pa.int64())
+        arrays["_source_order"] = pa.array([f"{s}\x1f{r:015d}" for s, r in zip(sources, rows)], pa.string())
         arrays["_parse_error"] = pa.array(parse_errors, pa.string())
         return pa.table(arrays)
 
-    def augment(self, records: list[Any]) -> OnlineResult:
-        validated = validate_table(self.raw_table(records), self.spec.schema_)
+    def process(self, raw: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """(the valid records augmented, with the output schema; the invalid ones as validated,
+        with their errors and raw values) of a raw batch."""
+        validated = validate_table(raw, self.spec.schema_)
         key = self.spec.schema_.key
         if key and self.spec.schema_.unique_key:
             validated = mark_duplicates(validated, _first_seen(validated), key)
-        result = OnlineResult()
-        for i, errors in enumerate(validated[ERRORS_COLUMN].to_pylist()):
-            if errors:
-                result.invalid.append({"index": i, "errors": json.loads(errors)})
         valid = split_valid(validated, True)
-        if valid.num_rows:
-            result.records = run_chain(self.chain, valid, self.schema).to_pylist()
-        return result
+        augmented = run_chain(self.chain, valid, self.schema) if valid.num_rows else self.schema.empty_table()
+        return augmented, split_valid(validated, False)
+
+    def augment(self, records: list[Any]) -> OnlineResult:
+        augmented, invalid = self.process(self.raw_table(records))
+        rows, errors = invalid["_source_row"].to_pylist(), invalid[ERRORS_COLUMN].to_pylist()
+        return OnlineResult(
+            records=augmented.to_pylist(),
+            invalid=[{"index": row - 1, "errors": json.loads(e)} for row, e in zip(rows, errors)],
+        )
 
 
 def _first_seen(validated: pa.Table) -> dict[str, str]:
