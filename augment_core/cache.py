@@ -3,6 +3,8 @@ request and the output schema (the caller hashes them into the key). A re-run of
 workflow makes no provider call; editing one step's template re-calls only that step.
 
 Durable: a table of the metadata store by default, Redis when AUGMENT_CACHE_BACKEND=redis.
+The cache never fails a record: while its backend is unreachable (restarting), a lookup is a
+miss and a store is a logged warning; the record keeps its value, a later run calls again.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
+import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from augment_core.settings import Settings
-from augment_core.store import metadata, open_store, utcnow
+from augment_core.store import describe_db_error, is_disconnect, metadata, open_store, utcnow
 
 cache_table = sa.Table(
     "inference_cache",
@@ -26,6 +31,7 @@ cache_table = sa.Table(
 )
 
 CHUNK = 500  # keys per query: bounded statements on both databases
+log = logging.getLogger(__name__)
 
 
 def cache_key(*parts: Any) -> str:
@@ -48,17 +54,71 @@ class NoCache:
         return None
 
 
-class DatabaseCache:
-    """Rows of `inference_cache` in the metadata store; the first value stored for a key stays."""
+class FailSoft:
+    """What the durable backends share: an outage is a miss on get and a warning on put."""
 
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-        try:
-            cache_table.create(engine, checkfirst=True)
-        except sa.exc.DBAPIError:  # another process created it at the same moment
-            cache_table.create(engine, checkfirst=True)
+    def _outage(self, exc: Exception) -> str | None:
+        """Why the backend cannot be reached, when `exc` says so; None for any other error."""
+        raise NotImplementedError
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
+        try:
+            return self._get_many(keys)
+        except Exception as exc:
+            if (why := self._outage(exc)) is None:
+                raise
+            log.warning("result cache unreachable: %d lookups are misses (%s)", len(keys), why)
+            return {}
+
+    def put_many(self, items: dict[str, Any]) -> None:
+        if not items:
+            return
+        try:
+            self._put_many(items)
+        except Exception as exc:
+            if (why := self._outage(exc)) is None:
+                raise
+            log.warning("result cache unreachable: %d results not cached (%s)", len(items), why)
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _put_many(self, items: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class DatabaseCache(FailSoft):
+    """Rows of `inference_cache` in the metadata store; the first value stored for a key stays.
+
+    Given a factory instead of an engine, it opens the store on first use: a worker that starts
+    while the database restarts still runs its records (uncached)."""
+
+    def __init__(self, engine: sa.Engine | Callable[[], sa.Engine]) -> None:
+        self._open = (lambda: engine) if isinstance(engine, sa.Engine) else engine
+        self._engine: sa.Engine | None = None
+        self._lock = threading.Lock()
+        if isinstance(engine, sa.Engine):
+            self._ready()
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._ready()
+
+    def _ready(self) -> sa.Engine:
+        with self._lock:
+            if self._engine is None:
+                engine = self._open()
+                try:
+                    cache_table.create(engine, checkfirst=True)
+                except sa.exc.DBAPIError:  # another process created it at the same moment
+                    cache_table.create(engine, checkfirst=True)
+                self._engine = engine
+            return self._engine
+
+    def _outage(self, exc: Exception) -> str | None:
+        return describe_db_error(exc) if isinstance(exc, sa.exc.DBAPIError) and is_disconnect(exc) else None
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
         unique = list(dict.fromkeys(keys))
         with self.engine.connect() as conn:
@@ -69,9 +129,7 @@ class DatabaseCache:
                 found.update({key: value for key, value in rows})
         return found
 
-    def put_many(self, items: dict[str, Any]) -> None:
-        if not items:
-            return
+    def _put_many(self, items: dict[str, Any]) -> None:
         rows = [{"key": k, "value": v, "created_at": utcnow()} for k, v in items.items()]
         if self.engine.dialect.name == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
@@ -82,7 +140,7 @@ class DatabaseCache:
                 conn.execute(insert(cache_table).on_conflict_do_nothing(index_elements=["key"]), rows[i:i + CHUNK])
 
 
-class RedisCache:
+class RedisCache(FailSoft):
     """JSON values under `augment:cache:<key>`, without expiry (the cache is a record of work)."""
 
     PREFIX = "augment:cache:"
@@ -92,7 +150,14 @@ class RedisCache:
 
         self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
 
-    def get_many(self, keys: list[str]) -> dict[str, Any]:
+    def _outage(self, exc: Exception) -> str | None:
+        import redis
+
+        # BusyLoadingError (a restarted server still loading) is a ConnectionError.
+        outage = isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))
+        return f"{type(exc).__name__}: {exc}" if outage else None
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
         unique = list(dict.fromkeys(keys))
         found: dict[str, Any] = {}
         for i in range(0, len(unique), CHUNK):
@@ -102,9 +167,7 @@ class RedisCache:
                     found[key] = json.loads(value)
         return found
 
-    def put_many(self, items: dict[str, Any]) -> None:
-        if not items:
-            return
+    def _put_many(self, items: dict[str, Any]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for key, value in items.items():
             pipe.set(self.PREFIX + key, json.dumps(value, ensure_ascii=False), nx=True)
@@ -122,4 +185,4 @@ def _cache_for(backend: str, database_url: str, redis_url: str | None) -> Result
     if backend == "redis":
         assert redis_url, "checked by Settings"
         return RedisCache(redis_url)
-    return DatabaseCache(open_store(Settings(database_url=database_url)).engine)
+    return DatabaseCache(lambda: open_store(Settings(database_url=database_url)).engine)
