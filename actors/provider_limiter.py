@@ -35,6 +35,9 @@ class ProviderLimiter:
     async def release(self, permit: int, outcome: Outcome) -> None:
         self.limiter.release(permit, outcome)
 
+    async def renew(self, permit: int, hold: float) -> bool:
+        return self.limiter.renew(permit, hold)
+
     async def snapshot(self) -> dict[str, Any]:
         return {"account": self.account, "limits": self.limiter.limits.__dict__, **self.limiter.snapshot()}
 
@@ -50,6 +53,9 @@ class ActorPermits:
 
     async def release(self, permit: int, outcome: Outcome) -> None:
         await self.handle.release.remote(permit, outcome)
+
+    async def renew(self, permit: int, hold: float) -> bool:
+        return await self.handle.renew.remote(permit, hold)
 
 
 def limiter_for(account: str, limits: Limits) -> Any:

@@ -16,18 +16,23 @@ from typing import Any
 import ray
 from pydantic import SecretStr
 
+from augment_core.events import BackgroundPublisher, open_bus
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
-from augment_core.store import FINAL_STATUSES, StepState, VersionTaken, open_store, utcnow
+from augment_core.store import FINAL_STATUSES, StepState, VersionTaken, durably, open_store, utcnow
 from actors.provider_limiter import cluster_permits
+from pipelines.dataset_source import resolve_dataset_source
 from pipelines.inference.budget import CostLedger
 from pipelines.inference.context import RunContext
 from pipelines.plan import ActorReporter, BatchPlan, complete_parquet_rows, count_outcomes, export_csv, quiet_ray_data
+from pipelines.review import enqueue as enqueue_review
 from pipelines.spec import WorkflowSpec
 
 NAMESPACE = "augment"
 VERSION_RETRIES = 5
 GATE_TTL_SECONDS = 0.5
+PROGRESS_SECONDS = 1.0  # step.progress at most this often, and only when the counts changed
+EVENTS_FLUSH_SECONDS = 10.0  # how long the end of a run waits for its events to be published
 log = logging.getLogger(__name__)
 
 
@@ -101,10 +106,45 @@ def describe_error(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def catalog_output(settings: Settings, spec: WorkflowSpec, run_id: str, result: Any) -> dict[str, Any]:
+    """Give a run's written data (a PlanResult) a dataset version, waiting out a database restart;
+    the run's `output`. Shared by batch runs and stream consumers."""
+    store, sink = open_store(settings), spec.sink
+    version = durably(lambda: _claim_version(store, spec, run_id, result), f"catalog of run {run_id}")
+    output = {
+        "dataset": sink.dataset, "version": version, "path": result.output_path,
+        "quarantine_path": result.quarantine_path,
+    }
+    if sink.export_csv:
+        paths = StoragePaths(settings)
+        output["csv_path"] = paths.export_csv(sink.dataset, version)
+        export_csv(paths, result.output_path, output["csv_path"])
+    return output
+
+
+def _claim_version(store: Any, spec: WorkflowSpec, run_id: str, result: Any) -> int:
+    """The next version number of the sink, retried if another run took it. Safe to repeat:
+    a try whose commit landed but whose reply was lost left its entry, which is reused."""
+    sink = spec.sink
+    for entry in store.list_dataset_versions(sink.dataset):
+        if entry.run_id == run_id and entry.path == result.output_path:
+            return entry.version
+    schema = {field.name: str(field.type) for field in result.schema}
+    for _ in range(VERSION_RETRIES):
+        version = store.next_dataset_version(sink.dataset)
+        try:
+            store.add_dataset_version(sink.dataset, version, result.output_path, schema, result.valid, run_id)
+            return version
+        except VersionTaken:
+            continue
+    raise RuntimeError(f"could not claim a version of {sink.dataset} after {VERSION_RETRIES} tries")
+
+
 @ray.remote(num_cpus=0, max_concurrency=8)
 class RunCoordinator:
     def __init__(
-        self, settings: Settings, run_id: str, spec: WorkflowSpec, secrets: dict[str, SecretStr] | None = None
+        self, settings: Settings, run_id: str, spec: WorkflowSpec, secrets: dict[str, SecretStr] | None = None,
+        resume: bool = False,
     ) -> None:
         # Source credentials the driver had (e.g. a DSN variable) for this process's readers.
         self.secrets = dict(secrets or {})
@@ -116,9 +156,14 @@ class RunCoordinator:
         self.store = open_store(settings)
         self.steps = {name: StepState(name=name) for name in ["validate", *spec.step_names(), "write"]}
         self.status = "pending"
-        self.ledger = CostLedger(spec.budget.max_usd if spec.budget else None)
+        self.resume = resume  # carry on from the output already written (see BatchPlan.write)
+        max_usd = spec.budget.max_usd if spec.budget else None
+        self.ledger = CostLedger.carried_on(max_usd, self.store.get_run(run_id).cost) if resume else CostLedger(max_usd)
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.events = BackgroundPublisher(open_bus(settings), run_id)
+        self._finished_sent = False
+        self._progress_sent: list[tuple[str, str, int]] = []
 
     # read by status/API while live ------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -129,6 +174,12 @@ class RunCoordinator:
         with self._lock:
             if step in self.steps:
                 self.steps[step].rows += rows
+
+    def record_failed(self, step: str, failures: list[dict[str, str]]) -> None:
+        """Records a worker's batch left in error at `step`: one record.failed event each."""
+        for failure in failures:
+            self.events.send("record.failed", {"record_uuid": failure["record_uuid"], "step": step,
+                                               "reason": failure["reason"]})
 
     # the run's provider spending, from every worker -------------------------------------------
     def reserve(self, usd: float) -> bool:
@@ -165,6 +216,7 @@ class RunCoordinator:
             status = self.store.get_run(self.run_id).status
         with self._lock:
             self.status = status
+        self._announce_finished(status, counts, reason)
         return status
 
     def stopped(self) -> str | None:
@@ -187,14 +239,19 @@ class RunCoordinator:
             return self.status
         with self._lock:
             self.status = "running"
+        self.events.send("run.started", {"workflow": self.spec.name, "version": self.spec.version,
+                                         "steps": list(self.steps), "resume": self.resume})
         beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        progress = threading.Thread(target=self._progress, name="progress", daemon=True)
         beat.start()
+        progress.start()
         try:
             status, fields = self._drive()
         finally:
             # No beat may land after the final write: it would put back running steps.
             self._stop.set()
             beat.join()
+            progress.join()
         self._end(status, **fields)
         return self.status
 
@@ -203,12 +260,14 @@ class RunCoordinator:
         current = "setup"
         try:
             me = self._self()
+            source_version = resolve_dataset_source(self.spec, self.store)  # 'latest' pinned once
             context = RunContext(
                 providers=self.spec.providers, settings=self.settings, run_id=self.run_id,
                 permits_for=cluster_permits, budget=CoordinatorBudget(me, self.spec.budget is not None),
-                secrets=CoordinatorSecrets(me), gate=CoordinatorGate(me),
+                secrets=CoordinatorSecrets(me), gate=CoordinatorGate(me), workflow=self.spec.name,
             )
-            plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, ActorReporter(me), context)
+            plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, ActorReporter(me), context,
+                             resume=self.resume)
             plan.check_chain()
             current = "validate"
             self._start("validate")
@@ -217,6 +276,10 @@ class RunCoordinator:
             current = "write"
             for name in [*self.spec.step_names(), "write"]:
                 self._start(name)
+            if not (self.resume and self._catalogued_by_this_run(plan.output_path)):
+                self.store.refuse_catalogued(plan.output_path)  # a catalogued version is never overwritten
+            # else: the last attempt catalogued its output and died before the final write; the
+            # resumed write finds every record done and adds nothing to the version.
             result = plan.write()
             for name in self.spec.step_names():
                 self._finish(name)
@@ -227,6 +290,9 @@ class RunCoordinator:
                 )
             failed, skipped = count_outcomes(self.spec, StoragePaths(self.settings), result.output_path)
             output = self._catalog(result)
+            output["review_items"] = enqueue_review(self.settings, self.spec, self.run_id, output)
+            if source_version is not None:
+                output["source"] = {"dataset": source_version.dataset, "version": source_version.version}
             self.report("write", result.valid + result.quarantined)
             self._finish("write")
             counts = {
@@ -242,31 +308,15 @@ class RunCoordinator:
                         state.state, state.error, state.finished_at = "failed", error, utcnow().isoformat()
             return "failed", {"error": error, "cost": self.ledger.summary()}
 
+    def _catalogued_by_this_run(self, path: str) -> bool:
+        return any(v.run_id == self.run_id and v.path == path
+                   for v in self.store.list_dataset_versions(self.spec.sink.dataset))
+
     def _self(self) -> Any:
         return ray.get_runtime_context().current_actor
 
     def _catalog(self, result: Any) -> dict[str, Any]:
-        """Give the written data a dataset version; retry if another run took the number."""
-        sink = self.spec.sink
-        schema = {field.name: str(field.type) for field in result.schema}
-        for _ in range(VERSION_RETRIES):
-            version = self.store.next_dataset_version(sink.dataset)
-            try:
-                self.store.add_dataset_version(sink.dataset, version, result.output_path, schema, result.valid, self.run_id)
-                break
-            except VersionTaken:
-                continue
-        else:
-            raise RuntimeError(f"could not claim a version of {sink.dataset} after {VERSION_RETRIES} tries")
-        output = {
-            "dataset": sink.dataset, "version": version, "path": result.output_path,
-            "quarantine_path": result.quarantine_path,
-        }
-        if sink.export_csv:
-            paths = StoragePaths(self.settings)
-            output["csv_path"] = paths.export_csv(sink.dataset, version)
-            export_csv(paths, result.output_path, output["csv_path"])
-        return output
+        return catalog_output(self.settings, self.spec, self.run_id, result)
 
     def _start(self, name: str) -> None:
         with self._lock:
@@ -279,16 +329,51 @@ class RunCoordinator:
     def _end(self, status: str, **fields: Any) -> None:
         with self._lock:
             steps = [s.model_dump() for s in self.steps.values()]
-        if not self.store.finish_run(self.run_id, status, steps=steps, **fields):
-            status = self.store.get_run(self.run_id).status  # reaped or stopped meanwhile: that stands
+        # Waits out a database restart: a run whose final write is lost stays 'running' until reaped.
+        what = f"final state of run {self.run_id}"
+        if not durably(lambda: self.store.finish_run(self.run_id, status, steps=steps, **fields), what):
+            # Reaped or stopped meanwhile (or this write's reply was lost): the stored status stands.
+            status = durably(lambda: self.store.get_run(self.run_id).status, what)
         with self._lock:
             self.status = status
+        self._announce_finished(status, fields.get("counts"), fields.get("error"))
+
+    def _announce_finished(self, status: str, counts: dict[str, int] | None, error: str | None) -> None:
+        """run.finished, once, with the stored outcome (a reaped or stopped run's stands), and
+        wait a bounded time for this run's events to go out before the actor can be killed."""
+        with self._lock:
+            if self._finished_sent:
+                return
+            self._finished_sent = True
+        try:
+            record = self.store.get_run(self.run_id)
+            status, counts, error = record.status, record.counts, record.error
+        except Exception as exc:  # the store is down: what this actor knows
+            log.warning("run.finished of run %s sent without the stored outcome: %s", self.run_id, exc)
+        self._send_progress()  # the steps' last state, before the end
+        self.events.send("run.finished", {"status": status, "counts": counts or {}, "error": error})
+        if not self.events.flush(EVENTS_FLUSH_SECONDS):
+            log.warning("events of run %s not all published within %gs", self.run_id, EVENTS_FLUSH_SECONDS)
+
+    def _progress(self) -> None:
+        while not self._stop.wait(PROGRESS_SECONDS):
+            self._send_progress()
+
+    def _send_progress(self) -> None:
+        """step.progress with every step's state and rows, when they changed since the last one."""
+        with self._lock:
+            now = [(s.name, s.state, s.rows) for s in self.steps.values()]
+            if now == self._progress_sent:
+                return
+            self._progress_sent = now
+        self.events.send("step.progress", {"steps": {n: {"state": st, "rows": r} for n, st, r in now}})
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.settings.heartbeat_seconds):
             with self._lock:
                 steps = [s.model_dump() for s in self.steps.values()]
             try:
-                self.store.update_run(self.run_id, heartbeat_at=utcnow(), steps=steps)
+                # The cost too: a run whose driver dies keeps what it spent, and resume goes on from it.
+                self.store.update_run(self.run_id, heartbeat_at=utcnow(), steps=steps, cost=self.ledger.summary())
             except Exception as exc:  # a missed beat is retried on the next tick
                 log.warning("heartbeat of run %s not stored: %s", self.run_id, exc)

@@ -26,15 +26,84 @@ def start_run(settings: Settings, spec: WorkflowSpec, spec_path: str) -> tuple[s
     """Create the run row and its named coordinator; returns (run id, ref of the final status)."""
     store = open_store(settings)
     run_id = new_run_id()
-    store.create_run(run_id, spec.name, spec.version, spec_path, ["validate", *spec.step_names(), "write"])
+    store.create_run(run_id, spec.name, spec.version, spec_path, step_names(spec), spec=spec_data(spec))
+    return run_id, _launch(settings, run_id, spec, resume=False)
+
+
+def step_names(spec: WorkflowSpec) -> list[str]:
+    return ["validate", *spec.step_names(), "write"]
+
+
+def spec_data(spec: WorkflowSpec) -> dict[str, Any]:
+    """The spec as stored with its run: what `augment resume` runs again, whatever became of the file."""
+    return spec.model_dump(mode="json", by_alias=True)
+
+
+def _launch(settings: Settings, run_id: str, spec: WorkflowSpec, resume: bool) -> tuple[Any, Any]:
+    """The run's named coordinator and the ref of its final status."""
     try:
         coordinator = RunCoordinator.options(
             name=actor_name(run_id), namespace=NAMESPACE
-        ).remote(settings, run_id, spec, _run_secrets(spec))
-        return run_id, (coordinator, coordinator.execute.remote())
+        ).remote(settings, run_id, spec, _run_secrets(spec), resume)
+        return coordinator, coordinator.execute.remote()
     except Exception as exc:
-        store.finish_run(run_id, "failed", error=f"could not start the run coordinator: {exc}")
+        open_store(settings).finish_run(run_id, "failed", error=f"could not start the run coordinator: {exc}")
         raise
+
+
+# How runs end when their driver or coordinator goes away (not by themselves): a re-submitted
+# job carries such a run on (see resumable_run).
+LOST = ("driver lost", "run coordinator lost", "cancelled: driver interrupted")
+
+
+class ResumeError(Exception):
+    """A run that cannot be resumed, with the reason."""
+
+
+def resume_run(settings: Settings, run_id: str) -> tuple[RunRecord, Any]:
+    """Carry on a run that failed or was cancelled: the same run id and output folder, the spec it
+    ran with; records already in whole output files are not done again, and provider calls
+    already answered come from the result cache. Returns (the run, (coordinator, final ref))."""
+    store = open_store(settings)
+    record = store.find_run(run_id)
+    if record.status in ("pending", "running"):
+        if _coordinator_alive(record.id):
+            raise ResumeError(f"run {record.id} is still {record.status}: nothing to resume")
+        # Its driver died and the beats have not gone stale yet: it is lost all the same.
+        store.finish_run(record.id, "failed", error="driver lost: its run coordinator is gone")
+        record = store.get_run(record.id)
+    if record.status == "succeeded":
+        raise ResumeError(f"run {record.id} already succeeded: nothing to resume")
+    if not record.spec:
+        raise ResumeError(f"run {record.id} was started before runs kept their spec: run the workflow again")
+    spec = WorkflowSpec.model_validate(record.spec)
+    fresh = [StepState(name=name).model_dump() for name in step_names(spec)]
+    if not store.reopen_run(record.id, fresh):
+        raise ResumeError(f"run {record.id} changed meanwhile ({store.get_run(record.id).status}): try again")
+    return store.get_run(record.id), _launch(settings, record.id, spec, resume=True)
+
+
+def resumable_run(settings: Settings, spec: WorkflowSpec) -> RunRecord | None:
+    """The run a re-submitted job carries on: the latest run of this workflow, if it ran this very
+    spec and did not end by itself (its driver or coordinator was lost)."""
+    store = open_store(settings)
+    store.reap_stale_runs(settings.stale_after_seconds)
+    latest = next(iter(store.list_runs(workflow=spec.name, limit=1)), None)
+    if latest is None or latest.spec != spec_data(spec):
+        return None
+    if latest.status in ("pending", "running"):
+        return None if _coordinator_alive(latest.id) else latest
+    if latest.status in ("failed", "cancelled") and (latest.error or "").startswith(LOST):
+        return latest
+    return None
+
+
+def _coordinator_alive(run_id: str) -> bool:
+    try:
+        ray.get_actor(actor_name(run_id), namespace=NAMESPACE)
+        return True
+    except ValueError:
+        return False
 
 
 def _run_secrets(spec: WorkflowSpec) -> dict[str, SecretStr]:

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from augment_core.settings import Settings
@@ -62,18 +63,45 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    import ray
-
-    from actors.runs import start_run
+    from actors.runs import resumable_run, resume_run, start_run
 
     spec = load_spec(args.spec)
     preflight(spec, args.spec)
     store = open_store(settings)
     store.reap_stale_runs(settings.stale_after_seconds)
+    _resolve_source(spec, store)
     _connect_ray(_cluster_address(settings))
-    run_id, (coordinator, final) = start_run(settings, spec, os.path.abspath(args.spec))
-    # Progress goes to stderr: stdout holds the result (plain or --json) alone.
-    print(f"run {run_id} started: workflow {spec.name} v{spec.version}", file=sys.stderr, flush=True)
+    earlier = None if args.fresh else resumable_run(settings, spec)
+    if earlier is not None:  # the same job submitted again after its driver was lost: carry it on
+        record, (coordinator, final) = resume_run(settings, earlier.id)
+        run_id = record.id
+        print(f"run {run_id} resumed: workflow {spec.name} v{spec.version} (its last attempt ended:"
+              f" {earlier.error}; --fresh starts a new run instead)", file=sys.stderr, flush=True)
+    else:
+        run_id, (coordinator, final) = start_run(settings, spec, os.path.abspath(args.spec))
+        # Progress goes to stderr: stdout holds the result (plain or --json) alone.
+        print(f"run {run_id} started: workflow {spec.name} v{spec.version}", file=sys.stderr, flush=True)
+    return _wait_for_run(store, run_id, coordinator, final, args.json)
+
+
+def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+    from actors.runs import ResumeError, resume_run
+
+    store = open_store(settings)
+    store.reap_stale_runs(settings.stale_after_seconds)
+    _connect_ray(_cluster_address(settings))
+    try:
+        record, (coordinator, final) = resume_run(settings, args.run_id)
+    except ResumeError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"run {record.id} resumed: workflow {record.workflow} v{record.workflow_version}"
+          f" (resume {record.resumes})", file=sys.stderr, flush=True)
+    return _wait_for_run(store, record.id, coordinator, final, args.json)
+
+
+def _wait_for_run(store: Any, run_id: str, coordinator: Any, final: Any, as_json: bool) -> int:
+    """Wait for a run's coordinator to end it; Ctrl-C or SIGTERM cancel the run."""
+    import ray
 
     received: list[str] = []  # Ray re-raises the interrupt without its text: remember the signal
 
@@ -92,14 +120,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             store.finish_run(run_id, "cancelled", error=reason)
         ray.kill(coordinator, no_restart=True)
         print(f"run {run_id} interrupted", file=sys.stderr)
-        _print_run(store.get_run(run_id), args.json)
+        _print_run(store.get_run(run_id), as_json)
         return EXIT_FAILED
     except Exception as exc:  # the coordinator itself died
         from actors.run_coordinator import describe_error
 
         store.finish_run(run_id, "failed", error=f"run coordinator lost: {describe_error(exc)}")
     record = store.get_run(run_id)
-    _print_run(record, args.json)
+    _print_run(record, as_json)
     return EXIT_OK if record.status == "succeeded" else EXIT_FAILED
 
 
@@ -109,6 +137,7 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
 
     spec = load_spec(args.spec)
     preflight(spec, args.spec)
+    _resolve_source(spec, open_store(settings))
     _connect_ray(_cluster_address(settings))
     quiet_ray_data()
     source_fs = None
@@ -190,7 +219,53 @@ def cmd_datasets(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK if not args.dataset else EXIT_FAILED
     print(f"{'DATASET':<28} {'VERSION':>7} {'ROWS':>9}  {'RUN':<26} {'CREATED':<19}  PATH")
     for v in versions:
-        print(f"{v.dataset[:28]:<28} {v.version:>7} {v.row_count:>9}  {v.run_id:<26} {v.created_at:%Y-%m-%d %H:%M:%S}  {v.path}")
+        imported = f"  (imported from {v.imported_from})" if v.imported_from else ""
+        print(f"{v.dataset[:28]:<28} {v.version:>7} {v.row_count:>9}  {v.run_id:<26} {v.created_at:%Y-%m-%d %H:%M:%S}  {v.path}{imported}")
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from augment_core.storage import StoragePaths
+    from augment_core.store import PathCatalogued
+    from pipelines.import_schema import ImportRefused, detect_kind, key_schema
+    from pipelines.importer import import_dataset
+    from pipelines.plan import quiet_ray_data
+    from pipelines.sources import SourceError
+    from pipelines.spec import FileSource
+
+    try:
+        if len(args.delimiter) != 1:
+            raise ImportRefused(f"--delimiter: expected one character, got {args.delimiter!r}")
+        path = args.path if "://" in args.path else os.path.abspath(args.path)
+        source = FileSource(kind=detect_kind(path, args.format), path=path, delimiter=args.delimiter)
+        if args.schema_from:
+            schema = load_spec(args.schema_from).schema_
+        else:
+            key = [k.strip() for k in args.key.split(",") if k.strip()]
+            if not key:
+                raise ImportRefused("--key: name at least one column")
+            schema = key_schema(source, key, *StoragePaths(settings).filesystem(source.path))
+    except ImportRefused as exc:
+        raise CommandError(f"import refused: {exc}", EXIT_USAGE) from None
+    _connect_ray(_cluster_address(settings))
+    quiet_ray_data()
+    try:
+        result = import_dataset(settings, source, args.dataset, schema)
+    except ImportRefused as exc:
+        raise CommandError(f"import refused: {exc}", EXIT_USAGE) from None
+    except (SourceError, PathCatalogued) as exc:
+        raise CommandError(f"import failed: {exc}") from None
+    except Exception as exc:  # Ray wraps a reader's error: name ours, as a run does
+        from actors.run_coordinator import describe_error
+
+        raise CommandError(f"import failed: {describe_error(exc)}") from None
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2))
+        return EXIT_OK
+    print(f"imported {result.imported_from} as {result.dataset} v{result.version} (read-only)")
+    print(f"  records      in {result.rows_in} · valid {result.valid} · quarantined {result.quarantined}")
+    print(f"  output       {result.path}")
+    print(f"  quarantine   {result.quarantine_path}")
     return EXIT_OK
 
 
@@ -249,6 +324,22 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if record.status == "cancelled" else EXIT_FAILED
 
 
+def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    from augment_core.events import follow_run
+
+    try:
+        run_id = open_store(settings).find_run(args.run_id).id
+    except KeyError as exc:
+        raise CommandError(str(exc.args[0])) from None
+    try:
+        for events in follow_run(settings, run_id, args.after, follow=args.follow):
+            for event in events:
+                print(event.model_dump_json() if args.json else _describe_event(event), flush=True)
+    except KeyboardInterrupt:  # Ctrl-C ends a tail: nothing went wrong
+        pass
+    return EXIT_OK
+
+
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from cluster import local
 
@@ -292,7 +383,35 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def _resolve_source(spec: Any, store: Any) -> None:
+    """Pin a dataset source to its catalogued version now, so that a missing one is refused here."""
+    from pipelines.dataset_source import resolve_dataset_source
+    from pipelines.sources import SourceError
+
+    try:
+        resolve_dataset_source(spec, store)
+    except SourceError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+
+
 # output -------------------------------------------------------------------------------------
+def _describe_event(event: Any) -> str:
+    """One line per event: sequence, time, type, and what happened."""
+    data = event.data
+    if event.type == "step.progress":
+        what = " · ".join(f"{name} {s['state']} {s['rows']}" for name, s in data.get("steps", {}).items())
+    elif event.type == "record.failed":
+        what = f"{data.get('record_uuid')} at step {data.get('step')}: {data.get('reason')}"
+    elif event.type == "run.finished":
+        counts = " · ".join(f"{k} {v}" for k, v in (data.get("counts") or {}).items())
+        what = f"{data.get('status')}: {counts}" + (f" — {data['error']}" if data.get("error") else "")
+    elif event.type == "run.started":
+        what = f"workflow {data.get('workflow')} v{data.get('version')}"
+    else:
+        what = json.dumps(data, ensure_ascii=False, default=str)
+    return f"{event.seq:>6}  {event.at[:19]}  {event.type:<15} {what}"
+
+
 def _print_run(record: RunRecord, as_json: bool) -> None:
     if as_json:
         print(json.dumps(record.model_dump(mode="json") | {"duration_seconds": record.duration_seconds}, indent=2))
@@ -305,7 +424,8 @@ def _print_run(record: RunRecord, as_json: bool) -> None:
           f" · augmented {c.get('augmented', 0)} · failed {c.get('failed', 0)} · skipped {c.get('skipped', 0)}")
     out = record.output
     if out.get("partial"):
-        print(f"  output       {out['rows_written']} record(s) written before the run stopped, not catalogued: {out['path']}")
+        when = "so far" if record.status in ("pending", "running") else "before the run stopped"
+        print(f"  output       {out['rows_written']} record(s) written {when}, not catalogued: {out['path']}")
     elif out:
         print(f"  output       {out['dataset']} v{out['version']}: {out['path']}")
         print(f"  quarantine   {out['quarantine_path']}")
@@ -329,14 +449,20 @@ def _print_run(record: RunRecord, as_json: bool) -> None:
 
 
 # parser -------------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below 1")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    return parse
+
+
+_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -350,7 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a workflow spec on Ray (locally or as a Ray job)")
     p.add_argument("spec", help="workflow YAML, e.g. configs/workflows/organisations.yaml")
     p.add_argument("--json", action="store_true", help="print the final run as JSON")
+    p.add_argument("--fresh", action="store_true",
+                   help="start a new run even if the last run of this very spec lost its driver (default: resume it)")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("resume", help="carry on a failed or cancelled run from what it durably wrote")
+    p.add_argument("run_id", help="a run id or an unambiguous prefix of one")
+    p.add_argument("--json", action="store_true", help="print the final run as JSON")
+    p.set_defaults(handler=cmd_resume)
 
     p = sub.add_parser("validate", help="check a workflow spec without running anything")
     p.add_argument("spec")
@@ -373,6 +506,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_status)
 
+    p = sub.add_parser("events", help="a run's events (progress, failed records, reviews); --follow tails them live")
+    p.add_argument("run_id", help="a run id or an unambiguous prefix of one")
+    p.add_argument("--follow", "-f", action="store_true", help="wait for new events until the run finishes")
+    p.add_argument("--after", type=_non_negative_int, default=0, metavar="N", help="only events after sequence number N")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(handler=cmd_events)
+
     p = sub.add_parser("cancel", help="stop a pending or running run: it ends 'cancelled', keeping what it wrote")
     p.add_argument("run_id", help="a run id or an unambiguous prefix of one")
     p.add_argument("--json", action="store_true")
@@ -383,6 +523,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_datasets)
 
+    p = sub.add_parser("import", help="validate files and catalogue them as a new, read-only version of a dataset")
+    p.add_argument("path", help="a CSV, JSON Lines or Parquet file, a folder of them, or an s3:// URL")
+    p.add_argument("--dataset", required=True, help="the dataset that gets the new version")
+    schema = p.add_mutually_exclusive_group(required=True)
+    schema.add_argument("--schema-from", metavar="WORKFLOW.yaml", help="validate against this workflow's schema")
+    schema.add_argument("--key", metavar="COL[,COL]",
+                        help="every column of the file as it is (text for CSV/JSON Lines), keyed by these")
+    p.add_argument("--format", choices=["csv", "jsonl", "parquet"], help="default: from the file name")
+    p.add_argument("--delimiter", default=",", help="CSV only (default ,)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_import)
+
     p = sub.add_parser("diff", help="records added, removed and changed between two versions of a dataset")
     p.add_argument("dataset")
     p.add_argument("v1", type=_positive_int, help="the earlier version")
@@ -391,6 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-provenance", action="store_true", help="compare the *_provenance columns too")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_diff)
+
+    from augment_cli import review_commands  # imports this module: only once it is loaded
+
+    review_commands.add_parsers(sub)
+    from augment_cli import stream_commands
+
+    stream_commands.add_parsers(sub)
 
     p = sub.add_parser("cluster", help="start or stop a local Ray head node (dashboard and Jobs API)")
     p.add_argument("action", choices=["up", "down", "status"])

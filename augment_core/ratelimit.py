@@ -140,6 +140,15 @@ class RateLimiter:
             lease.expires = lease.granted_at + hold
         return Grant(True, permit=permit, waited=self.clock() - started)
 
+    def renew(self, permit: int, hold: float) -> bool:
+        """A caller still at work keeps its place for `hold` more seconds; False if it was lost."""
+        self._reclaim()  # a lease that already ran out is not brought back
+        lease = self._leases.get(permit)
+        if lease is None:
+            return False
+        lease.expires = self.clock() + hold
+        return True
+
     def _reserve(self, now: float, tokens: int) -> float:
         """The time this request may go, booked so the next one is spaced after it."""
         at = max(now, self._paused_until)

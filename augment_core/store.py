@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
@@ -20,6 +23,11 @@ from augment_core.settings import Settings
 RUN_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 COUNT_NAMES = ("in", "valid", "quarantined", "augmented", "failed", "skipped")
+# How long a write that must not be lost (a run's final state, its catalog entry) waits for the
+# database to come back, e.g. through a PostgreSQL restart. Shorter than a typical stale_after.
+DURABLE_WRITE_SECONDS = 60.0
+T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -36,6 +44,8 @@ runs_table = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("output", sa.JSON, nullable=False),
     sa.Column("cost", sa.JSON),
+    sa.Column("spec", sa.JSON),  # the spec as it ran (no secrets: specs name variables): what resume runs
+    sa.Column("resumes", sa.Integer),  # how many times `augment resume` carried it on
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
@@ -52,6 +62,43 @@ dataset_versions_table = sa.Table(
     sa.Column("row_count", sa.BigInteger, nullable=False),
     sa.Column("run_id", sa.String(64), nullable=False, index=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("imported_from", sa.Text),  # the file(s) `augment import` read; null for a run's output
+)
+
+# Review (queries in augment_core/reviews.py): one item per record and field a run proposed, and
+# the human decisions (accepted or edited values) that later runs of the workflow must keep.
+review_items_table = sa.Table(
+    "review_items",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("workflow", sa.String(200), nullable=False),
+    sa.Column("dataset", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("record_uuid", sa.String(64), nullable=False),
+    sa.Column("field", sa.String(200), nullable=False),
+    sa.Column("step", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("before", sa.JSON),
+    sa.Column("after", sa.JSON),
+    sa.Column("provenance", sa.JSON),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("decided_value", sa.JSON),
+    sa.Column("decided_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_review_items_dataset_record", "dataset", "record_uuid"),
+)
+
+review_decisions_table = sa.Table(
+    "review_decisions",
+    metadata,
+    sa.Column("workflow", sa.String(200), primary_key=True),
+    sa.Column("record_uuid", sa.String(64), primary_key=True),
+    sa.Column("field", sa.String(200), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # accepted | edited
+    sa.Column("value", sa.JSON),
+    sa.Column("item_id", sa.BigInteger, nullable=False),
+    sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 
@@ -88,6 +135,8 @@ class RunRecord(BaseModel):
     error: str | None = None
     output: dict[str, Any] = Field(default_factory=dict)
     cost: dict[str, Any] | None = None  # provider calls: total and per step, with the budget
+    spec: dict[str, Any] | None = None
+    resumes: int | None = None
     created_at: dt.datetime
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
@@ -109,6 +158,7 @@ class DatasetVersion(BaseModel):
     row_count: int
     run_id: str
     created_at: dt.datetime
+    imported_from: str | None = None
 
     model_config = {"populate_by_name": True}
 
@@ -131,7 +181,8 @@ class MetadataStore:
             self.engine = sa.create_engine(url, connect_args={"timeout": 30})
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            # pre_ping replaces connections a server restart killed; connect_timeout bounds a dead host.
+            self.engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
         try:
             metadata.create_all(self.engine)
         except sa.exc.DBAPIError:
@@ -141,13 +192,15 @@ class MetadataStore:
 
     # runs -----------------------------------------------------------------------------------
     def create_run(
-        self, run_id: str, workflow: str, workflow_version: int, spec_path: str, steps: list[str]
+        self, run_id: str, workflow: str, workflow_version: int, spec_path: str, steps: list[str],
+        spec: dict[str, Any] | None = None,
     ) -> RunRecord:
         row = {
             "id": run_id,
             "workflow": workflow,
             "workflow_version": workflow_version,
             "spec_path": spec_path,
+            "spec": spec,
             "status": "pending",
             "steps": [StepState(name=s).model_dump() for s in steps],
             "counts": {name: 0 for name in COUNT_NAMES},
@@ -175,6 +228,18 @@ class MetadataStore:
                 runs_table.update()
                 .where(runs_table.c.id == run_id, runs_table.c.status == "pending")
                 .values(status="running", started_at=now, heartbeat_at=now)
+            )
+        return result.rowcount == 1
+
+    def reopen_run(self, run_id: str, steps: list[dict[str, Any]]) -> bool:
+        """Bring a failed or cancelled run back to pending, to be carried on by `augment resume`;
+        False if it is not in one of those states (a run that succeeded stays as it is)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                runs_table.update()
+                .where(runs_table.c.id == run_id, runs_table.c.status.in_(("failed", "cancelled")))
+                .values(status="pending", error=None, finished_at=None, heartbeat_at=utcnow(), steps=steps,
+                        resumes=sa.func.coalesce(runs_table.c.resumes, 0) + 1)
             )
         return result.rowcount == 1
 
@@ -248,19 +313,42 @@ class MetadataStore:
         return (latest or 0) + 1
 
     def add_dataset_version(
-        self, dataset: str, version: int, path: str, schema: dict[str, str], row_count: int, run_id: str
+        self, dataset: str, version: int, path: str, schema: dict[str, str], row_count: int, run_id: str,
+        imported_from: str | None = None,
     ) -> DatasetVersion:
-        """Catalog a written version. Raises VersionTaken if another run claimed the number."""
+        """Catalog a written version. Raises VersionTaken if another run claimed the number, and
+        PathCatalogued if the path holds (or overlaps) a catalogued version: versions are immutable."""
         row = dict(
             dataset=dataset, version=version, path=path, schema=schema,
-            row_count=row_count, run_id=run_id, created_at=utcnow(),
+            row_count=row_count, run_id=run_id, created_at=utcnow(), imported_from=imported_from,
         )
         try:
             with self.engine.begin() as conn:
+                _refuse_catalogued(conn, path)
                 conn.execute(dataset_versions_table.insert().values(**row))
         except IntegrityError as exc:
             raise VersionTaken(f"{dataset} v{version} already exists") from exc
         return DatasetVersion(**row)
+
+    def add_next_dataset_version(
+        self, dataset: str, path: str, schema: dict[str, str], row_count: int, run_id: str,
+        imported_from: str | None = None, tries: int = 5,
+    ) -> DatasetVersion:
+        """Catalog a written version under the next free number, retrying when a concurrent
+        writer claims it first."""
+        for _ in range(tries):
+            try:
+                return self.add_dataset_version(
+                    dataset, self.next_dataset_version(dataset), path, schema, row_count, run_id, imported_from
+                )
+            except VersionTaken:
+                continue
+        raise RuntimeError(f"could not claim a version of {dataset} after {tries} tries")
+
+    def refuse_catalogued(self, path: str) -> None:
+        """Raise PathCatalogued when writing to `path` could change a catalogued version."""
+        with self.engine.connect() as conn:
+            _refuse_catalogued(conn, path)
 
     def list_dataset_versions(self, dataset: str | None = None) -> list[DatasetVersion]:
         query = dataset_versions_table.select().order_by(
@@ -286,6 +374,61 @@ class MetadataStore:
 
 class VersionTaken(Exception):
     """Two runs raced for the same dataset version number."""
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether a database error means the server could not be reached (down, restarting, the
+    connection dropped) rather than a fault of the statement: such a write is worth retrying."""
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+
+
+def durably(write: Callable[[], T], what: str, deadline_s: float = DURABLE_WRITE_SECONDS) -> T:
+    """Call `write` until the database takes it, retrying while it cannot be reached, for up to
+    deadline_s; other errors, and the last one at the deadline, propagate. `write` must be safe
+    to repeat: a commit whose reply was lost may have landed."""
+    deadline = time.monotonic() + deadline_s
+    pause = 0.5
+    while True:
+        try:
+            return write()
+        except sa.exc.DBAPIError as exc:
+            if not is_disconnect(exc) or time.monotonic() + pause > deadline:
+                raise
+            log.warning("%s: database unreachable, retrying in %.1fs: %s", what, pause, describe_db_error(exc))
+        time.sleep(pause)
+        pause = min(pause * 2, 5.0)
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """The driver's first line, without SQLAlchemy's statement and parameters (record data)."""
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return f"{type(original).__name__}: {lines[0] if lines else ''}"
+
+
+class PathCatalogued(Exception):
+    """A write aimed at a path that holds a catalogued (hence immutable) dataset version."""
+
+
+def _refuse_catalogued(conn: sa.Connection, path: str) -> None:
+    # The path itself, a folder above it, or one inside it: any of them would touch a version.
+    path = path.rstrip("/")
+    scheme, sep, rest = path.rpartition("://")
+    parts = rest.split("/")
+    above = [scheme + sep + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    table = dataset_versions_table
+    hit = conn.execute(
+        table.select()
+        .where(sa.or_(table.c.path.in_(above), table.c.path.startswith(path + "/", autoescape=True)))
+        .limit(1)
+    ).mappings().first()
+    if hit is not None:
+        raise PathCatalogued(
+            f"{path} would overwrite {hit['dataset']} v{hit['version']} at {hit['path']}:"
+            " catalogued dataset versions are immutable"
+        )
 
 
 def _run_record(row: Any) -> RunRecord:

@@ -231,8 +231,8 @@ def profile(stats: dict[str, Any], per_second: float) -> str:
 
 
 def table(sides: list[Side], rpm: int) -> str:
-    head = (f"| side | records | achieved req/min | fraction of limit | 429s | 429 % | lost | "
-            f"ended 'error' | wall s |")
+    head = ("| side | records | achieved req/min | fraction of limit | 429s | 429 % | lost | "
+            "ended 'error' | wall s |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in sides:
         lines.append(f"| {s.name} | {s.records:,} | {s.per_minute:,.0f} | {s.per_minute / rpm:.3f} | {s.rejected:,} | "

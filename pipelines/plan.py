@@ -28,6 +28,7 @@ from pipelines.spec import WorkflowSpec
 from pipelines.validation import ERRORS_COLUMN, RAW_COLUMN, validate_table
 
 Reporter = Callable[[str, int], None]
+FailureReporter = Callable[[str, list[dict[str, str]]], None]  # (step, [{record_uuid, reason}, ...])
 
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -51,9 +52,32 @@ class ActorReporter:
     def __call__(self, step: str, rows: int) -> None:
         self.coordinator.report.remote(step, rows)
 
+    def record_failed(self, step: str, failures: list[dict[str, str]]) -> None:
+        """The records a step left in error, one call per batch and step (all of them, uncapped)."""
+        self.coordinator.record_failed.remote(step, failures)
+
 
 def _no_report(step: str, rows: int) -> None:
     return None
+
+
+def _no_failures(step: str, failures: list[dict[str, str]]) -> None:
+    return None
+
+
+def failures_of(augmenter: Augmenter, table: pa.Table) -> list[dict[str, str]]:
+    """{record_uuid, reason} of each record the step left in status 'error' (none for steps
+    that cannot fail per record)."""
+    status = augmenter.status_column()
+    if status is None or status not in table.column_names or "record_uuid" not in table.column_names:
+        return []
+    failed = table.filter(pc.fill_null(pc.equal(table[status], "error"), False))
+    if not failed.num_rows:
+        return []
+    error = status.removesuffix("_status") + "_error"
+    reasons = failed[error].to_pylist() if error in failed.column_names else [None] * failed.num_rows
+    return [{"record_uuid": uuid, "reason": reason or "no reason given"}
+            for uuid, reason in zip(failed["record_uuid"].to_pylist(), reasons)]
 
 
 def quiet_ray_data() -> None:
@@ -83,13 +107,17 @@ def setup_chain(chain: list[Augmenter], context: RunContext | None = None) -> li
         try:
             if context is not None:
                 augmenter.bind(context)
+                augmenter.decisions = context.decisions()
             augmenter.setup()
         except Exception as exc:
             raise StepError(augmenter, "setup failed", exc) from exc
     return chain
 
 
-def run_chain(chain: list[Augmenter], table: pa.Table, schema: pa.Schema, report: Reporter = _no_report) -> pa.Table:
+def run_chain(
+    chain: list[Augmenter], table: pa.Table, schema: pa.Schema, report: Reporter = _no_report,
+    report_failed: FailureReporter = _no_failures,
+) -> pa.Table:
     """Valid records through every augmenter, returned with exactly the output schema."""
     for augmenter in chain:
         try:
@@ -97,6 +125,8 @@ def run_chain(chain: list[Augmenter], table: pa.Table, schema: pa.Schema, report
         except Exception as exc:
             raise StepError(augmenter, "failed", exc) from exc
         report(augmenter.step_name, table.num_rows)
+        if report_failed is not _no_failures and (failures := failures_of(augmenter, table)):
+            report_failed(augmenter.step_name, failures)
     return table.select(schema.names).cast(schema)
 
 
@@ -146,7 +176,9 @@ def quarantine_rows(table: pa.Table, run_id: str) -> pa.Table:
 def augment_batches(spec: WorkflowSpec, report: Reporter, context: RunContext) -> type:
     """The Ray Data actor class that runs the chain. The spec and the run's context travel
     inside the class rather than as constructor arguments, so a restarted actor never depends
-    on objects in the object store (ray-project/ray#53727)."""
+    on objects in the object store (ray-project/ray#53727). A reporter with a `record_failed`
+    method (ActorReporter) also hears of the records a step left in error."""
+    report_failed: FailureReporter = getattr(report, "record_failed", _no_failures)
 
     class AugmentBatches:
         def __init__(self) -> None:
@@ -154,7 +186,7 @@ def augment_batches(spec: WorkflowSpec, report: Reporter, context: RunContext) -
             self.schema = output_schema(spec)
 
         def __call__(self, table: pa.Table) -> pa.Table:
-            return run_chain(self.chain, table, self.schema, report)
+            return run_chain(self.chain, table, self.schema, report, report_failed)
 
     return AugmentBatches
 
@@ -174,9 +206,10 @@ class BatchPlan:
 
     def __init__(
         self, spec: WorkflowSpec, paths: StoragePaths, run_id: str, report: Reporter = _no_report,
-        context: RunContext | None = None,
+        context: RunContext | None = None, resume: bool = False,
     ) -> None:
         self.spec, self.paths, self.run_id, self.report = spec, paths, run_id, report
+        self.resume = resume  # carry on from what an earlier attempt of this run wrote
         self.context = context or RunContext(providers=spec.providers, run_id=run_id)
         self.output_path = paths.dataset_run(spec.sink.dataset, run_id)
         self.quarantine_path = paths.quarantine(spec.sink.dataset, run_id)
@@ -225,22 +258,31 @@ class BatchPlan:
         return {row["record_uuid"]: row["first"] for row in counts.iter_rows()}
 
     def write(self) -> PlanResult:
-        """Write the quarantine, then the augmented records; count both from what was written."""
+        """Write the quarantine, then the augmented records; count both from what was written.
+
+        Exactly once: every whole output file holds finished records, and a resumed run augments
+        and writes only the valid records that no whole file holds yet."""
         assert self.validated is not None, "validate() first"
         run_id = self.run_id
         schema = output_schema(self.spec)
         q_fs, q_path = self.paths.filesystem(self.quarantine_path)
+        if self.resume:  # the quarantine is cheap and deterministic: written again, whole
+            _remove_folder(q_fs, q_path)
         (
             self.validated.map_batches(
                 lambda t: quarantine_rows(split_valid(t, False), run_id), batch_format="pyarrow", batch_size=None
             ).write_parquet(q_path, filesystem=q_fs)
         )
         o_fs, o_path = self.paths.filesystem(self.output_path)
+        valid = self.validated.map_batches(lambda t: split_valid(t, True), batch_format="pyarrow", batch_size=None)
+        if self.resume:
+            valid = self._not_yet_written(valid, o_fs, o_path)
         (
-            self.validated.map_batches(lambda t: split_valid(t, True), batch_format="pyarrow", batch_size=None)
-            .map_batches(
+            valid.map_batches(
                 augment_batches(self.spec, self.report, self.context),
                 batch_format="pyarrow",
+                # What a crash costs a run is the batches in flight (their answered calls are cached).
+                batch_size=self.spec.sink.batch_rows,
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cluster_cpus()),
                 num_cpus=0.25,
             )
@@ -260,6 +302,23 @@ class BatchPlan:
             output_path=self.output_path,
             quarantine_path=self.quarantine_path,
             schema=schema,
+        )
+
+
+    def _not_yet_written(self, valid: ray.data.Dataset, fs: Any, path: str) -> ray.data.Dataset:
+        """The valid records that no whole output file holds. A file the crash cut short is
+        removed first (its records are done again, from the result cache). The ids are compared
+        by a distributed anti-join, so no process ever holds every id (nor every done id)."""
+        remove_incomplete_parquet(fs, path)
+        done = [f for f, rows in whole_parquet_files(fs, path).items() if rows]
+        if not done:
+            return valid
+        written = ray.data.read_parquet(done, filesystem=fs, columns=["record_uuid"])
+        return valid.join(
+            written, join_type="left_anti", on=("record_uuid",),
+            num_partitions=min(64, 1 + self.rows_in // 100_000),  # ~100k records held by each aggregator
+            # Fractional, like the augment actors: a whole CPU each hangs a busy 2-CPU node.
+            aggregator_ray_remote_args={"num_cpus": 0.1},
         )
 
 
@@ -302,20 +361,45 @@ def count_outcomes(spec: WorkflowSpec, paths: StoragePaths, parquet_path: str) -
     return failed, skipped
 
 
-def complete_parquet_rows(fs: Any, path: str) -> int:
-    """Rows in the Parquet files of a folder that are whole (a write cut short has no footer)."""
+def parquet_files(fs: Any, path: str) -> dict[str, int | None]:
+    """Every Parquet file of a folder with its row count; None for a file that is not whole
+    (a write cut short has no footer)."""
     from pyarrow.fs import FileSelector, FileType
 
     if fs.get_file_info(path).type == FileType.NotFound:
-        return 0
-    rows = 0
+        return {}
+    files: dict[str, int | None] = {}
     for info in fs.get_file_info(FileSelector(path, recursive=True)):
         if info.path.endswith(".parquet"):
             try:
-                rows += pq.ParquetFile(fs.open_input_file(info.path)).metadata.num_rows
+                files[info.path] = pq.ParquetFile(fs.open_input_file(info.path)).metadata.num_rows
             except (OSError, pa.ArrowInvalid):
-                continue
-    return rows
+                files[info.path] = None
+    return files
+
+
+def whole_parquet_files(fs: Any, path: str) -> dict[str, int]:
+    return {f: rows for f, rows in parquet_files(fs, path).items() if rows is not None}
+
+
+def complete_parquet_rows(fs: Any, path: str) -> int:
+    """Rows in the Parquet files of a folder that are whole."""
+    return sum(whole_parquet_files(fs, path).values())
+
+
+def remove_incomplete_parquet(fs: Any, path: str) -> list[str]:
+    """Delete the files of a folder that a crash left without a footer; returns their paths."""
+    broken = [f for f, rows in parquet_files(fs, path).items() if rows is None]
+    for f in broken:
+        fs.delete_file(f)
+    return broken
+
+
+def _remove_folder(fs: Any, path: str) -> None:
+    from pyarrow.fs import FileType
+
+    if fs.get_file_info(path).type != FileType.NotFound:
+        fs.delete_dir(path)
 
 
 def write_empty_parquet(fs: Any, path: str, schema: pa.Schema) -> None:

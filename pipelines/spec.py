@@ -13,12 +13,13 @@ from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from pipelines.models import IDENTIFIER, StrictModel, check_names
 from pipelines.providers import ProviderSpec
 
 RESERVED_COLUMNS = frozenset({"record_uuid"})
+STREAM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:{}-]{0,199}$"  # Redis keys and group names we accept
 
 
 class FieldType(str, Enum):
@@ -139,7 +140,57 @@ class PostgresSource(StrictModel):
     )
 
 
-SourceSpec = Annotated[FileSource | PostgresSource, Field(discriminator="kind")]
+class DatasetSource(StrictModel):
+    """A catalogued version of a dataset (imported or written by a run); its record_uuid is kept.
+    The run resolves it to one version's folder when it starts (pipelines.dataset_source)."""
+
+    kind: Literal["dataset"]
+    name: str = Field(pattern=IDENTIFIER)
+    version: int | Literal["latest"] = Field(
+        default="latest", description="A version number, or 'latest': the newest when the run starts."
+    )
+    _resolved: tuple[int, str] | None = PrivateAttr(default=None)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _number_or_latest(cls, value: Any) -> Any:
+        if value == "latest" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"expected a version number (1 or more) or 'latest', got {value!r}")
+
+    def resolve(self, version: int, path: str) -> None:
+        self._resolved = (version, path)
+
+    @property
+    def resolved_version(self) -> int | None:
+        return self._resolved[0] if self._resolved else None
+
+    @property
+    def path(self) -> str:
+        """The resolved version's Parquet folder; empty until resolved."""
+        return self._resolved[1] if self._resolved else ""
+
+
+class RedisStreamSource(StrictModel):
+    """Records from a Redis stream (AUGMENT_REDIS_URL), one per message, read continuously by a
+    consumer group (`augment stream start`). A message holds its record as a JSON object in
+    `field` (format json), or as its own fields (format fields: each is one raw value)."""
+
+    kind: Literal["redis_stream"]
+    stream: str = Field(pattern=STREAM_NAME, description="The stream's key.")
+    group: str = Field(pattern=STREAM_NAME, description="The consumer group; created when missing.")
+    format: Literal["json", "fields"] = "json"
+    field: str = Field(default="record", min_length=1, max_length=200, description="json: the record's field.")
+    batch_size: int = Field(default=100, ge=1, le=10_000, description="Messages per micro-batch at most.")
+    block_ms: int = Field(
+        default=1000, ge=10, le=30_000, description="How long a read waits for messages (and a stop for the read)."
+    )
+    start: Literal["earliest", "latest"] = Field(
+        default="earliest", description="Where a new group starts: the stream's first message, or the next one added."
+    )
+
+
+SourceSpec = Annotated[FileSource | PostgresSource | DatasetSource | RedisStreamSource, Field(discriminator="kind")]
 
 
 class StepSpec(StrictModel):
@@ -152,10 +203,71 @@ class StepSpec(StrictModel):
 class SinkSpec(StrictModel):
     dataset: str = Field(pattern=IDENTIFIER)
     export_csv: bool = False
+    batch_rows: int = Field(
+        default=256, ge=1, le=1_000_000,
+        description="Records per augment call, and at most per output file: what a crash can make a resumed run redo.",
+    )
 
 
 class BudgetSpec(StrictModel):
     max_usd: float = Field(gt=0, description="No call is sent that could take a run's provider cost past this.")
+
+
+class ReviewRule(StrictModel):
+    """Which records a person reviews: one whose `field` is below a confidence, fails a regex or
+    is empty, or one a step (`step`) augmented, or failed on (`failed: true`)."""
+
+    field: str | None = Field(default=None, pattern=IDENTIFIER)
+    step: str | None = Field(default=None, pattern=IDENTIFIER)
+    below: float | None = Field(default=None, description="The field's value is below this (a confidence).")
+    regex: str | None = Field(default=None, description="The field's value does not fully match this.")
+    non_empty: bool = Field(default=False, description="The field is null or blank.")
+    failed: bool = Field(default=False, description="The step's <step>_status is 'error'.")
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        return FieldSpec._compiles(value)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ReviewRule":
+        checks = [k for k in ("below", "regex", "non_empty") if getattr(self, k) not in (None, False)]
+        if (self.field is None) == (self.step is None):
+            raise ValueError("a rule names either a field or a step")
+        if self.field is not None and len(checks) != 1:
+            raise ValueError("a field rule takes exactly one of below, regex, non_empty")
+        if self.step is not None and checks:
+            raise ValueError(f"a step rule takes no {', '.join(checks)}: those check a field")
+        if self.field is not None and self.failed:
+            raise ValueError("failed applies to a step rule")
+        return self
+
+
+class ReviewSpec(StrictModel):
+    """What goes to the review queue after a run: `none`, `all` records, or those `rules` match."""
+
+    policy: Literal["none", "all", "rules"] = "none"
+    rules: list[ReviewRule] = Field(default_factory=list, max_length=100)
+    fields: list[str] | None = Field(
+        default=None, min_length=1, description="Fields to review; default: the outputs of the steps concerned."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):  # review: all
+            return {"policy": value}
+        if isinstance(value, dict) and "policy" not in value and value.get("rules"):
+            return {**value, "policy": "rules"}
+        return value
+
+    @model_validator(mode="after")
+    def _rules_fit_policy(self) -> "ReviewSpec":
+        if self.policy == "rules" and not self.rules:
+            raise ValueError("policy rules needs at least one rule")
+        if self.policy != "rules" and self.rules:
+            raise ValueError(f"rules apply to policy rules, not {self.policy}")
+        return self
 
 
 class WorkflowSpec(StrictModel):
@@ -170,6 +282,7 @@ class WorkflowSpec(StrictModel):
     steps: list[StepSpec] = Field(default_factory=list)
     sink: SinkSpec
     budget: BudgetSpec | None = None
+    review: ReviewSpec = Field(default_factory=ReviewSpec)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -204,7 +317,9 @@ def _pydantic_errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list
     for err in exc.errors():
         loc = prefix + tuple(err["loc"])
         # Drop discriminator tags ('source', 'csv', 'path') and pydantic's own markers.
-        if len(loc) > 1 and loc[0] == "source" and loc[1] in ("csv", "jsonl", "parquet", "postgres"):
+        if len(loc) > 1 and loc[0] == "source" and loc[1] in (
+            "csv", "jsonl", "parquet", "postgres", "dataset", "redis_stream"
+        ):
             loc = loc[:1] + loc[2:]
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -237,10 +352,26 @@ def parse_spec(
         raise SpecError(source, _pydantic_errors(exc)) from None
     from pipelines.registry import check_steps  # the registry imports spec models
 
-    errors = _add_file_providers(spec, providers_file) + check_steps(spec)
+    errors = _add_file_providers(spec, providers_file) + check_steps(spec) + _stream_errors(spec)
+    if not errors:  # review names the chain's columns: only a valid chain has them
+        from pipelines.review import check_review
+
+        errors = check_review(spec)
     if errors:
         raise SpecError(source, errors)
     return _resolve_paths(spec, base_dir) if base_dir else spec
+
+
+def _stream_errors(spec: WorkflowSpec) -> list[str]:
+    """A stream source names no Redis: it is the one of AUGMENT_REDIS_URL, which must be set."""
+    if not isinstance(spec.source, RedisStreamSource):
+        return []
+    from augment_core.settings import Settings
+
+    if Settings().redis_url:
+        return []
+    return [f"source: the redis_stream source reads {spec.source.stream!r} from the Redis of AUGMENT_REDIS_URL,"
+            " which is not set"]
 
 
 def load_spec(path: str | Path) -> WorkflowSpec:
@@ -307,6 +438,8 @@ def preflight(spec: WorkflowSpec, source: str = "<spec>") -> None:
     from pipelines.registry import augmenters
 
     errors = []
+    if isinstance(spec.source, RedisStreamSource):
+        errors.append("source.kind: a redis_stream source never ends: start its consumer with `augment stream start`")
     if isinstance(spec.source, FileSource) and "://" not in spec.source.path:
         if not Path(spec.source.path).exists():
             errors.append(f"source.path: no such file or folder: {spec.source.path}")

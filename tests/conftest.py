@@ -26,7 +26,8 @@ REQUIRE_SERVICES = os.environ.get("AUGMENT_REQUIRE_SERVICES") == "1"
 _OFFSET = int(os.environ.get("AUGMENT_TEST_PORT_OFFSET", "0"))
 TEST_DASHBOARD_PORT = 8275 + _OFFSET
 TEST_GCS_PORT = 6391 + _OFFSET
-TEST_CLIENT_PORT = 9011 + _OFFSET  # outside Ray's worker port range (10002-19999)
+# Outside Ray's worker port range (10002-19999): above it once an offset would move it inside.
+TEST_CLIENT_PORT = 9011 + _OFFSET if 9011 + _OFFSET < 10002 else 20011 + _OFFSET
 TEST_SERVE_PORT = 8011 + _OFFSET
 TEST_AGENT_PORT = 52375 + _OFFSET
 

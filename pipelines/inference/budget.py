@@ -30,6 +30,25 @@ class CostLedger:
         self.steps: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable, for plans run without a coordinator (tests): a copy in another process is a
+        # ledger of that process alone; runs share one through CoordinatorBudget.
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def carried_on(cls, max_usd: float | None, summary: dict[str, Any] | None) -> "CostLedger":
+        """A resumed run's ledger: it goes on from what the run had spent, under the same budget."""
+        ledger = cls(max_usd)
+        if summary:
+            ledger.spent = float(summary.get("total_usd") or 0.0)
+            ledger.exhausted = bool(summary.get("budget_exhausted"))
+            ledger.steps = {name: dict(totals) for name, totals in (summary.get("steps") or {}).items()}
+        return ledger
+
     def reserve(self, usd: float) -> bool:
         with self._lock:
             if self.exhausted:

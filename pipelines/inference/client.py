@@ -23,6 +23,8 @@ from pipelines.inference.permits import Permits
 RETRYABLE = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 20.0
+LEASE_HOLD_SECONDS = 15.0  # how long a permit outlives its last renewal
+LEASE_RENEW_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,9 @@ async def call(
         remaining = deadline_s - (time.monotonic() - started)
         if remaining <= 0:
             return _failed(f"deadline of {deadline_s:g}s passed after {attempts} attempt(s); last: {last_error}", attempts, started)
-        # Held at most as long as this attempt may last (and a little), so the place of a caller
-        # that is killed mid-call goes back to the others soon.
-        hold = min(remaining, attempt_timeout_s or remaining) + 10.0
-        grant = await permits.acquire(tokens, max_wait=remaining, hold=hold)
+        # The place is held while the attempt renews it: a caller killed mid-call (a lost worker or
+        # driver) gives it back within LEASE_HOLD_SECONDS instead of after its whole deadline.
+        grant = await permits.acquire(tokens, max_wait=remaining, hold=LEASE_HOLD_SECONDS)
         if not grant.granted:
             return _failed(grant.reason, attempts, started)
         attempts += 1
@@ -100,10 +101,14 @@ async def call(
             timeout = max(0.05, deadline_s - (time.monotonic() - started))
             if attempt_timeout_s is not None:
                 timeout = min(timeout, attempt_timeout_s)
-            response = await http_client().request(
-                request.method, request.url, json=request.json, params=request.params,
-                headers=request.headers, timeout=timeout,
-            )
+            renewing = asyncio.create_task(_keep_lease(permits, grant.permit))
+            try:
+                response = await http_client().request(
+                    request.method, request.url, json=request.json, params=request.params,
+                    headers=request.headers, timeout=timeout,
+                )
+            finally:
+                renewing.cancel()
         except httpx.TimeoutException:
             last_error = "timed out"
         except httpx.HTTPError as exc:
@@ -139,6 +144,16 @@ async def call(
 
 
 _NOT_JSON = object()
+
+
+async def _keep_lease(permits: Permits, permit: int) -> None:
+    """Renew an in-flight call's permit until the call ends (the caller cancels this task)."""
+    while True:
+        await asyncio.sleep(LEASE_RENEW_SECONDS)
+        try:
+            await permits.renew(permit, LEASE_HOLD_SECONDS)
+        except Exception:  # the limiter is restarting: the next tick tries again
+            continue
 
 
 def _json(response: httpx.Response) -> Any:

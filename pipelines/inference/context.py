@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from augment_core.cache import NoCache, ResultCache, open_cache
 from augment_core.ratelimit import Limits
@@ -46,6 +46,15 @@ class RunContext:
     secrets: Callable[[str], str | None] | None = None
     dry_run: bool = False  # previews: build requests with masked keys, call nothing
     gate: RunGate = field(default_factory=AlwaysOpen)
+    workflow: str | None = None  # whose review decisions the steps keep (needs settings)
+
+    def decisions(self) -> Callable[..., Any] | None:
+        """The lookup of human review decisions the steps keep; None without a store to ask."""
+        if self.settings is None or self.workflow is None or self.dry_run:
+            return None
+        from pipelines.review import DecisionLookup
+
+        return DecisionLookup(self.settings, self.workflow, self.run_id)
 
     def cache(self) -> ResultCache:
         if self.settings is None or not self.use_cache:

@@ -14,6 +14,8 @@ class Permits(Protocol):
 
     async def release(self, permit: int, outcome: Outcome) -> None: ...
 
+    async def renew(self, permit: int, hold: float) -> bool: ...
+
 
 class LocalPermits:
     """A limiter of this process only (one per account, shared by every step here)."""
@@ -33,6 +35,9 @@ class LocalPermits:
 
     async def release(self, permit: int, outcome: Outcome) -> None:
         self.limiter.release(permit, outcome)
+
+    async def renew(self, permit: int, hold: float) -> bool:
+        return self.limiter.renew(permit, hold)
 
 
 def local_permits(account: str, limits: Limits) -> Permits:

@@ -125,6 +125,9 @@ class InferenceAugmenter(Augmenter):
     def adds(self) -> dict[str, pa.DataType]:
         return {**self.outputs(), **self.status_columns()}
 
+    def value_columns(self) -> list[str]:
+        return list(self.outputs())
+
     def provider_errors(self, providers: Mapping[str, ProviderSpec]) -> list[tuple[str, str]]:
         name = self.params.provider
         provider = providers.get(name)
@@ -226,11 +229,13 @@ class InferenceAugmenter(Augmenter):
             if key in cached:
                 return self._from_cache(cached[key])
             async with gate:
-                return await self._call(request)
+                outcome = await self._call(request)
+            value = outcome.provenance.pop("_cache_value", None)
+            if value is not None and key:  # stored at once: a worker lost mid-batch repeats no answered call
+                await asyncio.to_thread(self.cache.put_many, {key: value})
+            return outcome
 
         outcomes = await asyncio.gather(*(one(r, k) for r, k in zip(built, keys)))
-        fresh = {k: o.provenance.pop("_cache_value") for k, o in zip(keys, outcomes) if k and "_cache_value" in o.provenance}
-        await asyncio.to_thread(self.cache.put_many, fresh)
         hits = sum(1 for o in outcomes if o.provenance.get("cache_hit"))
         if hits:
             await self.context.budget.settle(self.step_name, 0.0, {"cache_hits": hits})

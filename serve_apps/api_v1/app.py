@@ -11,7 +11,7 @@ from pipelines.catalog import WorkflowCatalog
 from pipelines.inference.context import RunContext
 from pipelines.inference.permits import local_permits
 from pipelines.spec import WorkflowSpec
-from serve_apps.api_v1 import datasets, health, runs, workflows
+from serve_apps.api_v1 import datasets, health, reviews, runs, workflows
 from serve_apps.api_v1.errors import install_error_handlers
 
 
@@ -24,7 +24,7 @@ def online_context(settings: Settings) -> Callable[[WorkflowSpec], RunContext]:
 
     def context_for(spec: WorkflowSpec) -> RunContext:
         permits = cluster_permits if ray.is_initialized() else local_permits
-        return RunContext(providers=spec.providers, settings=settings, permits_for=permits)
+        return RunContext(providers=spec.providers, settings=settings, permits_for=permits, workflow=spec.name)
 
     return context_for
 
@@ -39,7 +39,7 @@ def create_app(settings: Settings, max_body_bytes: int) -> FastAPI:
     app.state.settings = settings
     app.state.catalog = WorkflowCatalog(settings.workflows_dir, context_for=online_context(settings))
     v1 = APIRouter(prefix="/v1")
-    for module in (health, workflows, runs, datasets):
+    for module in (health, workflows, runs, datasets, reviews):
         v1.include_router(module.router)
     app.include_router(v1)
     install_error_handlers(app)

@@ -111,6 +111,7 @@ class DatasetVersionOut(BaseModel):
     row_count: int
     run_id: str
     created_at: dt.datetime
+    imported_from: str | None = Field(default=None, description="The file(s) `augment import` read; null for a run.")
 
     @classmethod
     def from_version(cls, version: DatasetVersion) -> "DatasetVersionOut":
@@ -140,3 +141,37 @@ class RunOut(BaseModel):
         data = record.model_dump(exclude={"heartbeat_at", "steps"})
         steps = [RunStepOut.from_state(s) for s in record.steps]
         return cls(**data, steps=steps, duration_seconds=record.duration_seconds)
+
+
+class ReviewItemOut(BaseModel):
+    """One field of one record awaiting (or past) a person's decision."""
+
+    id: int
+    run_id: str
+    workflow: str
+    dataset: str
+    version: int = Field(description="The dataset version the run wrote.")
+    record_uuid: str
+    field: str
+    step: str
+    reason: str = Field(description="Why the record went to review (the rule that matched).")
+    before: Any = Field(description="The value in the previous version, or null.")
+    after: Any = Field(description="The proposed value.")
+    provenance: dict[str, Any] | None
+    state: Literal["pending", "accepted", "edited", "rejected"]
+    decided_value: Any
+    decided_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+class ReviewPage(BaseModel):
+    items: list[ReviewItemOut]
+    total: int = Field(description="Items matching the filters, over all pages.")
+    limit: int
+    offset: int
+
+
+class ReviewEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    value: Any = Field(description="The value to keep instead of the proposal, of the field's type.")

@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+import csv
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
+import yaml
 
 from actors.runs import start_run
 from augment_core.settings import Settings
 from augment_core.store import RunRecord, open_store
 from pipelines.spec import load_spec
 from tests.conftest import SAMPLE_SPEC
+
+
+def company_llm_spec(
+    folder: Path, base_url: str, records: int, prefix: str, *, limits: dict[str, Any] | None = None,
+    sink: dict[str, Any] | None = None, name_suffix: dict[int, str] | None = None, extra_rows: list[list[str]] = (),
+) -> Path:
+    """A workflow with one llm step ("profile" -> summary) over `records` companies r0..rN-1, against
+    a provider at `base_url` on an account of its own; `name_suffix` adds fault markers to names."""
+    data = folder / "in.csv"
+    with data.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "name"])
+        writer.writerows([f"r{i}", f"Company {i}" + (name_suffix or {}).get(i, "")] for i in range(records))
+        writer.writerows(extra_rows)
+    name = f"{prefix}_{uuid.uuid4().hex[:6]}"
+    spec = {
+        "name": name,
+        "providers": {"fake": {"kind": "openai", "base_url": base_url, "model": "m", "account": name,
+                               "limits": limits or {}}},
+        "source": {"kind": "csv", "path": str(data)},
+        "schema": {"key": "id", "fields": {"id": {"required": True}, "name": {}}},
+        "steps": [{"use": "llm", "name": "profile", "params": {
+            "provider": "fake", "user": "About {{name}}", "outputs": {"summary": {}}}}],
+        "sink": {"dataset": name, **(sink or {})},
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
 
 
 def run_spec(settings: Settings, spec_path: Path) -> RunRecord:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import ray
-import yaml
 
 from actors.run_coordinator import NAMESPACE, actor_name
 from actors.runs import start_run
@@ -18,28 +15,12 @@ from augment_core.settings import Settings
 from augment_core.store import open_store
 from devtools.fake_openai import FakeOpenAI
 from pipelines.spec import load_spec
+from tests.integration.conftest import company_llm_spec
 
 
 def slow_spec(folder: Path, base_url: str, records: int) -> Path:
-    data = folder / "in.csv"
-    with data.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "name"])
-        writer.writerows([f"r{i}", f"Company {i}"] for i in range(records))
-    name = f"cancelled_{uuid.uuid4().hex[:6]}"
-    spec = {
-        "name": name,
-        "providers": {"fake": {"kind": "openai", "base_url": base_url, "model": "m", "account": name,
-                               "limits": {"requests_per_minute": 120}}},  # 2 a second: the run takes a while
-        "source": {"kind": "csv", "path": str(data)},
-        "schema": {"key": "id", "fields": {"id": {"required": True}, "name": {}}},
-        "steps": [{"use": "llm", "name": "profile", "params": {
-            "provider": "fake", "user": "About {{name}}", "outputs": {"summary": {}}}}],
-        "sink": {"dataset": name},
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    return path
+    # 2 requests a second: the run takes a while
+    return company_llm_spec(folder, base_url, records, "cancelled", limits={"requests_per_minute": 120})
 
 
 def test_cancel_stops_a_running_run_and_keeps_its_report(

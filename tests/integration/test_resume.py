@@ -3,7 +3,6 @@ record exactly once in its dataset, and provider calls already answered are not 
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -15,7 +14,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import ray
-import yaml
 
 from actors.run_coordinator import NAMESPACE, actor_name
 from actors.runs import spec_data, start_run
@@ -26,6 +24,7 @@ from augment_core.store import open_store
 from devtools.fake_openai import FakeOpenAI
 from pipelines.plan import BatchPlan, complete_parquet_rows, whole_parquet_files
 from pipelines.spec import load_spec
+from tests.integration.conftest import company_llm_spec
 from tests.conftest import ROOT
 
 AUGMENT = str(Path(sys.executable).parent / "augment")
@@ -35,25 +34,8 @@ IN_FLIGHT = 4  # the most calls a kill can leave answered but unrecorded
 
 def llm_spec(folder: Path, base_url: str, records: int = RECORDS) -> Path:
     """An llm step at 10 requests a second, 20 records per augment call and output file."""
-    data = folder / "in.csv"
-    with data.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "name"])
-        writer.writerows([f"r{i}", f"Company {i}"] for i in range(records))
-    name = f"resumed_{uuid.uuid4().hex[:6]}"
-    spec = {
-        "name": name,
-        "providers": {"fake": {"kind": "openai", "base_url": base_url, "model": "m", "account": name,
-                               "limits": {"requests_per_minute": 600, "max_in_flight": IN_FLIGHT}}},
-        "source": {"kind": "csv", "path": str(data)},
-        "schema": {"key": "id", "fields": {"id": {"required": True}, "name": {}}},
-        "steps": [{"use": "llm", "name": "profile", "params": {
-            "provider": "fake", "user": "About {{name}}", "outputs": {"summary": {}}}}],
-        "sink": {"dataset": name, "batch_rows": 20},
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    return path
+    return company_llm_spec(folder, base_url, records, "resumed", sink={"batch_rows": 20},
+                            limits={"requests_per_minute": 600, "max_in_flight": IN_FLIGHT})
 
 
 def wait_for(condition, what: str, timeout: float = 180) -> None:

@@ -538,3 +538,19 @@ def test_configure_changes_the_limits_of_a_live_limiter() -> None:
         return (await rl.acquire()).waited
 
     assert run_virtual(main) == pytest.approx(interval(6000))
+
+
+def test_a_renewed_permit_is_kept_and_a_vanished_holders_place_comes_back_after_its_hold() -> None:
+    async def main(clock: VirtualClock) -> None:
+        rl = limiter(clock, max_in_flight=2, requests_per_minute=6000)
+        working = await rl.acquire(hold=15)
+        vanished = await rl.acquire(hold=15)  # its process is killed: it never renews nor releases
+        for _ in range(4):  # the working caller renews every 5 s, past its first 15 s
+            await asyncio.sleep(5)
+            assert rl.renew(working.permit, 15)
+        assert rl.snapshot()["in_flight"] == 1 and rl.snapshot()["reclaimed"] == 1
+        assert not rl.renew(vanished.permit, 15)  # lost: a late renewal does not bring it back
+        assert (await rl.acquire(max_wait=0)).granted  # the vanished holder's place is free again
+        rl.release(working.permit, Outcome(status=200))
+
+    run_virtual(main)

@@ -533,7 +533,8 @@ def test_preflight_accepts_a_folder_and_skips_remote_and_database_sources(tmp_pa
 
 
 # the CLI -----------------------------------------------------------------------------------------------
-SUBCOMMANDS = ["run", "validate", "runs", "status", "cluster", "serve", "preview", "datasets", "diff", "cancel"]
+SUBCOMMANDS = ["run", "validate", "runs", "status", "cluster", "serve", "preview", "datasets", "diff", "cancel",
+               "review", "promote", "import", "stream", "events", "resume"]
 
 
 def test_cli_validate_the_sample_spec(augment_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
