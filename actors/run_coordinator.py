@@ -24,6 +24,7 @@ from actors.provider_limiter import cluster_permits
 from pipelines.dataset_source import resolve_dataset_source
 from pipelines.inference.budget import CostLedger
 from pipelines.inference.context import RunContext
+from pipelines.sources import source_fingerprint
 from pipelines.plan import ActorReporter, BatchPlan, complete_parquet_rows, count_outcomes, export_csv, quiet_ray_data
 from pipelines.review import enqueue as enqueue_review
 from pipelines.spec import WorkflowSpec
@@ -205,7 +206,11 @@ class RunCoordinator:
             read = self.steps["validate"].rows
         paths = StoragePaths(self.settings)
         output_path = paths.dataset_run(self.spec.sink.dataset, self.run_id)
-        written = complete_parquet_rows(*paths.filesystem(output_path))
+        try:
+            written: int | None = complete_parquet_rows(*paths.filesystem(output_path))
+        except OSError as exc:  # storage unreachable: the cancel goes on, without the count
+            log.warning("rows written by run %s not counted: %s", self.run_id, exc)
+            written = None
         counts = {"in": read, "valid": 0, "quarantined": 0, "augmented": 0, "failed": 0, "skipped": 0}
         output = {"dataset": self.spec.sink.dataset, "path": output_path, "partial": True, "rows_written": written}
         self._stop.set()  # no heartbeat may follow the final write
@@ -269,6 +274,7 @@ class RunCoordinator:
             plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, ActorReporter(me), context,
                              resume=self.resume)
             plan.check_chain()
+            self._check_input()
             current = "validate"
             self._start("validate")
             rows_in = plan.validate()
@@ -307,6 +313,22 @@ class RunCoordinator:
                     if state.state == "running":
                         state.state, state.error, state.finished_at = "failed", error, utcnow().isoformat()
             return "failed", {"error": error, "cost": self.ledger.summary()}
+
+    def _check_input(self) -> None:
+        """Record the input's fingerprint; a resumed run refuses an input that changed since, as
+        its done records would no longer match what it reads."""
+        source = self.spec.source
+        path = getattr(source, "path", "")
+        fingerprint = source_fingerprint(source, *(StoragePaths(self.settings).filesystem(path) if path else ()))
+        if not self.resume:
+            self.store.update_run(self.run_id, input=fingerprint)
+            return
+        before = self.store.get_run(self.run_id).input
+        if before is not None and before != fingerprint:
+            raise RuntimeError(
+                "the input changed since this run started (files, sizes or times; or the dataset version):"
+                " its records done so far would not match it; start a new run (augment run --fresh)"
+            )
 
     def _catalogued_by_this_run(self, path: str) -> bool:
         return any(v.run_id == self.run_id and v.path == path

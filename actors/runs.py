@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -12,7 +13,7 @@ from pydantic import SecretStr
 
 from actors.run_coordinator import NAMESPACE, RunCoordinator, actor_name
 from augment_core.settings import Settings
-from augment_core.store import FINAL_STATUSES, RunRecord, StepState, open_store
+from augment_core.store import FINAL_STATUSES, RunRecord, StepState, open_store, utcnow
 from pipelines.registry import build_chain
 from pipelines.spec import WorkflowSpec
 
@@ -53,7 +54,8 @@ def _launch(settings: Settings, run_id: str, spec: WorkflowSpec, resume: bool) -
 
 # How runs end when their driver or coordinator goes away (not by themselves): a re-submitted
 # job carries such a run on (see resumable_run).
-LOST = ("driver lost", "run coordinator lost", "cancelled: driver interrupted")
+# Ctrl-C is a decision, not a loss; SIGTERM is what `ray job stop` and schedulers send.
+LOST = ("driver lost", "run coordinator lost", "cancelled: driver interrupted (SIGTERM)")
 
 
 class ResumeError(Exception):
@@ -67,8 +69,8 @@ def resume_run(settings: Settings, run_id: str) -> tuple[RunRecord, Any]:
     store = open_store(settings)
     record = store.find_run(run_id)
     if record.status in ("pending", "running"):
-        if _coordinator_alive(record.id):
-            raise ResumeError(f"run {record.id} is still {record.status}: nothing to resume")
+        if _still_beating(settings, record):
+            raise ResumeError(f"run {record.id} is still {record.status} (its coordinator beats): nothing to resume")
         # Its driver died and the beats have not gone stale yet: it is lost all the same.
         store.finish_run(record.id, "failed", error="driver lost: its run coordinator is gone")
         record = store.get_run(record.id)
@@ -92,10 +94,27 @@ def resumable_run(settings: Settings, spec: WorkflowSpec) -> RunRecord | None:
     if latest is None or latest.spec != spec_data(spec):
         return None
     if latest.status in ("pending", "running"):
-        return None if _coordinator_alive(latest.id) else latest
+        return None if _still_beating(settings, latest) else latest
     if latest.status in ("failed", "cancelled") and (latest.error or "").startswith(LOST):
         return latest
     return None
+
+
+def _still_beating(settings: Settings, record: RunRecord) -> bool:
+    """Whether a pending or running run is alive: its coordinator is on this cluster, or its
+    heartbeat moves (it runs on another cluster, e.g. a second private local instance). A run
+    lost moments ago keeps a fresh heartbeat, so this watches it for two beats and a second."""
+    if _coordinator_alive(record.id):
+        return True
+    store = open_store(settings)
+    if record.heartbeat_at is None:  # never started: alive until it goes stale
+        return (utcnow() - record.created_at).total_seconds() < settings.stale_after_seconds
+    deadline = time.monotonic() + 2 * settings.heartbeat_seconds + 1
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if store.get_run(record.id).heartbeat_at != record.heartbeat_at:
+            return True
+    return False
 
 
 def _coordinator_alive(run_id: str) -> bool:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from augment_cli.main import EXIT_OK, CommandError, _positive_int
+from augment_cli.main import EXIT_OK, CommandError, _non_negative_int, _positive_int
 from augment_core.reviews import REVIEW_STATES, ReviewConflict, ReviewItem, list_items
 from augment_core.settings import Settings
 from augment_core.store import open_store
@@ -111,7 +111,7 @@ def add_parsers(sub: Any) -> None:
     q.add_argument("--run", help="only items this run proposed")
     q.add_argument("--workflow")
     q.add_argument("--limit", type=_positive_int, default=50)
-    q.add_argument("--offset", type=int, default=0)
+    q.add_argument("--offset", type=_non_negative_int, default=0)
     q.add_argument("--json", action="store_true")
     for name, text in (("accept", "keep the proposed value (again: no change)"),
                        ("reject", "drop the proposed value (promote writes null, keeps the record)"),

@@ -471,8 +471,9 @@ def tail(
         if events:
             after = events[-1].seq
             yield events
-            if follow and any(e.type == "run.finished" for e in events):
-                return
+            if follow and _ends_an_attempt(events) and not bus.read(run_id, after=after, limit=1) \
+                    and ended_at() is not None:
+                return  # (a resumed run goes on after its earlier attempt's run.finished)
             if len(events) == limit:
                 continue
         if draining:
@@ -483,6 +484,12 @@ def tail(
                 draining = True  # one more look: events stored while we asked
                 continue
             yield []
+
+
+def _ends_an_attempt(events: list[Event]) -> bool:
+    """The last run.started / run.finished of these events is a run.finished."""
+    marks = [e.type for e in events if e.type in ("run.started", "run.finished")]
+    return bool(marks) and marks[-1] == "run.finished"
 
 
 def follow_run(settings: Settings, run_id: str, after: int = 0, *, follow: bool) -> Iterator[list[Event]]:

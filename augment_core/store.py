@@ -46,6 +46,7 @@ runs_table = sa.Table(
     sa.Column("cost", sa.JSON),
     sa.Column("spec", sa.JSON),  # the spec as it ran (no secrets: specs name variables): what resume runs
     sa.Column("resumes", sa.Integer),  # how many times `augment resume` carried it on
+    sa.Column("input", sa.JSON),  # the input's fingerprint (files, sizes, times; a version): resume checks it
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
@@ -137,6 +138,7 @@ class RunRecord(BaseModel):
     cost: dict[str, Any] | None = None  # provider calls: total and per step, with the budget
     spec: dict[str, Any] | None = None
     resumes: int | None = None
+    input: dict[str, Any] | None = None
     created_at: dt.datetime
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None

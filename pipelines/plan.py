@@ -275,8 +275,10 @@ class BatchPlan:
         )
         o_fs, o_path = self.paths.filesystem(self.output_path)
         valid = self.validated.map_batches(lambda t: split_valid(t, True), batch_format="pyarrow", batch_size=None)
-        if self.resume:
+        if self.resume and self._ids_are_unique():
             valid = self._not_yet_written(valid, o_fs, o_path)
+        elif self.resume:  # records may share an id: which copies were written is unknowable, so
+            _remove_folder(o_fs, o_path)  # all are written again (their answered calls are cached)
         (
             valid.map_batches(
                 augment_batches(self.spec, self.report, self.context),
@@ -286,7 +288,8 @@ class BatchPlan:
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cluster_cpus()),
                 num_cpus=0.25,
             )
-            .write_parquet(o_path, filesystem=o_fs)
+            # A file holds at most one augment call's records: what a crash can make a resume redo.
+            .write_parquet(o_path, filesystem=o_fs, max_rows_per_file=self.spec.sink.batch_rows)
         )
         valid, quarantined = count_parquet_rows(o_fs, o_path), count_parquet_rows(q_fs, q_path)
         # Ray Data writes no file for no rows: leave an empty one so that both paths exist and
@@ -305,12 +308,20 @@ class BatchPlan:
         )
 
 
+    def _ids_are_unique(self) -> bool:
+        """Valid records have distinct record_uuids only when a key is declared unique (later
+        duplicates are quarantined); keyless ids of identical rows, or a non-unique key, repeat."""
+        schema = self.spec.schema_
+        return bool(schema.key) and schema.unique_key
+
     def _not_yet_written(self, valid: ray.data.Dataset, fs: Any, path: str) -> ray.data.Dataset:
         """The valid records that no whole output file holds. A file the crash cut short is
         removed first (its records are done again, from the result cache). The ids are compared
         by a distributed anti-join, so no process ever holds every id (nor every done id)."""
-        remove_incomplete_parquet(fs, path)
-        done = [f for f, rows in whole_parquet_files(fs, path).items() if rows]
+        files = parquet_files(fs, path)  # listed once: a file is either whole (done) or deleted
+        for broken in [f for f, rows in files.items() if rows is None]:
+            fs.delete_file(broken)
+        done = [f for f, rows in files.items() if rows]
         if not done:
             return valid
         written = ray.data.read_parquet(done, filesystem=fs, columns=["record_uuid"])
@@ -373,7 +384,7 @@ def parquet_files(fs: Any, path: str) -> dict[str, int | None]:
         if info.path.endswith(".parquet"):
             try:
                 files[info.path] = pq.ParquetFile(fs.open_input_file(info.path)).metadata.num_rows
-            except (OSError, pa.ArrowInvalid):
+            except pa.ArrowInvalid:  # no footer; an OSError (storage unreachable) is not a verdict
                 files[info.path] = None
     return files
 
@@ -385,14 +396,6 @@ def whole_parquet_files(fs: Any, path: str) -> dict[str, int]:
 def complete_parquet_rows(fs: Any, path: str) -> int:
     """Rows in the Parquet files of a folder that are whole."""
     return sum(whole_parquet_files(fs, path).values())
-
-
-def remove_incomplete_parquet(fs: Any, path: str) -> list[str]:
-    """Delete the files of a folder that a crash left without a footer; returns their paths."""
-    broken = [f for f, rows in parquet_files(fs, path).items() if rows is None]
-    for f in broken:
-        fs.delete_file(f)
-    return broken
 
 
 def _remove_folder(fs: Any, path: str) -> None:

@@ -78,13 +78,18 @@ def rerun(settings: Settings, catalog: WorkflowCatalog, item_id: int) -> ReviewI
         if not result.records:
             reasons = "; ".join(f"{e.get('field')}: {e.get('reason')}" for r in result.invalid for e in r["errors"])
             raise RerunFailed(f"record {item.record_uuid} is not valid for {item.workflow} now: {reasons}")
-        if item.field not in result.records[0]:
+        row = result.records[0]
+        if item.field not in row:
             raise RerunFailed(f"workflow {item.workflow!r} no longer adds {item.field!r}")
-    except Exception:
+        status = row.get(f"{item.step}_status")
+        if status not in (None, "ok"):  # an error or a skip is no proposal: the old one stays
+            raise RerunFailed(f"step {item.step!r} gave no value ({status}): {row.get(f'{item.step}_error')}")
+    except Exception as exc:
         if item.state != "pending":  # a failed rerun loses no decision
             decide(store, item_id, item.state, item.decided_value)
-        raise
-    row = result.records[0]
+        if isinstance(exc, RerunFailed):
+            raise
+        raise RerunFailed(f"rerun of item {item_id} failed: {type(exc).__name__}: {exc}") from exc
     raw = row.get(f"{item.step}_provenance")
     provenance = _parsed(raw) or {"step": item.step, "rerun": True}
     updated = repropose(store, item_id, to_json(row[item.field]), provenance)

@@ -272,3 +272,17 @@ def _read_postgres(source: PostgresSource, schema: SchemaSpec) -> ray.data.Datas
         return table.append_column("_parse_error", pa.nulls(table.num_rows, pa.string()))
 
     return dataset.map_batches(annotate, batch_format="pyarrow", batch_size=None)
+
+
+def source_fingerprint(source: Any, fs: Any = None, path: str | None = None) -> dict[str, Any] | None:
+    """What a resumed run checks its input against: each file's path, size and modification time,
+    or the catalogued version read; None for a query (a database is not fingerprinted)."""
+    from pyarrow.fs import FileSelector, FileType
+
+    if isinstance(source, DatasetSource):
+        return {"dataset": source.name, "version": source.resolved_version}
+    if not isinstance(source, FileSource) or fs is None or path is None:
+        return None
+    info = fs.get_file_info(path)
+    infos = fs.get_file_info(FileSelector(path, recursive=True)) if info.type == FileType.Directory else [info]
+    return {"files": sorted([i.path, i.size, i.mtime_ns] for i in infos if i.type == FileType.File)}

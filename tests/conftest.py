@@ -24,11 +24,19 @@ REQUIRE_SERVICES = os.environ.get("AUGMENT_REQUIRE_SERVICES") == "1"
 # Ports of the test cluster, apart from a developer's own cluster on the defaults;
 # AUGMENT_TEST_PORT_OFFSET moves them all, so two suites can run side by side.
 _OFFSET = int(os.environ.get("AUGMENT_TEST_PORT_OFFSET", "0"))
-TEST_DASHBOARD_PORT = 8275 + _OFFSET
-TEST_GCS_PORT = 6391 + _OFFSET
-# Outside Ray's worker port range (10002-19999): above it once an offset would move it inside.
-TEST_CLIENT_PORT = 9011 + _OFFSET if 9011 + _OFFSET < 10002 else 20011 + _OFFSET
-TEST_SERVE_PORT = 8011 + _OFFSET
+
+
+def _test_port(base: int) -> int:
+    """base + offset, kept outside Ray's worker port range (10002-19999): above it once an
+    offset would move it inside."""
+    port = base + _OFFSET
+    return port if port < 10002 else port + 10_000
+
+
+TEST_DASHBOARD_PORT = _test_port(8275)
+TEST_GCS_PORT = _test_port(6391)
+TEST_CLIENT_PORT = _test_port(9011)
+TEST_SERVE_PORT = _test_port(8011)
 TEST_AGENT_PORT = 52375 + _OFFSET
 
 

@@ -119,11 +119,14 @@ def test_a_run_that_loses_a_worker_process_writes_every_record_once(
     assert RECORDS <= sent <= RECORDS + IN_FLIGHT
 
 
+@pytest.mark.parametrize("unique_key", [True, False])
 def test_resume_removes_a_cut_short_file_and_writes_only_what_is_missing(
-        ray_cluster, settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    """Whole files stand; a file without its footer and the files never written are done again."""
+        ray_cluster, settings: Settings, capsys: pytest.CaptureFixture[str], unique_key: bool) -> None:
+    """Whole files stand; a file without its footer and the files never written are done again.
+    Without a unique key, records may share an id: then everything is written again."""
     spec = load_spec(ROOT / "configs" / "workflows" / "organisations.yaml")
-    spec = spec.model_copy(update={"sink": spec.sink.model_copy(update={"batch_rows": 40})})
+    spec = spec.model_copy(update={"sink": spec.sink.model_copy(update={"batch_rows": 40}),
+                                   "schema_": spec.schema_.model_copy(update={"unique_key": unique_key})})
     store = open_store(settings)
     run_id = f"resume-{uuid.uuid4().hex[:8]}"
     store.create_run(run_id, spec.name, spec.version, "<test>", ["validate", *spec.step_names(), "write"],
@@ -146,8 +149,28 @@ def test_resume_removes_a_cut_short_file_and_writes_only_what_is_missing(
     assert f"run {run_id} resumed" in capsys.readouterr().err
     run = store.get_run(run_id)
     assert run.status == "succeeded" and run.resumes == 1
-    assert (run.counts["in"], run.counts["valid"], run.counts["quarantined"]) == (300, 277, 23)
+    assert (run.counts["in"], run.counts["valid"], run.counts["quarantined"]) == (300, len(expected), 300 - len(expected))
     assert sorted(output_ids(run.output["path"])) == expected
+    if unique_key:
+        assert len(expected) == 277 == len(set(expected))
+    else:  # the sample has records with repeated keys: each is in the output as often as in the input
+        assert len(expected) > len(set(expected))
+
+
+def test_resume_refuses_an_input_that_changed_since_the_run_started(
+        ray_cluster, settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = load_spec(ROOT / "configs" / "workflows" / "organisations.yaml")
+    store = open_store(settings)
+    run_id = f"resume-{uuid.uuid4().hex[:8]}"
+    store.create_run(run_id, spec.name, spec.version, "<test>", ["validate", *spec.step_names(), "write"],
+                     spec=spec_data(spec))
+    store.update_run(run_id, input={"files": [[spec.source.path, 1, 1]]})  # what the first attempt read
+    store.finish_run(run_id, "failed", error="driver lost: simulated")
+
+    assert main(["resume", run_id]) == 1
+    run = store.get_run(run_id)
+    assert run.status == "failed" and "the input changed since this run started" in run.error
+    assert "augment run --fresh" in run.error
 
 
 def test_resume_refuses_what_it_cannot_carry_on(
