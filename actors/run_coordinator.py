@@ -33,6 +33,7 @@ NAMESPACE = "augment"
 VERSION_RETRIES = 5
 GATE_TTL_SECONDS = 0.5
 PROGRESS_SECONDS = 1.0  # step.progress at most this often, and only when the counts changed
+MAX_FAILED_EVENTS = 10_000  # record.failed events of one run; more are counted in run.finished
 EVENTS_FLUSH_SECONDS = 10.0  # how long the end of a run waits for its events to be published
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class RunCoordinator:
         self._stop = threading.Event()
         self.events = BackgroundPublisher(open_bus(settings), run_id)
         self._finished_sent = False
+        self._failed_events = 0  # record.failed reported by workers, sent or not
         self._progress_sent: list[tuple[str, str, int]] = []
 
     # read by status/API while live ------------------------------------------------------------
@@ -177,8 +179,13 @@ class RunCoordinator:
                 self.steps[step].rows += rows
 
     def record_failed(self, step: str, failures: list[dict[str, str]]) -> None:
-        """Records a worker's batch left in error at `step`: one record.failed event each."""
-        for failure in failures:
+        """Records a worker's batch left in error at `step`: one record.failed event each, up to
+        MAX_FAILED_EVENTS a run (a provider outage must not flood the bus and this actor's memory);
+        past that they are counted, and run.finished says how many had no event of their own."""
+        with self._lock:
+            room = max(0, MAX_FAILED_EVENTS - self._failed_events)
+            self._failed_events += len(failures)
+        for failure in failures[:room]:
             self.events.send("record.failed", {"record_uuid": failure["record_uuid"], "step": step,
                                                "reason": failure["reason"]})
 
@@ -373,9 +380,15 @@ class RunCoordinator:
         except Exception as exc:  # the store is down: what this actor knows
             log.warning("run.finished of run %s sent without the stored outcome: %s", self.run_id, exc)
         self._send_progress()  # the steps' last state, before the end
-        self.events.send("run.finished", {"status": status, "counts": counts or {}, "error": error})
-        if not self.events.flush(EVENTS_FLUSH_SECONDS):
+        finished: dict[str, Any] = {"status": status, "counts": counts or {}, "error": error}
+        if self._failed_events > MAX_FAILED_EVENTS:
+            finished["record_failed_without_event"] = self._failed_events - MAX_FAILED_EVENTS
+        if not self.events.flush(EVENTS_FLUSH_SECONDS):  # a backlog: run.finished must not wait behind it
             log.warning("events of run %s not all published within %gs", self.run_id, EVENTS_FLUSH_SECONDS)
+            self.events.bus.publish(self.run_id, "run.finished", finished)
+            return
+        self.events.send("run.finished", finished)
+        self.events.flush(EVENTS_FLUSH_SECONDS)
 
     def _progress(self) -> None:
         while not self._stop.wait(PROGRESS_SECONDS):

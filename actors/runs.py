@@ -47,6 +47,11 @@ def _launch(settings: Settings, run_id: str, spec: WorkflowSpec, resume: bool) -
             name=actor_name(run_id), namespace=NAMESPACE
         ).remote(settings, run_id, spec, _run_secrets(spec), resume)
         return coordinator, coordinator.execute.remote()
+    except ValueError as exc:
+        if "already taken" in str(exc):  # another driver resumed it a moment ago: that one runs it
+            raise ResumeError(f"run {run_id} is already being carried on by another driver") from None
+        open_store(settings).finish_run(run_id, "failed", error=f"could not start the run coordinator: {exc}")
+        raise
     except Exception as exc:
         open_store(settings).finish_run(run_id, "failed", error=f"could not start the run coordinator: {exc}")
         raise

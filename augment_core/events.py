@@ -492,7 +492,9 @@ def _ends_an_attempt(events: list[Event]) -> bool:
     return bool(marks) and marks[-1] == "run.finished"
 
 
-def follow_run(settings: Settings, run_id: str, after: int = 0, *, follow: bool) -> Iterator[list[Event]]:
+def follow_run(
+    settings: Settings, run_id: str, after: int = 0, *, follow: bool, block_seconds: float = 1.0
+) -> Iterator[list[Event]]:
     """`tail` of a stored run (`run_id` exact), for `augment events` and the SSE endpoint."""
     store = open_store(settings)
 
@@ -503,7 +505,7 @@ def follow_run(settings: Settings, run_id: str, after: int = 0, *, follow: bool)
             return None
         return record.finished_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc)
 
-    return tail(open_bus(settings), run_id, after, follow=follow, ended_at=ended_at)
+    return tail(open_bus(settings), run_id, after, follow=follow, ended_at=ended_at, block_seconds=block_seconds)
 
 
 class BackgroundPublisher:

@@ -279,17 +279,25 @@ class BatchPlan:
             valid = self._not_yet_written(valid, o_fs, o_path)
         elif self.resume:  # records may share an id: which copies were written is unknowable, so
             _remove_folder(o_fs, o_path)  # all are written again (their answered calls are cached)
+        pool, batch_rows = _cluster_cpus(), self.spec.sink.batch_rows
         (
-            valid.map_batches(
+            # Blocks of one batch each, so that the batches spread over the actor pool instead of
+            # a whole block going through one actor a batch after the other.
+            valid.repartition(target_num_rows_per_block=batch_rows)
+            .map_batches(
                 augment_batches(self.spec, self.report, self.context),
                 batch_format="pyarrow",
                 # What a crash costs a run is the batches in flight (their answered calls are cached).
-                batch_size=self.spec.sink.batch_rows,
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_cluster_cpus()),
+                batch_size=batch_rows,
+                # One batch at a time per actor: queued batches start more actors rather than
+                # wait behind one (an actor runs its batches one after the other).
+                compute=ray.data.ActorPoolStrategy(
+                    min_size=1, max_size=pool, initial_size=min(pool, -(-max(1, self.rows_in) // batch_rows)),
+                    max_tasks_in_flight_per_actor=1),
                 num_cpus=0.25,
             )
             # A file holds at most one augment call's records: what a crash can make a resume redo.
-            .write_parquet(o_path, filesystem=o_fs, max_rows_per_file=self.spec.sink.batch_rows)
+            .write_parquet(o_path, filesystem=o_fs, max_rows_per_file=batch_rows)
         )
         valid, quarantined = count_parquet_rows(o_fs, o_path), count_parquet_rows(q_fs, q_path)
         # Ray Data writes no file for no rows: leave an empty one so that both paths exist and

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 
 from augment_core.reviews import ReviewConflict, ReviewItem, get_item, list_items
@@ -18,6 +18,8 @@ from serve_apps.api_v1.deps import CatalogDep, SettingsDep, StoreDep
 from serve_apps.api_v1.schemas import ReviewEdit, ReviewItemOut, ReviewPage
 
 router = APIRouter(prefix="/reviews", tags=["reviews"])
+# Ids the database's BIGINT holds: a larger one is a 422, not a database error.
+ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The review item's id.")]
 ACTION_RESPONSES = {404: {"description": "No such item"}, 409: {"description": "The item carries another decision"}}
 
 
@@ -42,7 +44,7 @@ def list_queue(
 
 
 @router.get("/{item_id}", response_model=ReviewItemOut, responses={404: {"description": "No such item"}})
-def get_one(item_id: int, store: StoreDep) -> ReviewItemOut:
+def get_one(item_id: ItemId, store: StoreDep) -> ReviewItemOut:
     try:
         return _out(get_item(store, item_id))
     except KeyError as exc:
@@ -50,20 +52,20 @@ def get_one(item_id: int, store: StoreDep) -> ReviewItemOut:
 
 
 @router.post("/{item_id}/accept", response_model=ReviewItemOut, responses=ACTION_RESPONSES)
-def accept(item_id: int, settings: SettingsDep) -> ReviewItemOut:
+def accept(item_id: ItemId, settings: SettingsDep) -> ReviewItemOut:
     """Keep the proposed value. Accepting again changes nothing."""
     return _act(lambda: review_actions.accept(settings, item_id))
 
 
 @router.post("/{item_id}/reject", response_model=ReviewItemOut, responses=ACTION_RESPONSES)
-def reject(item_id: int, settings: SettingsDep) -> ReviewItemOut:
+def reject(item_id: ItemId, settings: SettingsDep) -> ReviewItemOut:
     """Drop the proposed value: promote writes null there and keeps the record."""
     return _act(lambda: review_actions.reject(settings, item_id))
 
 
 @router.post("/{item_id}/edit", response_model=ReviewItemOut,
              responses={**ACTION_RESPONSES, 422: {"description": "The value does not fit the field's type"}})
-def edit(item_id: int, body: ReviewEdit, settings: SettingsDep) -> ReviewItemOut:
+def edit(item_id: ItemId, body: ReviewEdit, settings: SettingsDep) -> ReviewItemOut:
     """Keep this value instead of the proposal."""
     return _act(lambda: review_actions.edit(settings, item_id, body.value))
 
@@ -71,7 +73,7 @@ def edit(item_id: int, body: ReviewEdit, settings: SettingsDep) -> ReviewItemOut
 @router.post("/{item_id}/rerun", response_model=ReviewItemOut,
              responses={404: {"description": "No such item"},
                         409: {"description": "The record cannot be augmented again (workflow gone or broken)"}})
-def rerun(item_id: int, settings: SettingsDep, catalog: CatalogDep) -> ReviewItemOut:
+def rerun(item_id: ItemId, settings: SettingsDep, catalog: CatalogDep) -> ReviewItemOut:
     """Augment the record again now with the workflow; the result is the new proposal, pending."""
     return _act(lambda: review_actions.rerun(settings, catalog, item_id))
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, status
@@ -53,6 +54,7 @@ def cancel(run_id: str, settings: SettingsDep) -> RunOut:
 
 
 KEEPALIVE_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream
+POLL_SECONDS = 1.0  # how long a quiet stream waits before it looks at the bus again
 
 
 @router.get(
@@ -76,15 +78,21 @@ def run_events(
     except KeyError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
 
-    def frames() -> Iterator[str]:
+    async def frames() -> AsyncIterator[str]:
+        # Each look at the bus is a quick read in a worker thread; the waits between are asyncio
+        # sleeps, so open streams do not hold the threads that the API's other endpoints run on.
         quiet = 0
         start = last_event_id if last_event_id is not None else after
-        for events in follow_run(settings, found, start, follow=True):
+        batches = follow_run(settings, found, start, follow=True, block_seconds=0)
+        while (events := await asyncio.to_thread(next, batches, None)) is not None:
             quiet = 0 if events else quiet + 1
-            if quiet >= KEEPALIVE_SECONDS:  # tail yields [] once a second while nothing happens
+            if quiet >= KEEPALIVE_SECONDS:  # one empty look a second while nothing happens
                 quiet = 0
                 yield ": keep-alive\n\n"
-            yield from (_frame(e) for e in events)
+            for event in events:
+                yield _frame(event)
+            if not events:
+                await asyncio.sleep(POLL_SECONDS)
 
     return StreamingResponse(frames(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
