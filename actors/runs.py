@@ -79,15 +79,20 @@ def resume_run(settings: Settings, run_id: str) -> tuple[RunRecord, Any]:
         # Its driver died and the beats have not gone stale yet: it is lost all the same.
         store.finish_run(record.id, "failed", error="driver lost: its run coordinator is gone")
         record = store.get_run(record.id)
-    if record.status == "succeeded":
-        raise ResumeError(f"run {record.id} already succeeded: nothing to resume")
-    if not record.spec:
-        raise ResumeError(f"run {record.id} was started before runs kept their spec: run the workflow again")
+    refuse_unresumable(record)
     spec = WorkflowSpec.model_validate(record.spec)
     fresh = [StepState(name=name).model_dump() for name in step_names(spec)]
     if not store.reopen_run(record.id, fresh):
         raise ResumeError(f"run {record.id} changed meanwhile ({store.get_run(record.id).status}): try again")
     return store.get_run(record.id), _launch(settings, record.id, spec, resume=True)
+
+
+def refuse_unresumable(record: RunRecord) -> None:
+    """ResumeError for a run that no cluster could carry on."""
+    if record.status == "succeeded":
+        raise ResumeError(f"run {record.id} already succeeded: nothing to resume")
+    if not record.spec:
+        raise ResumeError(f"run {record.id} was started before runs kept their spec: run the workflow again")
 
 
 def resumable_run(settings: Settings, spec: WorkflowSpec) -> RunRecord | None:
@@ -156,6 +161,14 @@ def cancel_run(settings: Settings, run_id: str, reason: str = "cancelled by user
     try:
         coordinator = ray.get_actor(actor_name(record.id), namespace=NAMESPACE)
     except ValueError:
+        from actors.stream_consumer import consumer_name
+
+        try:
+            ray.get_actor(consumer_name(record.workflow), namespace=NAMESPACE)
+            raise CancelError(f"run {record.id} is consumed from a stream: stop it with"
+                              f" `augment stream stop {record.workflow}`") from None
+        except ValueError:
+            pass
         raise CancelError(
             f"run {record.id} cannot be reached: it has no coordinator on this cluster"
             " (is AUGMENT_RAY_ADDRESS the run's cluster?)"

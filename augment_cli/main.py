@@ -85,12 +85,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
-    from actors.runs import ResumeError, resume_run
+    from actors.runs import ResumeError, refuse_unresumable, resume_run
 
     store = open_store(settings)
     store.reap_stale_runs(settings.stale_after_seconds)
-    _connect_ray(_cluster_address(settings))
     try:
+        refuse_unresumable(store.find_run(args.run_id))  # before starting Ray for nothing
+        _connect_ray(_cluster_address(settings))
         record, (coordinator, final) = resume_run(settings, args.run_id)
     except ResumeError as exc:
         raise CommandError(str(exc)) from None

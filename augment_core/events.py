@@ -454,6 +454,7 @@ def _row_event(row: Any) -> Event:
 
 
 END_GRACE_SECONDS = 15.0  # how long after its row turned final a run's last events may still arrive
+REAP_EVERY_SECONDS = 5.0  # how often a follower looks for runs whose driver died
 
 
 def tail(
@@ -498,8 +499,12 @@ def follow_run(
     """`tail` of a stored run (`run_id` exact), for `augment events` and the SSE endpoint."""
     store = open_store(settings)
 
+    reaped = [float("-inf")]
+
     def ended_at() -> dt.datetime | None:
-        store.reap_stale_runs(settings.stale_after_seconds)  # a run whose driver died ends here
+        if time.monotonic() - reaped[0] >= REAP_EVERY_SECONDS:  # a write: not on every look
+            store.reap_stale_runs(settings.stale_after_seconds)  # a run whose driver died ends here
+            reaped[0] = time.monotonic()
         record = store.get_run(run_id)
         if record.status not in FINAL_STATUSES:
             return None

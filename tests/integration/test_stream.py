@@ -135,6 +135,8 @@ def test_records_are_augmented_and_malformed_messages_quarantined_while_the_cons
     wait_for(consumed(stream_settings, run_id, len(good) + len(bad) + len(later)), "the later messages")
     assert main(["stream", "status", workflow["name"]]) == 0
     assert "consumer     running on this cluster" in capsys.readouterr().out
+    assert main(["cancel", run_id]) == 1  # a stream's run has no coordinator: cancel says what to do
+    assert f"stop it with `augment stream stop {workflow['name']}`" in capsys.readouterr().err
 
     assert main(["stream", "stop", workflow["name"]]) == 0
     run = open_store(stream_settings).get_run(run_id)
