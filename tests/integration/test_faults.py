@@ -172,6 +172,16 @@ def test_the_redis_cache_misses_while_redis_is_down_and_reconnects(private_redis
     assert cache.get_many(["k1", "k2"]) == {"k1": {"values": {"a": 1}}}  # the same client, reconnected
 
 
+def calls_on_through_an_outage(service, name: str, fake) -> None:
+    """Stop the service, see the run's llm step send 6 more requests meanwhile, start it again."""
+    service.stop()
+    try:
+        start = served(fake)
+        wait_for(f"requests while {name} is down", lambda: served(fake) >= start + 6)
+    finally:
+        service.start()
+
+
 # whole runs ----------------------------------------------------------------------------------------
 def test_a_run_carries_on_through_postgres_restarts(ray_cluster, settings, private_postgres, fake, tmp_path):
     """Two restarts of the metadata store: one in the middle of the llm step (heartbeats miss and
@@ -183,12 +193,7 @@ def test_a_run_carries_on_through_postgres_restarts(ray_cluster, settings, priva
     run_id, (coordinator, final) = start_run(pg, load_spec(spec), str(spec))
 
     wait_for("the llm step to send 8 requests", lambda: served(fake) >= 8)
-    private_postgres.stop()
-    try:
-        start = served(fake)
-        wait_for("requests while PostgreSQL is down", lambda: served(fake) >= start + 6)
-    finally:
-        private_postgres.start()
+    calls_on_through_an_outage(private_postgres, "PostgreSQL", fake)
 
     wait_for("the llm step to send half its requests", lambda: served(fake) >= RECORDS // 2)
     private_postgres.stop()
@@ -223,12 +228,7 @@ def test_a_run_carries_on_through_a_redis_restart(ray_cluster, settings, private
     run_id, (_, final) = start_run(cached, load_spec(spec), str(spec))
 
     wait_for("the llm step to send 8 requests", lambda: served(fake) >= 8)
-    private_redis.stop()
-    try:
-        start = served(fake)
-        wait_for("requests while Redis is down", lambda: served(fake) >= start + 6)
-    finally:
-        private_redis.start()
+    calls_on_through_an_outage(private_redis, "Redis", fake)
 
     assert ray.get(final, timeout=WAIT_S) == "succeeded"
     run = read_run(cached, run_id)

@@ -15,8 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from actors.run_coordinator import NAMESPACE, actor_name
-from actors.runs import spec_data, start_run
+from actors.runs import _coordinator_alive, spec_data, start_run
 from augment_cli.main import main
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
@@ -46,11 +45,7 @@ def wait_for(condition, what: str, timeout: float = 180) -> None:
 
 
 def coordinator_gone(run_id: str) -> bool:
-    try:
-        ray.get_actor(actor_name(run_id), namespace=NAMESPACE)
-        return False
-    except ValueError:
-        return True
+    return not _coordinator_alive(run_id)
 
 
 def output_ids(path: str) -> list[str]:
