@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-llm test install install-test system-deps cluster-up cluster-down serve clean
+.PHONY: demo demo-llm test test-unit lint install install-test system-deps cluster-up cluster-down serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,19 @@ demo: install
 demo-llm: install
 	$(BIN)/python -m devtools.demo_llm
 
-test: install-test system-deps
+# Style and import order (ruff), types (mypy), and the layers of docs/architecture.md (import-linter).
+PACKAGES := augment_core augment_cli pipelines actors serve_apps ui cluster devtools
+lint: install-test
+	$(BIN)/ruff check $(PACKAGES) tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint system-deps
 	$(BIN)/python -m pytest
+
+# The fast part: tests/unit, no Ray cluster (about two minutes).
+test-unit: install-test
+	$(BIN)/python -m pytest tests/unit
 
 cluster-up: install
 	$(BIN)/augment cluster up

@@ -1,1 +1,2 @@
-"""Stateful Ray actors: the run coordinator (later: provider limiters, stream consumers)."""
+"""Ray actors as thin wrappers around plain classes: run coordinators, stream consumers and provider
+limiters, and the functions that start, resume, cancel and read runs and streams."""

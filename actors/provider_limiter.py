@@ -11,16 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 import ray
+from ray.actor import ActorHandle
 
-from augment_core.ratelimit import Grant, Limits, Outcome, RateLimiter, limiter_actor_name
+from actors.naming import NAMESPACE, limiter_name
+from augment_core.ratelimit import Grant, Limits, Outcome, RateLimiter
 from pipelines.inference.permits import Permits
 
-NAMESPACE = "augment"
 
-
-@ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=10_000)
 class ProviderLimiter:
-    """An async actor: waiting callers are coroutines, so thousands can queue for permits."""
+    """The account's RateLimiter behind async methods: as an actor, waiting callers are coroutines,
+    so thousands can queue for permits."""
 
     def __init__(self, account: str, limits: Limits) -> None:
         self.account = account
@@ -42,10 +42,15 @@ class ProviderLimiter:
         return {"account": self.account, "limits": self.limiter.limits.__dict__, **self.limiter.snapshot()}
 
 
+# Restarted when it dies: permits in flight are forgotten, and the limits come back with the next call.
+ProviderLimiterActor = ray.remote(  # type: ignore[call-overload]  # Ray's overloads omit max_concurrency
+    num_cpus=0, max_restarts=-1, max_concurrency=10_000)(ProviderLimiter)
+
+
 class ActorPermits:
     """Permits from the account's ProviderLimiter actor (the Permits of pipelines/inference)."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: ActorHandle) -> None:
         self.handle = handle
 
     async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None) -> Grant:
@@ -58,10 +63,10 @@ class ActorPermits:
         return await self.handle.renew.remote(permit, hold)
 
 
-def limiter_for(account: str, limits: Limits) -> Any:
+def limiter_for(account: str, limits: Limits) -> ActorHandle:
     """The account's limiter actor, created on first use; its limits follow the latest spec."""
-    handle = ProviderLimiter.options(
-        name=limiter_actor_name(account), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+    handle = ProviderLimiterActor.options(
+        name=limiter_name(account), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
     ).remote(account, limits)
     handle.configure.remote(limits)
     return handle

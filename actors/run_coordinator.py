@@ -3,6 +3,8 @@
 It is what `augment status` and the API read while a run is live. It beats a heartbeat into the
 metadata store; when the driver dies the actor dies with it, the beats stop, and readers reap
 the run as failed (see MetadataStore.reap_stale_runs).
+
+The class is plain Python (unit tests drive it in-process); `RunCoordinatorActor` is the actor.
 """
 
 from __future__ import annotations
@@ -10,140 +12,44 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from typing import Any
 
 import ray
 from pydantic import SecretStr
+from ray.actor import ActorHandle
 
+from actors.coordinator_handles import (
+    CoordinatorBudget,
+    CoordinatorGate,
+    CoordinatorReporter,
+    CoordinatorSecrets,
+)
+from actors.provider_limiter import cluster_permits
+from augment_core.errors import describe_error
 from augment_core.events import BackgroundPublisher, open_bus
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
-from augment_core.store import FINAL_STATUSES, StepState, VersionTaken, durably, open_store, utcnow
-from actors.provider_limiter import cluster_permits
-from pipelines.dataset_source import resolve_dataset_source
+from augment_core.store import FINAL_STATUSES, StepState, durably, open_store, utcnow
+from pipelines.engine.batch import BatchPlan, PlanResult, quiet_ray_data
+from pipelines.engine.outputs import catalog_output, check_reconciled, count_outcomes
 from pipelines.inference.budget import CostLedger
 from pipelines.inference.context import RunContext
-from pipelines.sources import source_fingerprint
-from pipelines.plan import ActorReporter, BatchPlan, complete_parquet_rows, count_outcomes, export_csv, quiet_ray_data
-from pipelines.review import enqueue as enqueue_review
-from pipelines.spec import WorkflowSpec
+from pipelines.io.dataset_source import resolve_dataset_source
+from pipelines.io.parquet import complete_parquet_rows
+from pipelines.io.sources import source_fingerprint
+from pipelines.review.decisions import DecisionLookup
+from pipelines.review.enqueue import enqueue as enqueue_review
+from pipelines.spec.workflow import WorkflowSpec
 
-NAMESPACE = "augment"
-VERSION_RETRIES = 5
-GATE_TTL_SECONDS = 0.5
 PROGRESS_SECONDS = 1.0  # step.progress at most this often, and only when the counts changed
 MAX_FAILED_EVENTS = 10_000  # record.failed events of one run; more are counted in run.finished
 EVENTS_FLUSH_SECONDS = 10.0  # how long the end of a run waits for its events to be published
 log = logging.getLogger(__name__)
 
 
-def actor_name(run_id: str) -> str:
-    return f"run-{run_id}"
-
-
-class CoordinatorSecrets:
-    """RunContext.secrets of a run: workers ask the coordinator for the keys their process lacks."""
-
-    def __init__(self, coordinator: Any) -> None:
-        self.coordinator = coordinator
-
-    def __call__(self, name: str) -> str | None:
-        return ray.get(self.coordinator.secret.remote(name), timeout=30)
-
-
-class CoordinatorBudget:
-    """The run's budget, kept by its coordinator so that every worker spends from one ledger."""
-
-    def __init__(self, coordinator: Any, limited: bool) -> None:
-        self.coordinator = coordinator
-        self.limited = limited
-
-    async def reserve(self, usd: float) -> bool:
-        if not self.limited:  # nothing to refuse: spare the round trip
-            return True
-        return await self.coordinator.reserve.remote(usd)
-
-    async def settle(self, step: str, reserved: float, usage: dict[str, float]) -> None:
-        await self.coordinator.settle.remote(step, reserved, usage)
-
-
-class CoordinatorGate:
-    """RunContext.gate of a run: workers stop sending provider calls within GATE_TTL_SECONDS of a
-    cancel, without waiting for Ray to reap them after their coordinator is killed."""
-
-    def __init__(self, coordinator: Any) -> None:
-        self.coordinator = coordinator
-        self._checked = float("-inf")
-        self._reason: str | None = None
-
-    async def stopped(self) -> str | None:
-        if self._reason is not None or time.monotonic() - self._checked < GATE_TTL_SECONDS:
-            return self._reason
-        try:
-            self._reason = await self.coordinator.stopped.remote()
-        except ray.exceptions.RayActorError:
-            self._reason = "run stopped: its coordinator is gone"
-        self._checked = time.monotonic()
-        return self._reason
-
-
-def describe_error(exc: BaseException) -> str:
-    """The error in one line. Ray wraps task and actor errors several times over: name the
-    outermost error of ours, else the original error quoted at the end of Ray's own text."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        inner = getattr(current, "cause", None)
-        current = inner if isinstance(inner, BaseException) else current.__cause__
-    for candidate in chain:
-        text = str(candidate).strip()
-        if text and not type(candidate).__module__.startswith("ray."):
-            return f"{type(candidate).__name__}: {text.splitlines()[0]}"[:2000]
-    for candidate in reversed(chain):
-        lines = [line.strip() for line in str(candidate).splitlines() if line.strip()]
-        if lines:
-            return lines[-1][:2000]
-    return type(exc).__name__
-
-
-def catalog_output(settings: Settings, spec: WorkflowSpec, run_id: str, result: Any) -> dict[str, Any]:
-    """Give a run's written data (a PlanResult) a dataset version, waiting out a database restart;
-    the run's `output`. Shared by batch runs and stream consumers."""
-    store, sink = open_store(settings), spec.sink
-    version = durably(lambda: _claim_version(store, spec, run_id, result), f"catalog of run {run_id}")
-    output = {
-        "dataset": sink.dataset, "version": version, "path": result.output_path,
-        "quarantine_path": result.quarantine_path,
-    }
-    if sink.export_csv:
-        paths = StoragePaths(settings)
-        output["csv_path"] = paths.export_csv(sink.dataset, version)
-        export_csv(paths, result.output_path, output["csv_path"])
-    return output
-
-
-def _claim_version(store: Any, spec: WorkflowSpec, run_id: str, result: Any) -> int:
-    """The next version number of the sink, retried if another run took it. Safe to repeat:
-    a try whose commit landed but whose reply was lost left its entry, which is reused."""
-    sink = spec.sink
-    for entry in store.list_dataset_versions(sink.dataset):
-        if entry.run_id == run_id and entry.path == result.output_path:
-            return entry.version
-    schema = {field.name: str(field.type) for field in result.schema}
-    for _ in range(VERSION_RETRIES):
-        version = store.next_dataset_version(sink.dataset)
-        try:
-            store.add_dataset_version(sink.dataset, version, result.output_path, schema, result.valid, run_id)
-            return version
-        except VersionTaken:
-            continue
-    raise RuntimeError(f"could not claim a version of {sink.dataset} after {VERSION_RETRIES} tries")
-
-
-@ray.remote(num_cpus=0, max_concurrency=8)
 class RunCoordinator:
+    """Drives one run: its plan's stages, its steps' states, its budget, events and heartbeat."""
+
     def __init__(
         self, settings: Settings, run_id: str, spec: WorkflowSpec, secrets: dict[str, SecretStr] | None = None,
         resume: bool = False,
@@ -156,7 +62,7 @@ class RunCoordinator:
         self.run_id = run_id
         self.spec = spec
         self.store = open_store(settings)
-        self.steps = {name: StepState(name=name) for name in ["validate", *spec.step_names(), "write"]}
+        self.steps = {name: StepState(name=name) for name in spec.run_step_names()}
         self.status = "pending"
         self.resume = resume  # carry on from the output already written (see BatchPlan.write)
         max_usd = spec.budget.max_usd if spec.budget else None
@@ -276,9 +182,10 @@ class RunCoordinator:
             context = RunContext(
                 providers=self.spec.providers, settings=self.settings, run_id=self.run_id,
                 permits_for=cluster_permits, budget=CoordinatorBudget(me, self.spec.budget is not None),
-                secrets=CoordinatorSecrets(me), gate=CoordinatorGate(me), workflow=self.spec.name,
+                secrets=CoordinatorSecrets(me), gate=CoordinatorGate(me),
+                decisions=DecisionLookup(self.settings, self.spec.name),
             )
-            plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, ActorReporter(me), context,
+            plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, CoordinatorReporter(me), context,
                              resume=self.resume)
             plan.check_chain()
             self._check_input()
@@ -296,11 +203,7 @@ class RunCoordinator:
             result = plan.write()
             for name in self.spec.step_names():
                 self._finish(name)
-            if result.rows_in != result.valid + result.quarantined:
-                raise RuntimeError(
-                    f"counts do not reconcile: in={result.rows_in}, valid={result.valid}, "
-                    f"quarantined={result.quarantined}"
-                )
+            check_reconciled(result.rows_in, result.valid, result.quarantined)
             failed, skipped = count_outcomes(self.spec, StoragePaths(self.settings), result.output_path)
             output = self._catalog(result)
             output["review_items"] = enqueue_review(self.settings, self.spec, self.run_id, output)
@@ -325,8 +228,7 @@ class RunCoordinator:
         """Record the input's fingerprint; a resumed run refuses an input that changed since, as
         its done records would no longer match what it reads."""
         source = self.spec.source
-        path = getattr(source, "path", "")
-        fingerprint = source_fingerprint(source, *(StoragePaths(self.settings).filesystem(path) if path else ()))
+        fingerprint = source_fingerprint(source, StoragePaths(self.settings))
         if not self.resume:
             self.store.update_run(self.run_id, input=fingerprint)
             return
@@ -341,10 +243,10 @@ class RunCoordinator:
         return any(v.run_id == self.run_id and v.path == path
                    for v in self.store.list_dataset_versions(self.spec.sink.dataset))
 
-    def _self(self) -> Any:
+    def _self(self) -> ActorHandle:
         return ray.get_runtime_context().current_actor
 
-    def _catalog(self, result: Any) -> dict[str, Any]:
+    def _catalog(self, result: PlanResult) -> dict[str, Any]:
         return catalog_output(self.settings, self.spec, self.run_id, result)
 
     def _start(self, name: str) -> None:
@@ -412,3 +314,9 @@ class RunCoordinator:
                 self.store.update_run(self.run_id, heartbeat_at=utcnow(), steps=steps, cost=self.ledger.summary())
             except Exception as exc:  # a missed beat is retried on the next tick
                 log.warning("heartbeat of run %s not stored: %s", self.run_id, exc)
+
+
+# The actor: every method above, called with `.remote()`. Threads, not asyncio: `execute` blocks on
+# Ray Data while workers call `reserve`, `settle`, `report` and `stopped` concurrently.
+RunCoordinatorActor = ray.remote(  # type: ignore[call-overload]  # Ray's overloads omit max_concurrency
+    num_cpus=0, max_concurrency=8)(RunCoordinator)

@@ -1,4 +1,4 @@
-"""Starting runs and reading them live: the only place that creates RunCoordinator actors."""
+"""Starting, resuming, cancelling and reading runs: the only place that creates RunCoordinator actors."""
 
 from __future__ import annotations
 
@@ -6,16 +6,21 @@ import os
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import ray
 from pydantic import SecretStr
+from ray.actor import ActorHandle
 
-from actors.run_coordinator import NAMESPACE, RunCoordinator, actor_name
+from actors.naming import NAMESPACE, consumer_name, run_actor_name
+from actors.run_coordinator import RunCoordinatorActor
 from augment_core.settings import Settings
 from augment_core.store import FINAL_STATUSES, RunRecord, StepState, open_store, utcnow
-from pipelines.registry import build_chain
-from pipelines.spec import WorkflowSpec
+from pipelines.augmenters.registry import build_chain
+from pipelines.spec.workflow import WorkflowSpec
+
+# A started run: its coordinator, and the ref of the final status its `execute` returns.
+Launched = tuple[ActorHandle, ray.ObjectRef]
 
 
 def new_run_id() -> str:
@@ -23,16 +28,12 @@ def new_run_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
-def start_run(settings: Settings, spec: WorkflowSpec, spec_path: str) -> tuple[str, Any]:
+def start_run(settings: Settings, spec: WorkflowSpec, spec_path: str) -> tuple[str, Launched]:
     """Create the run row and its named coordinator; returns (run id, ref of the final status)."""
     store = open_store(settings)
     run_id = new_run_id()
-    store.create_run(run_id, spec.name, spec.version, spec_path, step_names(spec), spec=spec_data(spec))
+    store.create_run(run_id, spec.name, spec.version, spec_path, spec.run_step_names(), spec=spec_data(spec))
     return run_id, _launch(settings, run_id, spec, resume=False)
-
-
-def step_names(spec: WorkflowSpec) -> list[str]:
-    return ["validate", *spec.step_names(), "write"]
 
 
 def spec_data(spec: WorkflowSpec) -> dict[str, Any]:
@@ -40,12 +41,12 @@ def spec_data(spec: WorkflowSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json", by_alias=True)
 
 
-def _launch(settings: Settings, run_id: str, spec: WorkflowSpec, resume: bool) -> tuple[Any, Any]:
+def _launch(settings: Settings, run_id: str, spec: WorkflowSpec, resume: bool) -> Launched:
     """The run's named coordinator and the ref of its final status."""
     try:
-        coordinator = RunCoordinator.options(
-            name=actor_name(run_id), namespace=NAMESPACE
-        ).remote(settings, run_id, spec, _run_secrets(spec), resume)
+        coordinator = RunCoordinatorActor.options(
+            name=run_actor_name(run_id), namespace=NAMESPACE
+        ).remote(settings, run_id, spec, run_secrets(spec), resume)
         return coordinator, coordinator.execute.remote()
     except ValueError as exc:
         if "already taken" in str(exc):  # another driver resumed it a moment ago: that one runs it
@@ -67,7 +68,7 @@ class ResumeError(Exception):
     """A run that cannot be resumed, with the reason."""
 
 
-def resume_run(settings: Settings, run_id: str) -> tuple[RunRecord, Any]:
+def resume_run(settings: Settings, run_id: str) -> tuple[RunRecord, Launched]:
     """Carry on a run that failed or was cancelled: the same run id and output folder, the spec it
     ran with; records already in whole output files are not done again, and provider calls
     already answered come from the result cache. Returns (the run, (coordinator, final ref))."""
@@ -81,7 +82,7 @@ def resume_run(settings: Settings, run_id: str) -> tuple[RunRecord, Any]:
         record = store.get_run(record.id)
     refuse_unresumable(record)
     spec = WorkflowSpec.model_validate(record.spec)
-    fresh = [StepState(name=name).model_dump() for name in step_names(spec)]
+    fresh = [StepState(name=name).model_dump() for name in spec.run_step_names()]
     if not store.reopen_run(record.id, fresh):
         raise ResumeError(f"run {record.id} changed meanwhile ({store.get_run(record.id).status}): try again")
     return store.get_run(record.id), _launch(settings, record.id, spec, resume=True)
@@ -114,7 +115,7 @@ def _still_beating(settings: Settings, record: RunRecord) -> bool:
     """Whether a pending or running run is alive: its coordinator is on this cluster, or its
     heartbeat moves (it runs on another cluster, e.g. a second private local instance). A run
     lost moments ago keeps a fresh heartbeat, so this watches it for two beats and a second."""
-    if _coordinator_alive(record.id):
+    if coordinator_alive(record.id):
         return True
     store = open_store(settings)
     if record.heartbeat_at is None:  # never started: alive until it goes stale
@@ -127,15 +128,15 @@ def _still_beating(settings: Settings, record: RunRecord) -> bool:
     return False
 
 
-def _coordinator_alive(run_id: str) -> bool:
+def coordinator_alive(run_id: str) -> bool:
     try:
-        ray.get_actor(actor_name(run_id), namespace=NAMESPACE)
+        ray.get_actor(run_actor_name(run_id), namespace=NAMESPACE)
         return True
     except ValueError:
         return False
 
 
-def _run_secrets(spec: WorkflowSpec) -> dict[str, SecretStr]:
+def run_secrets(spec: WorkflowSpec) -> dict[str, SecretStr]:
     """The variables holding a database source's DSN and the providers' keys and tokens, as the
     driver has them, handed to the coordinator as an argument (its workers ask it for them).
     Not through runtime_env: Ray shows a runtime_env's variables on the dashboard."""
@@ -159,10 +160,8 @@ def cancel_run(settings: Settings, run_id: str, reason: str = "cancelled by user
     if not ray.is_initialized():
         raise CancelError(f"run {record.id} cannot be reached: this process is not on a Ray cluster")
     try:
-        coordinator = ray.get_actor(actor_name(record.id), namespace=NAMESPACE)
+        coordinator = ray.get_actor(run_actor_name(record.id), namespace=NAMESPACE)
     except ValueError:
-        from actors.stream_consumer import consumer_name
-
         try:
             ray.get_actor(consumer_name(record.workflow), namespace=NAMESPACE)
             raise CancelError(f"run {record.id} is consumed from a stream: stop it with"
@@ -183,8 +182,8 @@ def live_view(record: RunRecord) -> RunRecord:
     if record.status not in ("pending", "running") or not ray.is_initialized():
         return record
     try:
-        coordinator = ray.get_actor(actor_name(record.id), namespace=NAMESPACE)
-        snapshot = ray.get(coordinator.snapshot.remote(), timeout=5)
+        coordinator = ray.get_actor(run_actor_name(record.id), namespace=NAMESPACE)
+        snapshot = cast(dict[str, Any], ray.get(coordinator.snapshot.remote(), timeout=5))
     except Exception:  # not on this cluster, or it just ended: the stored view stands
         return record
     return record.model_copy(

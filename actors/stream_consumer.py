@@ -1,8 +1,8 @@
 """StreamConsumer: one named, detached actor per workflow whose source is a Redis stream.
 
 It reads micro-batches with XREADGROUP, validates and augments them with the online path's
-code (pipelines.online.OnlineWorkflow), writes valid records to the run's output folder and
-invalid ones to its quarantine (pipelines.stream_sink), and acknowledges a batch only once both
+code (pipelines.engine.inprocess.InProcessEngine), writes valid records to the run's output folder and
+invalid ones to its quarantine (pipelines.io.stream_sink), and acknowledges a batch only once both
 files are durable. On start it first takes over the messages a dead consumer left pending
 (XAUTOCLAIM): those already in the files are acknowledged without being written again.
 
@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -26,28 +27,33 @@ import redis
 from pydantic import SecretStr
 
 from actors.provider_limiter import cluster_permits
-from actors.run_coordinator import catalog_output, describe_error
+from augment_core.errors import describe_error
 from augment_core.events import BackgroundPublisher, open_bus
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
 from augment_core.store import COUNT_NAMES, StepState, durably, open_store, utcnow
+from pipelines.engine.batch import PlanResult
+from pipelines.engine.inprocess import InProcessEngine
+from pipelines.engine.outputs import catalog_output, check_reconciled, count_outcomes
 from pipelines.inference.budget import LocalBudget
 from pipelines.inference.context import RunContext
-from pipelines.online import OnlineWorkflow
-from pipelines.plan import QUARANTINE_SCHEMA, PlanResult, count_outcomes, count_parquet_rows, quarantine_rows
-from pipelines.plan import write_empty_parquet
-from pipelines.spec import RedisStreamSource, WorkflowSpec
-from pipelines.stream_sink import batch_files, ids_written_since, remove_temp_files, schema_of, write_batch
-from pipelines.stream_source import Message, StreamReader, decode
+from pipelines.io.parquet import count_parquet_rows, write_empty_parquet
+from pipelines.io.sinks import QUARANTINE_SCHEMA, quarantine_rows
+from pipelines.io.stream_sink import (
+    batch_files,
+    ids_written_since,
+    remove_temp_files,
+    schema_of,
+    write_batch,
+)
+from pipelines.io.stream_source import Message, StreamReader, decode
+from pipelines.review.decisions import DecisionLookup
+from pipelines.spec.workflow import RedisStreamSource, WorkflowSpec
 
 CRASH_POINTS = ("before_write", "between_files", "after_write")
 EVENTS_FLUSH_SECONDS = 10.0
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def consumer_name(workflow: str) -> str:
-    return f"stream-{workflow}"
 
 
 class CrashHook:
@@ -62,8 +68,9 @@ class CrashHook:
             os._exit(1)
 
 
-@ray.remote(num_cpus=0, max_concurrency=4)
 class StreamConsumer:
+    """Consumes one workflow's stream as a run (plain Python; StreamConsumerActor is the actor)."""
+
     def __init__(
         self, settings: Settings, run_id: str, spec: WorkflowSpec, folder_run: str,
         secrets: dict[str, SecretStr] | None = None, crash: CrashHook | None = None,
@@ -72,12 +79,13 @@ class StreamConsumer:
             os.environ[name] = value.get_secret_value()
         assert isinstance(spec.source, RedisStreamSource) and settings.redis_url
         self.settings, self.run_id, self.spec, self.source = settings, run_id, spec, spec.source
+        self.redis_url: str = settings.redis_url
         self.store = open_store(settings)
         self.paths = StoragePaths(settings)
         self.folder_run = folder_run  # the run that opened the folder this one writes on into
         self.output_path = self.paths.dataset_run(spec.sink.dataset, folder_run)
         self.quarantine_path = self.paths.quarantine(spec.sink.dataset, folder_run)
-        self.steps = {name: StepState(name=name) for name in ["validate", *spec.step_names(), "write"]}
+        self.steps = {name: StepState(name=name) for name in spec.run_step_names()}
         self.counts = {name: 0 for name in COUNT_NAMES}
         self.status = "pending"
         self.unacked = 0  # messages written whose acknowledgement has not gone through
@@ -97,13 +105,14 @@ class StreamConsumer:
             self.status = self.store.get_run(self.run_id).status
             return self.status
         try:
-            self.reader = StreamReader(self.settings.redis_url, self.source, consumer=self.spec.name)
+            self.reader = StreamReader(self.redis_url, self.source, consumer=self.spec.name)
             self.reader.ensure_group()
             context = RunContext(
                 providers=self.spec.providers, settings=self.settings, run_id=self.run_id,
-                permits_for=cluster_permits, budget=self.budget, workflow=self.spec.name,
+                permits_for=cluster_permits, budget=self.budget,
+                decisions=DecisionLookup(self.settings, self.spec.name),
             )
-            self.workflow = OnlineWorkflow(self.spec, context)
+            self.workflow = InProcessEngine(self.spec, context)
             self._take_stock()
         except Exception as exc:  # nothing was consumed: the run fails with the reason
             self._end("failed", f"setup failed: {describe_error(exc)}")
@@ -182,8 +191,8 @@ class StreamConsumer:
             written |= ids_written_since(fs, [path], oldest)
         after = "0-0"
         while not self._stop.is_set():
-            after, messages = self._retrying(lambda: self.reader.claim_pending(after), "claim")
-            self._retrying(lambda: self.reader.ack([i for i, _ in messages if i in written]), "ack")
+            after, messages = self._retrying(partial(self.reader.claim_pending, after), "claim")
+            self._retrying(partial(self.reader.ack, [i for i, _ in messages if i in written]), "ack")
             todo = [m for m in messages if m[0] not in written]
             if todo:
                 self._handle(todo)
@@ -266,9 +275,7 @@ class StreamConsumer:
         valid, quarantined = count_parquet_rows(out_fs, out_path), count_parquet_rows(q_fs, q_path)
         with self._lock:
             counted = (self.counts["in"], self.counts["valid"], self.counts["quarantined"])
-        if counted != (valid + quarantined, valid, quarantined):
-            raise RuntimeError(f"counts do not reconcile: in={counted[0]}, valid={counted[1]}, "
-                               f"quarantined={counted[2]}, but the files hold {valid} valid and {quarantined}")
+        check_reconciled(*counted, written=(valid, quarantined))
         # A version must be readable, with its schema, even when the stream brought no record.
         if not batch_files(out_fs, out_path):
             write_empty_parquet(out_fs, out_path, self.workflow.schema)
@@ -324,6 +331,12 @@ class StreamConsumer:
         self.events.send("run.finished", {"status": self.status, "counts": counts, "error": error})
         if not self.events.flush(EVENTS_FLUSH_SECONDS):
             log.warning("events of stream run %s not all published within %gs", self.run_id, EVENTS_FLUSH_SECONDS)
+
+
+# The actor, detached and named per workflow (actors/streams.py): threads for the consume loop and
+# the heartbeat beside the calls (start, stop, snapshot) that reach it.
+StreamConsumerActor = ray.remote(  # type: ignore[call-overload]  # Ray's overloads omit max_concurrency
+    num_cpus=0, max_concurrency=4)(StreamConsumer)
 
 
 def _with_message_text(quarantine: pa.Table, ids: list[str], malformed: dict[str, str]) -> pa.Table:

@@ -11,16 +11,25 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any, cast
 
 import ray
+from ray.actor import ActorHandle
 
-from actors.run_coordinator import NAMESPACE, describe_error
-from actors.runs import _run_secrets, new_run_id
-from actors.stream_consumer import CrashHook, StreamConsumer, consumer_name
+from actors.naming import NAMESPACE, consumer_name
+from actors.runs import new_run_id, run_secrets
+from actors.stream_consumer import CrashHook, StreamConsumerActor
+from augment_core.errors import describe_error
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
-from augment_core.store import FINAL_STATUSES, MetadataStore, PathCatalogued, RunRecord, open_store
-from pipelines.spec import RedisStreamSource, WorkflowSpec
+from augment_core.store import (
+    FINAL_STATUSES,
+    MetadataStore,
+    PathCatalogued,
+    RunRecord,
+    open_store,
+)
+from pipelines.spec.workflow import RedisStreamSource, WorkflowSpec
 
 START_TIMEOUT_S = 120.0
 NAME_RELEASE_S = 30.0  # how long a killed consumer's name may stay taken
@@ -55,13 +64,13 @@ def start_stream(settings: Settings, spec: WorkflowSpec, spec_path: str, crash: 
     if previous is not None and previous.status not in FINAL_STATUSES:  # its consumer no longer answers
         store.finish_run(previous.id, "failed", error="stream consumer lost: its actor is gone")
     folder_run = _open_folder(store, spec, previous) or run_id
-    store.create_run(run_id, spec.name, spec.version, spec_path, ["validate", *spec.step_names(), "write"])
+    store.create_run(run_id, spec.name, spec.version, spec_path, spec.run_step_names())
     store.update_run(run_id, output={"dataset": spec.sink.dataset, "stream": source.stream, "group": source.group,
                                      "folder_run": folder_run, "partial": True, "rows_written": 0,
                                      "path": StoragePaths(settings).dataset_run(spec.sink.dataset, folder_run)})
     try:
         consumer = _create(name, settings, run_id, spec, folder_run, crash)
-        status = ray.get(consumer.start.remote(), timeout=START_TIMEOUT_S)
+        status = cast(str, ray.get(consumer.start.remote(), timeout=START_TIMEOUT_S))
     except Exception as exc:
         store.finish_run(run_id, "failed", error=f"could not start the stream consumer: {describe_error(exc)}")
         raise StreamError(f"could not start the stream consumer: {describe_error(exc)}") from None
@@ -113,9 +122,9 @@ def _open_folder(store: MetadataStore, spec: WorkflowSpec, previous: RunRecord |
     catalogued (a version is immutable) or belongs to another sink or stream."""
     if previous is None or not previous.output.get("partial"):
         return None
-    out = previous.output
-    if (out.get("dataset"), out.get("stream"), out.get("group")) != (
-            spec.sink.dataset, spec.source.stream, spec.source.group):
+    out, source = previous.output, spec.source
+    assert isinstance(source, RedisStreamSource)
+    if (out.get("dataset"), out.get("stream"), out.get("group")) != (spec.sink.dataset, source.stream, source.group):
         return None
     try:
         store.refuse_catalogued(out["path"])
@@ -125,24 +134,24 @@ def _open_folder(store: MetadataStore, spec: WorkflowSpec, previous: RunRecord |
 
 
 def _create(name: str, settings: Settings, run_id: str, spec: WorkflowSpec, folder_run: str,
-            crash: CrashHook | None) -> object:
+            crash: CrashHook | None) -> ActorHandle:
     """The detached, named consumer; waits while a just-killed one still holds the name."""
     deadline = time.monotonic() + NAME_RELEASE_S
     while True:
         try:
-            return StreamConsumer.options(name=name, namespace=NAMESPACE, lifetime="detached", max_restarts=0).remote(
-                settings, run_id, spec, folder_run, _run_secrets(spec), crash
-            )
+            return StreamConsumerActor.options(
+                name=name, namespace=NAMESPACE, lifetime="detached", max_restarts=0
+            ).remote(settings, run_id, spec, folder_run, run_secrets(spec), crash)
         except ValueError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
 
 
-def _snapshot(name: str) -> dict | None:
+def _snapshot(name: str) -> dict[str, Any] | None:
     """The consumer's snapshot, or None when there is none or it does not answer."""
     try:
         consumer = ray.get_actor(name, namespace=NAMESPACE)
-        return ray.get(consumer.snapshot.remote(), timeout=15)
+        return cast(dict[str, Any], ray.get(consumer.snapshot.remote(), timeout=15))
     except (ValueError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
         return None

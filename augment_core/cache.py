@@ -17,10 +17,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import redis
 import sqlalchemy as sa
 
 from augment_core.settings import Settings
-from augment_core.store import describe_db_error, is_disconnect, metadata, open_store, utcnow
+from augment_core.store import describe_db_error, insert_ignoring, is_disconnect, metadata, open_store, utcnow
 
 cache_table = sa.Table(
     "inference_cache",
@@ -131,13 +132,9 @@ class DatabaseCache(FailSoft):
 
     def _put_many(self, items: dict[str, Any]) -> None:
         rows = [{"key": k, "value": v, "created_at": utcnow()} for k, v in items.items()]
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
         with self.engine.begin() as conn:
             for i in range(0, len(rows), CHUNK):
-                conn.execute(insert(cache_table).on_conflict_do_nothing(index_elements=["key"]), rows[i:i + CHUNK])
+                conn.execute(insert_ignoring(self.engine, cache_table, ["key"]), rows[i:i + CHUNK])
 
 
 class RedisCache(FailSoft):
@@ -146,13 +143,9 @@ class RedisCache(FailSoft):
     PREFIX = "augment:cache:"
 
     def __init__(self, url: str) -> None:
-        import redis
-
         self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
 
     def _outage(self, exc: Exception) -> str | None:
-        import redis
-
         # BusyLoadingError (a restarted server still loading) is a ConnectionError.
         outage = isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError))
         return f"{type(exc).__name__}: {exc}" if outage else None
@@ -175,11 +168,11 @@ class RedisCache(FailSoft):
 
 
 def open_cache(settings: Settings) -> ResultCache:
-    return _cache_for(settings.cache_backend, settings.database_url, settings.redis_url)
+    return cache_for(settings.cache_backend, settings.database_url, settings.redis_url)
 
 
 @functools.lru_cache(maxsize=8)
-def _cache_for(backend: str, database_url: str, redis_url: str | None) -> ResultCache:
+def cache_for(backend: str, database_url: str, redis_url: str | None) -> ResultCache:
     if backend == "off":
         return NoCache()
     if backend == "redis":

@@ -18,13 +18,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+import redis
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from augment_core.settings import Settings
-from augment_core.store import FINAL_STATUSES, metadata, open_store, utcnow
+from augment_core.store import FINAL_STATUSES, insert_ignoring, metadata, open_store, utcnow
 
 EVENT_TYPES = (
     "run.started", "step.progress", "record.failed", "run.finished",
@@ -66,6 +69,10 @@ class EventBus(Protocol):
     ) -> int: ...
 
     def dead_letters(self, group: str, limit: int = 1000) -> list[DeadLetter]: ...
+
+
+# Where a consumed event sits: a Redis stream entry id, or a row id of the events table.
+MessageId = str | int
 
 
 def _now() -> str:
@@ -149,15 +156,15 @@ class _Base:
 
     def _take(
         self, group: str, consumer: str, count: int, claim_after_seconds: float, block_seconds: float
-    ) -> list[tuple[Any, Event, str | None]]:
+    ) -> list[tuple[MessageId, Event, str | None]]:
         """(message id, event, None) per message, or (id, placeholder event, why) for one that
         cannot be read (it goes to the dead letters)."""
         raise NotImplementedError
 
-    def _ack(self, group: str, message_id: Any) -> None:
+    def _ack(self, group: str, message_id: MessageId) -> None:
         raise NotImplementedError
 
-    def _dead_letter(self, group: str, consumer: str, message_id: Any, event: Event, error: str) -> None:
+    def _dead_letter(self, group: str, consumer: str, message_id: MessageId, event: Event, error: str) -> None:
         raise NotImplementedError
 
 
@@ -172,6 +179,7 @@ redis.call('XADD', KEYS[3], '*', 'run_id', ARGV[1], 'seq', seq, 'type', ARGV[2],
 return seq
 """
 MAX_BLOCK_SECONDS = 5.0  # one XREAD never blocks past the socket timeout
+Entries = list[tuple[str, dict[str, str]]]  # what XRANGE and XREAD answer: (id, fields), decoded
 
 
 class RedisEventBus(_Base):
@@ -182,10 +190,6 @@ class RedisEventBus(_Base):
     PREFIX = "augment:events"
 
     def __init__(self, url: str) -> None:
-        import redis
-        from redis.backoff import ExponentialBackoff
-        from redis.retry import Retry
-
         # Few, short retries: a publish must not stall a run while Redis is down.
         self.client = redis.Redis.from_url(
             url, socket_timeout=MAX_BLOCK_SECONDS + 5, socket_connect_timeout=2,
@@ -204,17 +208,17 @@ class RedisEventBus(_Base):
     def read(self, run_id: str, after: int = 0, limit: int = 1000, block_seconds: float = 0) -> list[Event]:
         """Events of a run with seq > after, oldest first; waits up to block_seconds for one."""
         key = self._run_key(run_id)
-        entries = self.client.xrange(key, min=f"(0-{after}", max="+", count=limit) if after else \
-            self.client.xrange(key, count=limit)
+        entries = cast(Entries, self.client.xrange(key, min=f"(0-{after}", max="+", count=limit) if after else
+                       self.client.xrange(key, count=limit))
         deadline = time.monotonic() + block_seconds
         while not entries and (left := deadline - time.monotonic()) > 0:
-            found = self.client.xread({key: f"0-{after}"}, count=limit, block=max(1, int(min(left, MAX_BLOCK_SECONDS) * 1000)))
+            found = cast(list[tuple[str, Entries]] | None, self.client.xread(
+                {key: f"0-{after}"}, count=limit, block=max(1, int(min(left, MAX_BLOCK_SECONDS) * 1000))
+            ))
             entries = found[0][1] if found else []
         return [_event_of(fields) for _, fields in entries]
 
     def _ensure_group(self, group: str) -> None:
-        import redis
-
         if group in self._groups:
             return
         try:
@@ -226,9 +230,7 @@ class RedisEventBus(_Base):
 
     def _take(
         self, group: str, consumer: str, count: int, claim_after_seconds: float, block_seconds: float
-    ) -> list[tuple[Any, Event, str | None]]:
-        import redis
-
+    ) -> list[tuple[MessageId, Event, str | None]]:
         self._ensure_group(group)
         try:
             # First what dead consumers left unacked, then new messages.
@@ -238,8 +240,9 @@ class RedisEventBus(_Base):
             )
             entries = [(i, f) for i, f in claimed if f]  # a claimed id whose entry was trimmed has no fields
             if not entries:
-                found = self.client.xreadgroup(group, consumer, {self.PREFIX: ">"}, count=count,
-                                               block=int(min(block_seconds, MAX_BLOCK_SECONDS) * 1000))
+                found = cast(list[tuple[str, Entries]] | None, self.client.xreadgroup(
+                    group, consumer, {self.PREFIX: ">"}, count=count,
+                    block=int(min(block_seconds, MAX_BLOCK_SECONDS) * 1000)))
                 entries = found[0][1] if found else []
         except redis.ResponseError as exc:
             if "NOGROUP" in str(exc):  # Redis lost its data (a restart without persistence): make it again
@@ -247,17 +250,17 @@ class RedisEventBus(_Base):
             raise
         return [_parsed(message_id, fields) for message_id, fields in entries]
 
-    def _ack(self, group: str, message_id: Any) -> None:
+    def _ack(self, group: str, message_id: MessageId) -> None:
         self.client.xack(self.PREFIX, group, message_id)
 
-    def _dead_letter(self, group: str, consumer: str, message_id: Any, event: Event, error: str) -> None:
+    def _dead_letter(self, group: str, consumer: str, message_id: MessageId, event: Event, error: str) -> None:
         self.client.xadd(f"{self.PREFIX}:dead:{group}", {
             "group": group, "consumer": consumer, "message_id": message_id, "error": error,
             "event": event.model_dump_json(), "at": _now(),
         })
 
     def dead_letters(self, group: str, limit: int = 1000) -> list[DeadLetter]:
-        entries = self.client.xrange(f"{self.PREFIX}:dead:{group}", count=limit)
+        entries = cast(Entries, self.client.xrange(f"{self.PREFIX}:dead:{group}", count=limit))
         return [DeadLetter(group=f["group"], consumer=f["consumer"], error=f["error"],
                            event=Event.model_validate_json(f["event"]), at=f["at"]) for _, f in entries]
 
@@ -267,7 +270,7 @@ def _event_of(fields: dict[str, str]) -> Event:
                  data=json.loads(fields["data"]), at=fields["at"])
 
 
-def _parsed(message_id: Any, fields: dict[str, str]) -> tuple[Any, Event, str | None]:
+def _parsed(message_id: MessageId, fields: dict[str, str]) -> tuple[MessageId, Event, str | None]:
     try:
         return message_id, _event_of(fields), None
     except (KeyError, ValueError) as exc:  # written by something else: keep it, as raw text
@@ -347,12 +350,8 @@ class DatabaseEventBus(_Base):
         return self._engine
 
     def _insert_ignore(self, table: sa.Table, row: dict[str, Any], keys: list[str]) -> None:
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
         with self.engine.begin() as conn:
-            conn.execute(insert(table).on_conflict_do_nothing(index_elements=keys).values(**row))
+            conn.execute(insert_ignoring(self.engine, table, keys).values(**row))
 
     def _append(self, run_id: str, type: str, payload: str, at: str) -> int:
         counter = event_counter_table
@@ -362,9 +361,13 @@ class DatabaseEventBus(_Base):
                 .returning(counter.c.value)
             ).scalar_one()
             seq = conn.execute(
-                sa.select(sa.func.coalesce(sa.func.max(events_table.c.seq), 0) + 1).where(events_table.c.run_id == run_id)
+                sa.select(sa.func.coalesce(sa.func.max(events_table.c.seq), 0) + 1).where(
+                    events_table.c.run_id == run_id
+                )
             ).scalar_one()
-            conn.execute(events_table.insert().values(id=event_id, run_id=run_id, seq=seq, type=type, data=payload, at=at))
+            conn.execute(
+                events_table.insert().values(id=event_id, run_id=run_id, seq=seq, type=type, data=payload, at=at)
+            )
         return int(seq)
 
     def read(self, run_id: str, after: int = 0, limit: int = 1000, block_seconds: float = 0) -> list[Event]:
@@ -383,7 +386,7 @@ class DatabaseEventBus(_Base):
 
     def _take(
         self, group: str, consumer: str, count: int, claim_after_seconds: float, block_seconds: float
-    ) -> list[tuple[Any, Event, str | None]]:
+    ) -> list[tuple[MessageId, Event, str | None]]:
         self._insert_ignore(event_groups_table, {"name": group, "delivered": 0}, ["name"])
         deadline = time.monotonic() + block_seconds
         while True:
@@ -394,7 +397,11 @@ class DatabaseEventBus(_Base):
         if not ids:
             return []
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(events_table).where(events_table.c.id.in_(ids)).order_by(events_table.c.id)).mappings().all()
+            rows = (
+                conn.execute(sa.select(events_table).where(events_table.c.id.in_(ids)).order_by(events_table.c.id))
+                .mappings()
+                .all()
+            )
         return [(r["id"], _row_event(r), None) for r in rows]
 
     def _claim(self, group: str, consumer: str, count: int, claim_after_seconds: float) -> list[int]:
@@ -417,9 +424,16 @@ class DatabaseEventBus(_Base):
                 conn.execute(pending.update().where(pending.c.group == group, pending.c.event_id.in_(stale))
                              .values(consumer=consumer, delivered_at=now))
                 return list(stale)
-            fresh = conn.execute(
-                sa.select(events_table.c.id).where(events_table.c.id > delivered).order_by(events_table.c.id).limit(count)
-            ).scalars().all()
+            fresh = (
+                conn.execute(
+                    sa.select(events_table.c.id)
+                    .where(events_table.c.id > delivered)
+                    .order_by(events_table.c.id)
+                    .limit(count)
+                )
+                .scalars()
+                .all()
+            )
             if fresh:
                 conn.execute(pending.insert(), [
                     {"group": group, "event_id": i, "consumer": consumer, "delivered_at": now} for i in fresh
@@ -427,12 +441,12 @@ class DatabaseEventBus(_Base):
                 conn.execute(groups.update().where(groups.c.name == group).values(delivered=fresh[-1]))
             return list(fresh)
 
-    def _ack(self, group: str, message_id: Any) -> None:
+    def _ack(self, group: str, message_id: MessageId) -> None:
         pending = event_pending_table
         with self.engine.begin() as conn:
             conn.execute(pending.delete().where(pending.c.group == group, pending.c.event_id == message_id))
 
-    def _dead_letter(self, group: str, consumer: str, message_id: Any, event: Event, error: str) -> None:
+    def _dead_letter(self, group: str, consumer: str, message_id: MessageId, event: Event, error: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(event_dead_letters_table.insert().values(
                 group=group, consumer=consumer, event_id=message_id, error=error,
@@ -449,7 +463,7 @@ class DatabaseEventBus(_Base):
                            event=Event.model_validate_json(r["event"]), at=r["at"]) for r in rows]
 
 
-def _row_event(row: Any) -> Event:
+def _row_event(row: sa.RowMapping) -> Event:
     return Event(run_id=row["run_id"], seq=row["seq"], type=row["type"], data=json.loads(row["data"]), at=row["at"])
 
 

@@ -20,10 +20,6 @@ SLOWEST = 0.25  # after many 429s, never pace below this fraction of the limit
 LEASE_SECONDS = 600.0  # a permit whose holder vanished is reclaimed after this long (default)
 
 
-def limiter_actor_name(account: str) -> str:
-    return f"limiter-{account}"
-
-
 @dataclass(frozen=True)
 class Limits:
     requests_per_minute: float | None = None

@@ -15,7 +15,13 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from augment_core.store import MetadataStore, _aware, review_decisions_table, review_items_table, utcnow
+from augment_core.store import (
+    MetadataStore,
+    aware,
+    review_decisions_table,
+    review_items_table,
+    utcnow,
+)
 
 REVIEW_STATES = ("pending", "accepted", "edited", "rejected")
 KEPT_STATES = frozenset({"accepted", "edited"})
@@ -53,10 +59,10 @@ class ReviewConflict(Exception):
     """An action that contradicts the decision an item already carries."""
 
 
-def _item(row: Any) -> ReviewItem:
+def _item(row: sa.RowMapping) -> ReviewItem:
     data = dict(row)
     for key in ("decided_at", "created_at"):
-        data[key] = _aware(data[key])
+        data[key] = aware(data[key])
     return ReviewItem(**data)
 
 

@@ -62,3 +62,8 @@ class StoragePaths:
 
     def filesystem(self, uri: str) -> tuple[pafs.FileSystem, str]:
         return filesystem_for(uri, self.s3_endpoint_url)
+
+    def read_filesystem(self, uri: str) -> pafs.FileSystem | None:
+        """The filesystem Ray Data reads `uri` with: ours for s3:// (the configured endpoint and
+        region), None for a local path (Ray Data's own choice)."""
+        return self.filesystem(uri)[0] if uri.startswith("s3://") else None

@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from augment_core.settings import Settings
 
-RUN_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled")
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 COUNT_NAMES = ("in", "valid", "quarantined", "augmented", "failed", "skipped")
 # How long a write that must not be lost (a run's final state, its catalog entry) waits for the
@@ -107,7 +107,7 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
+def aware(value: dt.datetime | None) -> dt.datetime | None:
     # SQLite hands datetimes back without a zone; everything we store is UTC.
     if value is None or value.tzinfo is not None:
         return value
@@ -337,7 +337,15 @@ class MetadataStore:
         imported_from: str | None = None, tries: int = 5,
     ) -> DatasetVersion:
         """Catalog a written version under the next free number, retrying when a concurrent
-        writer claims it first."""
+        writer claims it first. Safe to repeat: a try whose commit landed but whose reply was
+        lost left its entry (same run, same path), which is returned."""
+        with self.engine.connect() as conn:
+            existing = conn.execute(dataset_versions_table.select().where(
+                dataset_versions_table.c.dataset == dataset, dataset_versions_table.c.run_id == run_id,
+                dataset_versions_table.c.path == path,
+            )).mappings().first()
+        if existing is not None:
+            return _version_record(existing)
         for _ in range(tries):
             try:
                 return self.add_dataset_version(
@@ -360,7 +368,7 @@ class MetadataStore:
             query = query.where(dataset_versions_table.c.dataset == dataset)
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        return [DatasetVersion(**{**r, "created_at": _aware(r["created_at"])}) for r in rows]
+        return [_version_record(r) for r in rows]
 
 
     def get_dataset_version(self, dataset: str, version: int) -> DatasetVersion:
@@ -372,6 +380,12 @@ class MetadataStore:
         if not known:
             raise KeyError(f"no dataset {dataset!r}")
         raise KeyError(f"{dataset} has no version {version} (versions: {', '.join(map(str, known))})")
+
+
+def insert_ignoring(engine: sa.Engine, table: sa.Table, keys: list[str]) -> Any:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING, in the engine's dialect (PostgreSQL or SQLite)."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=keys)
 
 
 class VersionTaken(Exception):
@@ -433,11 +447,15 @@ def _refuse_catalogued(conn: sa.Connection, path: str) -> None:
         )
 
 
-def _run_record(row: Any) -> RunRecord:
+def _run_record(row: sa.RowMapping) -> RunRecord:
     data = dict(row)
     for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
-        data[key] = _aware(data[key])
+        data[key] = aware(data[key])
     return RunRecord(**data)
+
+
+def _version_record(row: sa.RowMapping) -> DatasetVersion:
+    return DatasetVersion(**{**row, "created_at": aware(row["created_at"])})
 
 
 def _add_missing_columns(engine: sa.Engine) -> None:

@@ -1,7 +1,7 @@
 """Throughput of the sample workflow: one Python process vs a run on Ray Data.
 
 Both sides run the same validation and augmenter code over the same synthetic organisation
-records (bench/synth.py): the in-process side through `OnlineWorkflow` in chunks, the Ray side
+records (bench/synth.py): the in-process side through `InProcessEngine` in chunks, the Ray side
 as a real run (read CSV, validate, quarantine, augment, write Parquet, catalog). Prints rows/s
 and the ratio Ray / in-process for each size.
 
@@ -28,8 +28,8 @@ from synth import organisations, write  # noqa: E402
 from actors.runs import start_run  # noqa: E402
 from augment_core.settings import Settings  # noqa: E402
 from augment_core.store import open_store  # noqa: E402
-from pipelines.online import OnlineWorkflow  # noqa: E402
-from pipelines.spec import load_spec  # noqa: E402
+from pipelines.engine.inprocess import InProcessEngine  # noqa: E402
+from pipelines.workflows.loader import load_spec  # noqa: E402
 
 CHUNK = 10_000
 
@@ -48,7 +48,7 @@ def spec_for(data: Path, folder: Path) -> Path:
 
 def in_process(spec_path: Path, data: Path) -> tuple[float, int]:
     start = time.perf_counter()
-    workflow = OnlineWorkflow(load_spec(spec_path))
+    workflow = InProcessEngine(load_spec(spec_path))
     valid = 0
     with data.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))

@@ -42,8 +42,8 @@ from actors.runs import start_run  # noqa: E402
 from augment_core.settings import Settings  # noqa: E402
 from augment_core.store import open_store  # noqa: E402
 from devtools.fake_openai import FakeOpenAI  # noqa: E402
-from pipelines.registry import build_step  # noqa: E402
-from pipelines.spec import load_spec  # noqa: E402
+from pipelines.augmenters.registry import build_step  # noqa: E402
+from pipelines.workflows.loader import load_spec  # noqa: E402
 
 LATENCY_MS = (100, 600)
 STEP = "describe"
@@ -155,7 +155,11 @@ def run_augment(spec_path: Path, folder: Path, fake: FakeOpenAI, n: int) -> tupl
 
 def run_ray_data_llm(spec_path: Path, rows: list[dict[str, str]], fake: FakeOpenAI, actors: int, retries: int,
                      batch_size: int, num_cpus: float, qps: int | None) -> tuple[Side, dict[str, dict], str]:
-    from ray.data.llm import HttpRequestProcessorConfig, HttpRequestStageConfig, build_processor
+    from ray.data.llm import (
+        HttpRequestProcessorConfig,
+        HttpRequestStageConfig,
+        build_processor,
+    )
 
     spec = load_spec(spec_path)
     step = build_step(spec.steps[0], spec.step_names()[0])

@@ -1,1 +1,1 @@
-"""Cluster operations: the local head node (KubeRay manifests and monitoring files live beside it)."""
+"""Cluster operations: the local head node behind `augment cluster up`."""

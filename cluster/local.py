@@ -72,7 +72,9 @@ def up(settings: Settings, cluster: LocalCluster) -> None:
     """Start the head node in the background; `down()` (ray stop) ends it."""
     result = subprocess.run(head_command(cluster), env=cluster_env(settings), capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"ray start failed (exit {result.returncode}):\n{result.stderr[-3000:] or result.stdout[-3000:]}")
+        raise RuntimeError(
+            f"ray start failed (exit {result.returncode}):\n{result.stderr[-3000:] or result.stdout[-3000:]}"
+        )
     wait_for_dashboard(cluster.dashboard_url)
 
 

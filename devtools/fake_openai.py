@@ -437,15 +437,24 @@ class FakeOpenAI:
             content = content[: len(content) // 2]
         usage = {"prompt_tokens": _tokens(texts), "completion_tokens": _tokens([content])}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        return 200, {
-            "id": f"chatcmpl-{seed.hex()[:24]}", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": usage,
-        }, usage["completion_tokens"]
+        return (
+            200,
+            {
+                "id": f"chatcmpl-{seed.hex()[:24]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                ],
+                "usage": usage,
+            },
+            usage["completion_tokens"],
+        )
 
     def _embeddings(self, body: Json, texts: list[str], fault: str | None) -> Reply:
         dims = body.get("dimensions") or self.embedding_dim
-        data = [{"object": "embedding", "index": i, "embedding": _embedding(t, dims)} for i, t in enumerate(texts)]
+        data = [{"object": "embedding", "index": i, "embedding": embedding_of(t, dims)} for i, t in enumerate(texts)]
         tokens = _tokens(texts)
         return 200, {"object": "list", "data": data, "model": str(body.get("model", "")),
                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, 0
@@ -487,7 +496,7 @@ async def _json_body(request: Request) -> Json:
     return body
 
 
-def _embedding(text: str, dims: int) -> list[float]:
+def embedding_of(text: str, dims: int) -> list[float]:
     """A unit vector seeded by the text's sha256: Gaussian components give directions spread evenly."""
     rng = random.Random(hashlib.sha256(text.encode()).digest())
     vector = [rng.gauss(0, 1) for _ in range(dims)]
@@ -496,7 +505,9 @@ def _embedding(text: str, dims: int) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m devtools.fake_openai", description="Serve a local OpenAI-compatible provider double.")
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.fake_openai", description="Serve a local OpenAI-compatible provider double."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8900, help="0 picks a free port")
     parser.add_argument("--rpm", type=float, help="requests per minute, enforced in 1-second windows")
@@ -509,7 +520,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     api_key = None
     if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env) or parser.error(f"environment variable {args.api_key_env} is not set")
+        api_key = os.environ.get(args.api_key_env) or parser.error(
+            f"environment variable {args.api_key_env} is not set"
+        )
     fake = FakeOpenAI(rpm=args.rpm, tpm=args.tpm, latency_ms=tuple(args.latency_ms), api_key=api_key,
                       retry_after_s=args.retry_after_s, timeout_sleep_s=args.timeout_sleep_s,
                       embedding_dim=args.embedding_dim, host=args.host, port=args.port)

@@ -1,1 +1,2 @@
-"""The workflow spec, sources, validation, augmenters, sinks and the Ray Data plan."""
+"""The engine, as layered subpackages (each imports only those below it): spec, io, inference,
+augmenters, review, engine, workflows, operations — see docs/architecture.md."""

@@ -6,12 +6,12 @@ processes inherit the AUGMENT_* environment of `augment cluster up` (or of the R
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from augment_core.settings import Settings
 from serve_apps.api_v1.app import create_app
@@ -36,8 +36,7 @@ class AugmentApi:
     """Stateless apart from caches, so it scales out with replicas."""
 
     def __init__(self, args: ApiArgs) -> None:
-        overrides = {"workflows_dir": args.workflows_dir} if args.workflows_dir else {}
-        self.settings = Settings(**overrides)
+        self.settings = Settings(workflows_dir=args.workflows_dir) if args.workflows_dir else Settings()
         self.max_body_bytes = args.max_body_bytes
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -45,4 +44,5 @@ class AugmentApi:
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    return AugmentApi.bind(ApiArgs.model_validate(args))
+    # The decorators made the class a Deployment (mypy does not apply class decorators).
+    return cast(Deployment, AugmentApi).bind(ApiArgs.model_validate(args))

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 from ray.serve.schema import ServeDeploySchema
 
-from pipelines.spec import format_loc
+from pipelines.spec.errors import format_loc
 
 SHELL_IMPORT_PATH = "serve_apps.shell:build_app"
 PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")

@@ -7,13 +7,13 @@ only: Gradio's queue state is per process and Serve routes without session affin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import gradio as gr
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from actors.runs import read_run
 from augment_core.settings import Settings
@@ -49,4 +49,5 @@ class RunsPanel:
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    return RunsPanel.bind(RunsPanelArgs.model_validate(args))
+    # The decorators made the class a Deployment (mypy does not apply class decorators).
+    return cast(Deployment, RunsPanel).bind(RunsPanelArgs.model_validate(args))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 ROUTE = r"^(/[A-Za-z0-9._~-]+)+$"
 
@@ -87,4 +87,5 @@ class Shell:
 
 
 def build_app(args: dict[str, Any]) -> Application:
-    return Shell.bind(ShellArgs.model_validate(args))
+    # The decorators made the class a Deployment (mypy does not apply class decorators).
+    return cast(Deployment, Shell).bind(ShellArgs.model_validate(args))

@@ -1,18 +1,23 @@
-"""Shared fixtures: one local Ray cluster for the whole session, and the real services.
+"""Shared fixtures: one local Ray cluster for the whole session, the real services, and the
+project's own OpenAI-compatible server.
 
 PostgreSQL and Redis tests fail (not skip) when AUGMENT_REQUIRE_SERVICES=1, as CI sets it.
+Tests under tests/unit are marked `unit` and those under tests/integration `integration`
+(`make test-unit` runs the first); unit tests must not start Ray.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from augment_core.settings import Settings
+from devtools.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SPEC = ROOT / "configs" / "workflows" / "organisations.yaml"
@@ -40,7 +45,7 @@ TEST_SERVE_PORT = _test_port(8011)
 TEST_AGENT_PORT = 52375 + _OFFSET
 
 
-def _unavailable(what: str, exc: Exception) -> None:
+def service_unavailable(what: str, exc: Exception) -> None:
     message = f"{what} is unreachable: {exc}"
     if REQUIRE_SERVICES:
         pytest.fail(message + " (AUGMENT_REQUIRE_SERVICES=1: services are required)")
@@ -122,7 +127,7 @@ def postgres_url() -> str:
         metadata.drop_all(engine)
         engine.dispose()
     except Exception as exc:  # noqa: BLE001 - any failure means the service is unusable
-        _unavailable(f"PostgreSQL at {url}", exc)
+        service_unavailable(f"PostgreSQL at {url}", exc)
     return url
 
 
@@ -150,5 +155,27 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=3).ping()
     except Exception as exc:  # noqa: BLE001
-        _unavailable(f"Redis at {url}", exc)
+        service_unavailable(f"Redis at {url}", exc)
     return url
+
+
+@pytest.fixture(scope="module")
+def fake_providers() -> Iterator[Callable[..., FakeOpenAI]]:
+    """Starts the project's OpenAI-compatible server (devtools.fake_openai) with the options given;
+    every server started is stopped when the test module ends."""
+    with contextlib.ExitStack() as servers:
+        yield lambda **options: servers.enter_context(FakeOpenAI(**options))
+
+
+@pytest.fixture(scope="module")
+def fake(request: pytest.FixtureRequest, fake_providers: Callable[..., FakeOpenAI]) -> FakeOpenAI:
+    """The module's fake provider, started with the options of its FAKE_PROVIDER dict (if any)."""
+    return fake_providers(**getattr(request.module, "FAKE_PROVIDER", {}))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by its folder: tests/unit -> unit, tests/integration -> integration."""
+    for item in items:
+        parts = Path(str(item.path)).relative_to(ROOT / "tests").parts
+        if parts[0] in ("unit", "integration"):
+            item.add_marker(getattr(pytest.mark, parts[0]))

@@ -61,8 +61,11 @@ def run_summary(record: RunRecord) -> str:
     out = record.output
     if out:
         paths = [f"output: {out.get('dataset')} v{out.get('version')} at {out.get('path')}"]
-        paths += [f"{label}: {out[key]}" for key, label in (("quarantine_path", "quarantine"), ("csv_path", "csv export"))
-                  if out.get(key)]
+        paths += [
+            f"{label}: {out[key]}"
+            for key, label in (("quarantine_path", "quarantine"), ("csv_path", "csv export"))
+            if out.get(key)
+        ]
         lines.append("**Output**\n\n" + _code("\n".join(paths)))
     if record.error:
         lines.append("**Error**\n\n" + _code(record.error))

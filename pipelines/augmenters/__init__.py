@@ -1,1 +1,1 @@
-"""Augmenters: one small module each, registered with `@register` (see pipelines.registry)."""
+"""Augmenters: one small module each, registered with `@register` (see pipelines.augmenters.registry)."""

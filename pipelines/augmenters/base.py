@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -10,6 +9,8 @@ from typing import Any, ClassVar
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pipelines.inference.context import RunContext
 
 
 class AugmenterParams(BaseModel):
@@ -81,7 +82,7 @@ class Augmenter(ABC):
         """The added columns that hold values (what people review), not bookkeeping; all by default."""
         return list(self.adds())
 
-    def bind(self, context: Any) -> None:
+    def bind(self, context: RunContext) -> None:
         """Receive the run's context (providers, budget, cache) before setup; no-op by default."""
 
     def setup(self) -> None:
@@ -92,29 +93,27 @@ class Augmenter(ABC):
         """Return the added columns for the batch (only the columns from `reads()` are in it)."""
 
     def apply(self, table: pa.Table) -> pa.Table:
-        """Run the step on an Arrow batch and return it with the added columns. Values a person
-        accepted or edited in review are kept, not recomputed: a record whose values are all
-        decided is not processed at all (no provider call)."""
+        """Run the step on an Arrow batch and return it with the added columns."""
+        return self.attach(table, self.compute(table))
+
+    def compute(self, table: pa.Table) -> Mapping[str, Sequence[Any] | pd.Series]:
+        """The added columns for the batch, checked against what the step declares."""
         columns = list(dict.fromkeys(column for _, column in self.reads()))
         missing = [c for c in columns if c not in table.column_names]
         if missing:
             raise KeyError(f"step {self.step_name!r} reads missing column(s) {missing}")
+        produced = self.process_batch(table.select(columns).to_pandas(types_mapper=pd.ArrowDtype))
         declared = self.adds()
-        kept = self._kept(table, declared)
-        decidable = len(self.value_columns())
-        todo = [i for i in range(table.num_rows) if len(kept.get(i, ())) < decidable]  # rows still to process
-        if kept and not todo:
-            produced: Mapping[str, Any] = {column: [] for column in declared}
-        else:
-            source = table.take(todo) if kept and len(todo) < table.num_rows else table
-            produced = self.process_batch(source.select(columns).to_pandas(types_mapper=pd.ArrowDtype))
         if set(produced) != set(declared):
             raise RuntimeError(
                 f"step {self.step_name!r} produced {sorted(produced)}, declared {sorted(declared)}"
             )
-        if kept:
-            produced = self._with_kept(produced, kept, todo, table.num_rows)
-        for column, arrow_type in declared.items():
+        return produced
+
+    def attach(self, table: pa.Table, produced: Mapping[str, Sequence[Any] | pd.Series]) -> pa.Table:
+        """The batch with the produced columns added as their declared Arrow types; an existing
+        column is replaced only when the spec says overwrite."""
+        for column, arrow_type in self.adds().items():
             values = to_arrow(produced[column], arrow_type)
             if len(values) != table.num_rows:
                 raise RuntimeError(f"step {self.step_name!r} returned {len(values)} values for {table.num_rows} rows")
@@ -125,51 +124,6 @@ class Augmenter(ABC):
             else:
                 table = table.append_column(pa.field(column, arrow_type), values)
         return table
-
-
-    decisions: Callable[[Sequence[str], Mapping[str, pa.DataType]], Mapping[tuple[str, str], Any]] | None = None
-
-    def _kept(self, table: pa.Table, declared: Mapping[str, pa.DataType]) -> dict[int, dict[str, Any]]:
-        """Row -> {column: decision} for the batch's decided values: one lookup per batch."""
-        if self.decisions is None or "record_uuid" not in table.column_names or not table.num_rows:
-            return {}
-        ids = table["record_uuid"].to_pylist()
-        values = self.value_columns()
-        found = self.decisions(ids, {c: declared[c] for c in values})
-        kept: dict[int, dict[str, Any]] = {}
-        if not found:
-            return kept
-        for i, record_id in enumerate(ids):
-            for column in values:
-                if (record_id, column) in found:
-                    kept.setdefault(i, {})[column] = found[(record_id, column)]
-        return kept
-
-    def _with_kept(
-        self, produced: Mapping[str, Any], kept: dict[int, dict[str, Any]], todo: list[int], n: int
-    ) -> dict[str, list[Any]]:
-        """The produced columns spread back over all n rows, decided values put in, and the
-        provenance saying which values were kept and why."""
-        full: dict[str, list[Any]] = {}
-        for column, values in produced.items():
-            spread: list[Any] = [None] * n
-            for j, value in zip(todo, values_of(values) if isinstance(values, pd.Series) else list(values)):
-                spread[j] = value
-            full[column] = spread
-        status, provenance = self.status_column(), f"{self.step_name}_provenance"
-        processed = set(todo)
-        for i, decided in kept.items():
-            for column, decision in decided.items():
-                full[column][i] = decision.value
-            if provenance in full:
-                old = full[provenance][i] if i in processed else None
-                record = json.loads(old) if old else {"augmenter": self.name, "step": self.step_name, "attempts": 0,
-                                                      "run_id": getattr(self.decisions, "run_id", None)}
-                record["kept"] = {c: f"{d.state} in review {d.item_id}" for c, d in decided.items()}
-                full[provenance][i] = json.dumps(record, sort_keys=True, default=str)
-            if i not in processed and status in full:
-                full[status][i] = "ok"
-        return full
 
 
 def to_arrow(values: Sequence[Any] | pd.Series, arrow_type: pa.DataType) -> pa.Array:
@@ -188,7 +142,7 @@ def values_of(series: pd.Series) -> list[Any]:
 def map_distinct(values: Iterable[Hashable], fn: Callable[[Any], Any]) -> list[Any]:
     """fn applied once per distinct non-null value (parsing is the cost), None for nulls."""
     cache: dict[Hashable, Any] = {}
-    out = []
+    out: list[Any] = []
     for value in values:
         if value is None:
             out.append(None)

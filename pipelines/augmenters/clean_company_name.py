@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow as pa
 from cleanco import basename
 
+from pipelines.augmenters.registry import register
 from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
-from pipelines.registry import register
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")  # letters, with inner apostrophes (O'Neil)
 _CONNECTORS = frozenset({"and", "of", "the", "for", "de", "des", "du", "la", "le", "et", "und", "von", "van", "der"})

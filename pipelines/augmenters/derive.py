@@ -1,4 +1,4 @@
-"""derive: a column computed from an expression over the record's columns (see pipelines.expressions)."""
+"""derive: a column computed from an expression over the record's columns (see pipelines.augmenters.expressions)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from pipelines.augmenters.base import Augmenter, AugmenterParams
-from pipelines.expressions import ExpressionError, column_names, convert, evaluate, parse_expression
-from pipelines.registry import register
-from pipelines.spec import IDENTIFIER, FieldType
+from pipelines.augmenters.expressions import (
+    ExpressionError,
+    column_names,
+    convert,
+    evaluate,
+    parse_expression,
+)
+from pipelines.augmenters.registry import register
+from pipelines.spec.base import IDENTIFIER
+from pipelines.spec.workflow import FieldType
 
 
 class DeriveParams(AugmenterParams):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -13,19 +14,25 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from pipelines.augmenters.base import values_of
+from pipelines.augmenters.inference_base import (
+    InferenceAugmenter,
+    InferenceParams,
+    InvalidReply,
+    Outcome,
+    estimate_tokens,
+)
+from pipelines.augmenters.registry import register
 from pipelines.inference.client import Request
-from pipelines.inference.step import InferenceAugmenter, InferenceParams, InvalidReply, Outcome, estimate_tokens
 from pipelines.inference.templates import text_of
-from pipelines.models import IDENTIFIER
-from pipelines.providers import ProviderKind, ProviderSpec
-from pipelines.registry import register
-
-
-LOCAL_MODELS = ("wordllama-l2-supercat",)  # weights ship inside the wheel: nothing is downloaded
+from pipelines.spec.base import IDENTIFIER
+from pipelines.spec.providers import ProviderKind, ProviderSpec
 
 
 class EmbedParams(InferenceParams):
-    provider: str | None = Field(default=None, pattern=IDENTIFIER, description="An openai-kind provider...")
+    # Optional here alone: a local model calls no provider.
+    provider: str | None = Field(  # type: ignore[assignment]
+        default=None, pattern=IDENTIFIER, description="An openai-kind provider...")
+    # Its weights ship inside the wheel: nothing is downloaded.
     local_model: Literal["wordllama-l2-supercat"] | None = Field(
         default=None, description="...or a local model (extra `local-embed`), computed in the worker.",
     )
@@ -88,12 +95,11 @@ class Embed(InferenceAugmenter):
             super().setup()
             return
         try:
-            from pathlib import Path
-
-            import wordllama
+            import wordllama  # the optional extra local-embed
         except ImportError:
             raise RuntimeError(
-                f"local_model {self.params.local_model!r} needs the local-embed extra: pip install 'augment[local-embed]'"
+                f"local_model {self.params.local_model!r} needs the local-embed extra:"
+                " pip install 'augment[local-embed]'"
             ) from None
         # The weights and tokenizer ship in the wheel; pointing the cache at the package and
         # disabling downloads guarantees that nothing is fetched from a model hub at run time.
@@ -112,7 +118,9 @@ class Embed(InferenceAugmenter):
         outcomes = [Outcome("skipped", error=f"skipped: {self.params.column} is empty",
                             provenance=self._provenance(attempts=0)) for _ in texts]
         for row, vector in zip(todo, vectors):
-            outcomes[row] = Outcome("ok", values={self.output_name(): vector.tolist()}, provenance=self._provenance(attempts=0))
+            outcomes[row] = Outcome(
+                "ok", values={self.output_name(): vector.tolist()}, provenance=self._provenance(attempts=0)
+            )
         return self.columns_of(outcomes)
 
     def check_provider(self, provider: ProviderSpec) -> list[tuple[str, str]]:

@@ -12,12 +12,21 @@ from urllib.parse import quote, urlsplit
 import pyarrow as pa
 from pydantic import Field, field_validator
 
+from pipelines.augmenters.inference_base import (
+    InferenceAugmenter,
+    InferenceParams,
+    InvalidReply,
+)
+from pipelines.augmenters.registry import register
 from pipelines.inference.client import Request
-from pipelines.inference.step import InferenceAugmenter, InferenceParams, InvalidReply
-from pipelines.inference.templates import checked_template, placeholders, render, template_hash
-from pipelines.models import StrictModel, check_names
-from pipelines.providers import ENV_NAME, ProviderKind, check_host
-from pipelines.registry import register
+from pipelines.inference.templates import (
+    checked_template,
+    placeholders,
+    render,
+    template_hash,
+)
+from pipelines.spec.base import StrictModel, check_names
+from pipelines.spec.providers import ENV_NAME, ProviderKind, check_host
 
 PATH_STEP = re.compile(r"[A-Za-z0-9_\-]+|\[\d+\]")
 
@@ -35,7 +44,9 @@ ARROW = {ValueType.string: pa.string(), ValueType.integer: pa.int64(), ValueType
 
 
 class HttpOutput(StrictModel):
-    path: str = Field(min_length=1, max_length=500, description="Where in the reply, e.g. company.employees or tags[0].")
+    path: str = Field(
+        min_length=1, max_length=500, description="Where in the reply, e.g. company.employees or tags[0]."
+    )
     type: ValueType = ValueType.string
 
     @field_validator("path")
@@ -48,10 +59,20 @@ class HttpOutput(StrictModel):
 
 class HttpParams(InferenceParams):
     method: Literal["GET", "POST"] = "GET"
-    path: str = Field(default="", max_length=2000, description="Appended to the provider's base_url; {{field}} values are URL-encoded.")
-    query: dict[str, str] = Field(default_factory=dict, description="Query parameters, values with {{field}} placeholders.")
-    body: dict[str, Any] | None = Field(default=None, description="JSON body (POST); strings may hold {{field}} placeholders.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Header name -> environment variable holding its value.")
+    path: str = Field(
+        default="",
+        max_length=2000,
+        description="Appended to the provider's base_url; {{field}} values are URL-encoded.",
+    )
+    query: dict[str, str] = Field(
+        default_factory=dict, description="Query parameters, values with {{field}} placeholders."
+    )
+    body: dict[str, Any] | None = Field(
+        default=None, description="JSON body (POST); strings may hold {{field}} placeholders."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Header name -> environment variable holding its value."
+    )
     outputs: dict[str, HttpOutput] = Field(min_length=1, max_length=100)
 
     @field_validator("path")
@@ -64,7 +85,9 @@ class HttpParams(InferenceParams):
     def _env_names(cls, headers: dict[str, str]) -> dict[str, str]:
         for name, env in headers.items():
             if not re.match(ENV_NAME, env):
-                raise ValueError(f"header {name!r}: {env!r} is not an environment variable name (values never go in specs)")
+                raise ValueError(
+                    f"header {name!r}: {env!r} is not an environment variable name (values never go in specs)"
+                )
         return headers
 
     @field_validator("outputs")

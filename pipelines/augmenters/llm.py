@@ -8,14 +8,31 @@ from enum import Enum
 from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from pipelines.augmenters.inference_base import (
+    InferenceAugmenter,
+    InferenceParams,
+    InvalidReply,
+    estimate_tokens,
+)
+from pipelines.augmenters.registry import register
 from pipelines.inference.client import Request
-from pipelines.inference.step import InferenceAugmenter, InferenceParams, InvalidReply, estimate_tokens
-from pipelines.inference.templates import checked_template, placeholders, render, template_hash
-from pipelines.models import StrictModel, check_names
-from pipelines.providers import ProviderKind, ProviderSpec
-from pipelines.registry import register
+from pipelines.inference.templates import (
+    checked_template,
+    placeholders,
+    render,
+    template_hash,
+)
+from pipelines.spec.base import StrictModel, check_names
+from pipelines.spec.providers import ProviderKind, ProviderSpec
 
 
 class OutputType(str, Enum):
@@ -82,7 +99,9 @@ class Llm(InferenceAugmenter):
     def __init__(self, params: LlmParams, step_name: str, overwrite: bool = False) -> None:
         super().__init__(params, step_name, overwrite)
         self.invalid_retries = params.invalid_retries
-        self.reply_model = create_model(  # strict: "5" is not an integer, 1 is not a boolean
+        # strict: "5" is not an integer, 1 is not a boolean. (pydantic's overloads do not type fields given
+        # as a spread dict.)
+        self.reply_model = create_model(  # type: ignore[call-overload]
             f"{step_name}_reply",
             __config__=ConfigDict(extra="forbid", strict=True),
             **{name: (_python_type(field), ...) for name, field in params.outputs.items()},
@@ -169,7 +188,7 @@ class Llm(InferenceAugmenter):
 
 def _python_type(field: OutputField) -> Any:
     if field.enum:
-        return Literal[tuple(field.enum)]  # type: ignore[valid-type]
+        return Literal[tuple(field.enum)]
     if field.type == OutputType.number:
         return float | int
     return PYTHON[field.type]

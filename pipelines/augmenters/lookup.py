@@ -13,8 +13,8 @@ from pydantic import Field, model_validator
 
 from augment_core.storage import filesystem_for
 from pipelines.augmenters.base import Augmenter, AugmenterParams
-from pipelines.registry import register
-from pipelines.spec import IDENTIFIER
+from pipelines.augmenters.registry import register
+from pipelines.spec.base import IDENTIFIER
 
 
 class ReferenceTableError(ValueError):

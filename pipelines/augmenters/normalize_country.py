@@ -11,8 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pycountry
 
+from pipelines.augmenters.registry import register
 from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
-from pipelines.registry import register
 
 # Common names pycountry does not know (it knows "South Korea", "Czech Republic", "Vietnam"...).
 # Ambiguous names ("Korea", "America") are left out on purpose: unknown beats wrong.
@@ -66,5 +66,6 @@ class NormalizeCountry(ColumnAugmenter):
         code = _index().get(_key(value))
         if code is None:
             return {"valid": False}
-        country = pycountry.countries.get(alpha_2=code)
-        return {"code": code, "name": getattr(country, "common_name", None) or country.name, "valid": True}
+        country = pycountry.countries.get(alpha_2=code)  # never None: the index holds pycountry's own codes
+        name = getattr(country, "common_name", None) or getattr(country, "name", None)
+        return {"code": code, "name": name, "valid": True}

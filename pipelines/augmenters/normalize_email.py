@@ -8,8 +8,8 @@ from typing import Any
 import pyarrow as pa
 from email_validator import validate_email
 
+from pipelines.augmenters.registry import register
 from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
-from pipelines.registry import register
 
 
 @register("normalize_email")

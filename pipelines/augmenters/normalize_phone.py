@@ -11,9 +11,9 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from pipelines.augmenters.base import Augmenter, blank_to_none, map_distinct, values_of
+from pipelines.augmenters.registry import register
 from pipelines.augmenters.single_column import ColumnParams
-from pipelines.registry import register
-from pipelines.spec import IDENTIFIER
+from pipelines.spec.base import IDENTIFIER
 
 _OUTPUTS = {"e164": pa.string(), "valid": pa.bool_(), "region": pa.string()}  # in _parse's order
 

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import tldextract
 
+from pipelines.augmenters.registry import register
 from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
-from pipelines.registry import register
 
 _HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _LABEL = re.compile(r"^(?!-)[\w-]{1,63}(?<!-)$")  # \w: internationalised labels stay as written

@@ -9,8 +9,14 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
-from pipelines.augmenters.base import Augmenter, AugmenterParams, blank_to_none, map_distinct, values_of
-from pipelines.spec import IDENTIFIER
+from pipelines.augmenters.base import (
+    Augmenter,
+    AugmenterParams,
+    blank_to_none,
+    map_distinct,
+    values_of,
+)
+from pipelines.spec.base import IDENTIFIER
 
 # Short enough that `{prefix}_<suffix>` stays a readable column name.
 PREFIX = r"^[A-Za-z][A-Za-z0-9_]{0,47}$"

@@ -6,8 +6,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.augmenters.registry import register
 from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
-from pipelines.registry import register
 
 # RE2 patterns (Arrow's regex engine), where \w and \s are ASCII only: spell Unicode classes out.
 # don't, state-of-the-art, 3.14 and 1,000: one word each

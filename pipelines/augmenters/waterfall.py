@@ -11,9 +11,15 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from pipelines.augmenters.base import Augmenter, AugmenterParams, NestedParamsError, values_of
-from pipelines.models import IDENTIFIER, StrictModel
-from pipelines.registry import augmenters, register
+from pipelines.augmenters.base import (
+    Augmenter,
+    AugmenterParams,
+    NestedParamsError,
+    values_of,
+)
+from pipelines.augmenters.registry import augmenters, register
+from pipelines.inference.context import RunContext
+from pipelines.spec.base import IDENTIFIER, StrictModel
 
 
 class Candidate(StrictModel):
@@ -134,7 +140,7 @@ class Waterfall(Augmenter):
     def value_columns(self) -> list[str]:
         return list(self.params.outputs)
 
-    def bind(self, context: Any) -> None:
+    def bind(self, context: RunContext) -> None:
         for c in self.candidates:
             c.bind(context)
 
@@ -175,7 +181,8 @@ class Waterfall(Augmenter):
                     passed_over[row].append(f"{candidate.step_name}: {reason}")
                     still.append(row)
             pending = still
-        statuses, errors = [], []
+        statuses: list[str] = []
+        errors: list[str | None] = []
         for row in range(n):
             if source[row] is not None:
                 statuses.append("ok")

@@ -13,6 +13,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -88,7 +89,9 @@ async def call(
     while True:
         remaining = deadline_s - (time.monotonic() - started)
         if remaining <= 0:
-            return _failed(f"deadline of {deadline_s:g}s passed after {attempts} attempt(s); last: {last_error}", attempts, started)
+            return _failed(
+                f"deadline of {deadline_s:g}s passed after {attempts} attempt(s); last: {last_error}", attempts, started
+            )
         # The place is held while the attempt renews it: a caller killed mid-call (a lost worker or
         # driver) gives it back within LEASE_HOLD_SECONDS instead of after its whole deadline.
         grant = await permits.acquire(tokens, max_wait=remaining, hold=LEASE_HOLD_SECONDS)
@@ -124,7 +127,12 @@ async def call(
                 outcome.tokens = _total_tokens(body)
                 await permits.release(grant.permit, outcome)
                 if body is _NOT_JSON:
-                    return _failed(f"provider replied {response.status_code} with a body that is not JSON", attempts, started, response.status_code)
+                    return _failed(
+                        f"provider replied {response.status_code} with a body that is not JSON",
+                        attempts,
+                        started,
+                        response.status_code,
+                    )
                 return Reply(True, response.status_code, body, attempts=attempts, latency_ms=_ms(started))
             last_error = f"HTTP {response.status_code}: {provider_message(response)}"
             if response.status_code not in RETRYABLE:
@@ -196,13 +204,13 @@ def _outcome(response: httpx.Response) -> Outcome:
     headers = response.headers
     return Outcome(
         status=response.status_code,
-        retry_after=_retry_after(headers),
+        retry_after=retry_after(headers),
         remaining_requests=_int(headers.get("x-ratelimit-remaining-requests")),
-        reset_requests=_duration(headers.get("x-ratelimit-reset-requests")),
+        reset_requests=parse_duration(headers.get("x-ratelimit-reset-requests")),
     )
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
+def retry_after(headers: httpx.Headers) -> float | None:
     if headers.get("retry-after-ms"):
         try:
             return float(headers["retry-after-ms"]) / 1000
@@ -214,8 +222,6 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:  # an HTTP date
-        from email.utils import parsedate_to_datetime
-
         try:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
@@ -232,7 +238,7 @@ def _int(value: str | None) -> int | None:
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?$")
 
 
-def _duration(value: str | None) -> float | None:
+def parse_duration(value: str | None) -> float | None:
     """OpenAI's reset durations: '1s', '6m0s', '250ms', '0.35s'."""
     if not value:
         return None

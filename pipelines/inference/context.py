@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
+
+import pyarrow as pa
 
 from augment_core.cache import NoCache, ResultCache, open_cache
 from augment_core.ratelimit import Limits
+from augment_core.reviews import Kept
 from augment_core.settings import Settings
 from pipelines.inference.budget import Budget, LocalBudget
 from pipelines.inference.permits import Permits, local_permits
-from pipelines.providers import ProviderSpec
+from pipelines.spec.providers import ProviderSpec
+
+
+class Decisions(Protocol):
+    """The human decisions on these records' fields, by (record_uuid, field), with values typed
+    for their columns (pipelines.review.decisions.DecisionLookup)."""
+
+    def __call__(
+        self, record_uuids: Sequence[str], types: Mapping[str, pa.DataType]
+    ) -> Mapping[tuple[str, str], Kept]: ...
 
 
 class RunGate(Protocol):
@@ -29,7 +41,8 @@ class AlwaysOpen:
 
 @dataclass
 class RunContext:
-    """Providers, where permits come from, the budget, the cache and the run id.
+    """Providers, where permits come from, the budget, the cache, the run id and the review
+    decisions the steps keep.
 
     Picklable: it travels into Ray Data actors and Serve replicas. `permits_for` is the
     cluster-wide limiter factory on a cluster (actors/provider_limiter.py), local otherwise.
@@ -46,15 +59,8 @@ class RunContext:
     secrets: Callable[[str], str | None] | None = None
     dry_run: bool = False  # previews: build requests with masked keys, call nothing
     gate: RunGate = field(default_factory=AlwaysOpen)
-    workflow: str | None = None  # whose review decisions the steps keep (needs settings)
-
-    def decisions(self) -> Callable[..., Any] | None:
-        """The lookup of human review decisions the steps keep; None without a store to ask."""
-        if self.settings is None or self.workflow is None or self.dry_run:
-            return None
-        from pipelines.review import DecisionLookup
-
-        return DecisionLookup(self.settings, self.workflow, self.run_id)
+    # Handed in by whoever runs the workflow; None: every value is computed, none kept.
+    decisions: Decisions | None = None
 
     def cache(self) -> ResultCache:
         if self.settings is None or not self.use_cache:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import ray
 from fastapi import APIRouter, FastAPI
 
+from actors.provider_limiter import cluster_permits
 from augment_core.settings import Settings
-from pipelines.catalog import WorkflowCatalog
 from pipelines.inference.context import RunContext
 from pipelines.inference.permits import local_permits
-from pipelines.spec import WorkflowSpec
+from pipelines.review.decisions import DecisionLookup
+from pipelines.spec.workflow import WorkflowSpec
+from pipelines.workflows.folder import WorkflowFolder
 from serve_apps.api_v1 import datasets, health, reviews, runs, workflows
 from serve_apps.api_v1.errors import install_error_handlers
 
@@ -18,13 +21,10 @@ from serve_apps.api_v1.errors import install_error_handlers
 def online_context(settings: Settings) -> Callable[[WorkflowSpec], RunContext]:
     """Online calls share the cluster-wide provider limiters with batch runs (when this process
     is part of a cluster) and the result cache. No budget: budgets bound runs, not requests."""
-    import ray
-
-    from actors.provider_limiter import cluster_permits
-
     def context_for(spec: WorkflowSpec) -> RunContext:
         permits = cluster_permits if ray.is_initialized() else local_permits
-        return RunContext(providers=spec.providers, settings=settings, permits_for=permits, workflow=spec.name)
+        return RunContext(providers=spec.providers, settings=settings, permits_for=permits,
+                          decisions=DecisionLookup(settings, spec.name))
 
     return context_for
 
@@ -37,7 +37,7 @@ def create_app(settings: Settings, max_body_bytes: int) -> FastAPI:
         max_body_size=max_body_bytes,
     )
     app.state.settings = settings
-    app.state.catalog = WorkflowCatalog(settings.workflows_dir, context_for=online_context(settings))
+    app.state.workflows = WorkflowFolder(settings.workflows_dir, context_for=online_context(settings))
     v1 = APIRouter(prefix="/v1")
     for module in (health, workflows, runs, datasets, reviews):
         v1.include_router(module.router)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 
 from augment_core.storage import StoragePaths
-from pipelines.diff import as_json, diff_versions
+from pipelines.operations.diff import as_json, diff_versions
 from serve_apps.api_v1.deps import SettingsDep, StoreDep
 from serve_apps.api_v1.schemas import DatasetVersionOut
 

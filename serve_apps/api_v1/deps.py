@@ -1,4 +1,4 @@
-"""Dependencies of the routes: the replica's settings, metadata store and workflow catalog."""
+"""Dependencies of the routes: the replica's settings, metadata store and workflow folder."""
 
 from __future__ import annotations
 
@@ -8,19 +8,19 @@ from fastapi import Depends, Request
 
 from augment_core.settings import Settings
 from augment_core.store import MetadataStore, open_store
-from pipelines.catalog import WorkflowCatalog
+from pipelines.workflows.folder import WorkflowFolder
 
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_catalog(request: Request) -> WorkflowCatalog:
-    return request.app.state.catalog
+def get_workflows(request: Request) -> WorkflowFolder:
+    return request.app.state.workflows
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-CatalogDep = Annotated[WorkflowCatalog, Depends(get_catalog)]
+WorkflowsDep = Annotated[WorkflowFolder, Depends(get_workflows)]
 
 
 def get_store(settings: SettingsDep) -> MetadataStore:

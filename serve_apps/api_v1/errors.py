@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from pipelines.spec import format_loc
+from pipelines.spec.errors import format_loc
 
 
 def validation_detail(errors: list[dict[str, Any]], json_body: bool) -> list[dict[str, Any]]:

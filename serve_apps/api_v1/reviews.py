@@ -7,20 +7,22 @@ it is rerun.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 
 from augment_core.reviews import ReviewConflict, ReviewItem, get_item, list_items
-from pipelines import review_actions
-from serve_apps.api_v1.deps import CatalogDep, SettingsDep, StoreDep
+from pipelines.operations import review_actions
+from serve_apps.api_v1.deps import SettingsDep, StoreDep, WorkflowsDep
 from serve_apps.api_v1.schemas import ReviewEdit, ReviewItemOut, ReviewPage
 
 router = APIRouter(prefix="/reviews", tags=["reviews"])
 # Ids the database's BIGINT holds: a larger one is a 422, not a database error.
 ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The review item's id.")]
-ACTION_RESPONSES = {404: {"description": "No such item"}, 409: {"description": "The item carries another decision"}}
+ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such item"}, 409: {"description": "The item carries another decision"},
+}
 
 
 def _out(item: ReviewItem) -> ReviewItemOut:
@@ -73,9 +75,9 @@ def edit(item_id: ItemId, body: ReviewEdit, settings: SettingsDep) -> ReviewItem
 @router.post("/{item_id}/rerun", response_model=ReviewItemOut,
              responses={404: {"description": "No such item"},
                         409: {"description": "The record cannot be augmented again (workflow gone or broken)"}})
-def rerun(item_id: ItemId, settings: SettingsDep, catalog: CatalogDep) -> ReviewItemOut:
+def rerun(item_id: ItemId, settings: SettingsDep, workflows: WorkflowsDep) -> ReviewItemOut:
     """Augment the record again now with the workflow; the result is the new proposal, pending."""
-    return _act(lambda: review_actions.rerun(settings, catalog, item_id))
+    return _act(lambda: review_actions.rerun(settings, workflows, item_id))
 
 
 def _act(action: Callable[[], ReviewItem]) -> ReviewItemOut:

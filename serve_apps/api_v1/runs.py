@@ -68,7 +68,9 @@ def run_events(
     settings: SettingsDep,
     store: StoreDep,
     after: Annotated[int, Query(ge=0, description="Only events with a sequence number above this.")] = 0,
-    last_event_id: Annotated[int | None, Header(ge=0, description="Set by a reconnecting EventSource; wins over `after`.")] = None,
+    last_event_id: Annotated[
+        int | None, Header(ge=0, description="Set by a reconnecting EventSource; wins over `after`.")
+    ] = None,
 ) -> StreamingResponse:
     """The run's events as server-sent events (`id:` is the sequence number), live until
     run.finished. A reconnect with Last-Event-ID (or ?after=) resumes right after that event."""

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from augment_core.store import DatasetVersion, RunRecord, StepState
-from pipelines.catalog import WorkflowEntry
+from pipelines.workflows.folder import WorkflowEntry
 
 MAX_RECORDS = 1000
 

@@ -6,10 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, status
 
-from pipelines.catalog import WorkflowUnusable
-from serve_apps.api_v1.deps import CatalogDep
+from pipelines.workflows.folder import WorkflowUnusable
+from serve_apps.api_v1.deps import WorkflowsDep
 from serve_apps.api_v1.errors import JsonBodyRoute
-from serve_apps.api_v1.schemas import AugmentRequest, AugmentResponse, Counts, WorkflowOut
+from serve_apps.api_v1.schemas import (
+    AugmentRequest,
+    AugmentResponse,
+    Counts,
+    WorkflowOut,
+)
 
 router = APIRouter(prefix="/workflows", tags=["workflows"], route_class=JsonBodyRoute)
 
@@ -17,10 +22,10 @@ WorkflowName = Annotated[str, Path(description="The workflow's `name` from its s
 
 
 @router.get("", response_model=list[WorkflowOut])
-def list_workflows(catalog: CatalogDep) -> list[WorkflowOut]:
+def list_workflows(workflows: WorkflowsDep) -> list[WorkflowOut]:
     """Every spec in the workflows folder; those that fail to load are listed with their errors."""
     try:
-        entries = catalog.entries()
+        entries = workflows.entries()
     except OSError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"cannot list workflows: {exc}") from exc
     return [WorkflowOut.from_entry(e) for e in entries]
@@ -31,10 +36,10 @@ def list_workflows(catalog: CatalogDep) -> list[WorkflowOut]:
     response_model=AugmentResponse,
     responses={404: {"description": "No such workflow"}, 409: {"description": "The workflow's spec is broken"}},
 )
-def augment(name: WorkflowName, body: AugmentRequest, catalog: CatalogDep) -> AugmentResponse:
+def augment(name: WorkflowName, body: AugmentRequest, workflows: WorkflowsDep) -> AugmentResponse:
     """Validate and augment records with the batch path's code; invalid records come back one by one."""
     try:
-        workflow = catalog.online(name)
+        workflow = workflows.online(name)
     except KeyError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no workflow named {name!r}") from None
     except WorkflowUnusable as exc:

@@ -14,7 +14,7 @@ import yaml
 from actors.runs import start_run
 from augment_core.settings import Settings
 from augment_core.store import RunRecord, open_store
-from pipelines.spec import load_spec
+from pipelines.workflows.loader import load_spec
 from tests.conftest import SAMPLE_SPEC
 
 

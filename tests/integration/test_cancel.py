@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import ray
 
-from actors.run_coordinator import NAMESPACE, actor_name
+from actors.naming import NAMESPACE, run_actor_name
 from actors.runs import start_run
 from augment_cli.main import main
 from augment_core.settings import Settings
 from augment_core.store import open_store
 from devtools.fake_openai import FakeOpenAI
-from pipelines.spec import load_spec
+from pipelines.workflows.loader import load_spec
 from tests.integration.conftest import company_llm_spec
 
 
@@ -40,7 +40,7 @@ def test_cancel_stops_a_running_run_and_keeps_its_report(
         with pytest.raises(ray.exceptions.RayActorError):  # the coordinator is gone, and its work
             ray.get(final, timeout=60)
         with pytest.raises(ValueError):
-            ray.get_actor(actor_name(run_id), namespace=NAMESPACE)
+            ray.get_actor(run_actor_name(run_id), namespace=NAMESPACE)
         calls = fake.stats()["requests"]
         time.sleep(3)
         assert fake.stats()["requests"] <= calls + 2  # at most what was already on the wire

@@ -12,12 +12,13 @@ import yaml
 from augment_cli.main import main
 from augment_core.storage import filesystem_for
 from augment_core.store import open_store
-from pipelines.importer import import_dataset
-from pipelines.spec import FileSource, load_spec
+from pipelines.operations.importer import import_dataset
+from pipelines.spec.workflow import FileSource
+from pipelines.workflows.loader import load_spec
 from tests.conftest import ROOT, SAMPLE_CSV, SAMPLE_SPEC
 from tests.integration.conftest import run_spec
+from tests.integration.test_import import checksums
 from tests.integration.test_s3 import BUCKET, s3_endpoint  # noqa: F401 - the moto server fixture
-from tests.unit.test_import import checksums
 
 
 def dataset_workflow(tmp_path: Path, source: dict, sink: str, key: str | list[str] = "org_id") -> Path:

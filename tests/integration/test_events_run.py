@@ -19,7 +19,7 @@ from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
 from augment_core.store import open_store
 from devtools.fake_openai import FakeOpenAI
-from pipelines.spec import load_spec
+from pipelines.workflows.loader import load_spec
 from tests.integration.conftest import company_llm_spec
 from tests.integration.private_services import PrivateRedis
 
@@ -93,7 +93,8 @@ def test_a_run_succeeds_when_redis_goes_down_under_its_events(
     assert run.counts["in"] == 13 and run.counts["failed"] == 1 and run.counts["augmented"] == 11
 
 
-def test_a_cancelled_run_ends_its_events_with_run_finished_cancelled(ray_cluster, settings: Settings, tmp_path: Path) -> None:
+def test_a_cancelled_run_ends_its_events_with_run_finished_cancelled(
+        ray_cluster, settings: Settings, tmp_path: Path) -> None:
     from actors.runs import cancel_run
 
     with FakeOpenAI() as fake:

@@ -30,10 +30,21 @@ from augment_core.cache import DatabaseCache, RedisCache
 from augment_core.settings import Settings
 from augment_core.store import MetadataStore, RunRecord, open_store, utcnow
 from devtools.fake_openai import FakeOpenAI
-from pipelines.spec import load_spec
-from tests.conftest import ROOT, _unavailable
-from tests.integration.private_services import PrivatePostgres, PrivateRedis, ServiceError
-from tests.integration.test_inference_runs import INVALID_ROWS, llm_step, provider, rows, write_csv, write_spec
+from pipelines.workflows.loader import load_spec
+from tests.conftest import ROOT, service_unavailable
+from tests.integration.private_services import (
+    PrivatePostgres,
+    PrivateRedis,
+    ServiceError,
+)
+from tests.integration.test_inference_runs import (
+    INVALID_ROWS,
+    llm_step,
+    provider,
+    rows,
+    write_csv,
+    write_spec,
+)
 
 RECORDS = 60  # at 2 calls in flight and 300-500 ms a call: the llm step lasts about 12 s
 WAIT_S = 240
@@ -45,7 +56,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         server = PrivatePostgres()
         server.start()
     except (ServiceError, OSError, KeyError, subprocess.SubprocessError) as exc:
-        _unavailable("a private PostgreSQL (initdb + pg_ctl)", exc)
+        service_unavailable("a private PostgreSQL (initdb + pg_ctl)", exc)
     yield server
     server.close()
 
@@ -56,15 +67,12 @@ def private_redis() -> Iterator[PrivateRedis]:
     try:
         server.start()
     except (ServiceError, OSError) as exc:
-        _unavailable("a private redis-server", exc)
+        service_unavailable("a private redis-server", exc)
     yield server
     server.close()
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(latency_ms=(300, 500)) as server:
-        yield server
+FAKE_PROVIDER = {"latency_ms": (300, 500)}  # the `fake` server of tests/conftest.py
 
 
 def settings_with(settings: Settings, **changes: Any) -> Settings:

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,9 @@ from actors.runs import start_run
 from augment_core.settings import Settings
 from augment_core.store import RunRecord, open_store
 from devtools.fake_openai import FakeOpenAI
+from pipelines.engine.inprocess import InProcessEngine
 from pipelines.inference.context import RunContext
-from pipelines.online import OnlineWorkflow
-from pipelines.spec import load_spec
+from pipelines.workflows.loader import load_spec
 from tests.integration.conftest import run_spec
 
 PRICES = {"input_per_million": 0.15, "output_per_million": 0.60}
@@ -58,10 +58,7 @@ INVALID_ROWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(retry_after_s=0.2, timeout_sleep_s=2.0) as server:
-        yield server
+FAKE_PROVIDER = {"retry_after_s": 0.2, "timeout_sleep_s": 2.0}  # the `fake` server of tests/conftest.py
 
 
 @pytest.fixture(autouse=True)
@@ -139,24 +136,21 @@ def start(settings: Settings, spec: Path) -> Pending:
 
 
 @pytest.fixture(scope="module")
-def faults_fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(retry_after_s=0.2) as server:
-        yield server
+def faults_fake(fake_providers: Callable[..., FakeOpenAI]) -> FakeOpenAI:
+    return fake_providers(retry_after_s=0.2)
 
 
 @pytest.fixture(scope="module")
-def budget_fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as server:
-        yield server
+def budget_fake(fake_providers: Callable[..., FakeOpenAI]) -> FakeOpenAI:
+    return fake_providers()
 
 
 RUN_KEY_ENV, RUN_KEY = "AUGMENT_TEST_RUN_KEY", "sk-test-run-key-5b1e7c"
 
 
 @pytest.fixture(scope="module")
-def keyed_fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(api_key=RUN_KEY) as server:
-        yield server
+def keyed_fake(fake_providers: Callable[..., FakeOpenAI]) -> FakeOpenAI:
+    return fake_providers(api_key=RUN_KEY)
 
 
 def keyed_spec(folder: Path, fake: FakeOpenAI, name: str) -> Path:
@@ -382,7 +376,7 @@ def test_two_runs_and_the_online_path_share_one_rate_limit(ray_cluster, settings
         specs.append(write_spec(tmp_path, name, data, {"fake": provider(fake.base_url, account, limits=limits)},
                                 [llm_step("profile", f"Profile ({name}).")]))
     online_spec = load_spec(specs[0])
-    online = OnlineWorkflow(online_spec, RunContext(providers=online_spec.providers, permits_for=cluster_permits))
+    online = InProcessEngine(online_spec, RunContext(providers=online_spec.providers, permits_for=cluster_permits))
     online_records = [{"org_id": f"ORG-{i:03d}", "name": f"Online {i}", "note": f"online {account}"}
                       for i in range(10)]
 
@@ -427,10 +421,13 @@ def expected_body(system: str, user: str) -> dict[str, Any]:
         "pitch": {"type": "string", "description": "One sentence on what it does."},
         "b2b": {"type": "boolean"},
     }, "required": ["industry", "pitch", "b2b"], "additionalProperties": False}
-    return {"model": "fake-small",
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            "response_format": {"type": "json_schema", "json_schema": {"name": "record", "schema": schema, "strict": True}},
-            "max_tokens": 100, "temperature": 0.0}
+    return {
+        "model": "fake-small",
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "record", "schema": schema, "strict": True}},
+        "max_tokens": 100,
+        "temperature": 0.0,
+    }
 
 
 def test_preview_shows_the_exact_requests_and_an_estimate_and_sends_nothing(

@@ -6,14 +6,14 @@ import csv
 
 import pyarrow.parquet as pq
 
-from pipelines.online import OnlineWorkflow
-from pipelines.spec import load_spec
+from pipelines.engine.inprocess import InProcessEngine
+from pipelines.workflows.loader import load_spec
 from tests.conftest import SAMPLE_CSV, SAMPLE_SPEC
 
 
 def test_batch_and_online_outputs_are_identical(sample_run):
     rows = list(csv.DictReader(SAMPLE_CSV.open(encoding="utf-8")))
-    online = OnlineWorkflow(load_spec(SAMPLE_SPEC)).augment(rows)
+    online = InProcessEngine(load_spec(SAMPLE_SPEC)).augment(rows)
 
     batch = sorted(pq.read_table(sample_run.output["path"]).to_pylist(), key=lambda r: r["record_uuid"])
     assert sorted(online.records, key=lambda r: r["record_uuid"]) == batch
@@ -22,7 +22,7 @@ def test_batch_and_online_outputs_are_identical(sample_run):
 
 
 def test_online_reports_each_invalid_record_with_its_reasons():
-    workflow = OnlineWorkflow(load_spec(SAMPLE_SPEC))
+    workflow = InProcessEngine(load_spec(SAMPLE_SPEC))
     result = workflow.augment([
         {"org_id": "ORG-00001", "name": "Acme Ltd", "email": "info@acme.co.uk", "website": "https://www.acme.co.uk/"},
         {"org_id": "ORG-00002", "name": "", "employees": "lots"},

@@ -15,16 +15,17 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from actors.runs import _coordinator_alive, spec_data, start_run
+from actors.runs import coordinator_alive, spec_data, start_run
 from augment_cli.main import main
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
 from augment_core.store import open_store
 from devtools.fake_openai import FakeOpenAI
-from pipelines.plan import BatchPlan, complete_parquet_rows, whole_parquet_files
-from pipelines.spec import load_spec
-from tests.integration.conftest import company_llm_spec
+from pipelines.engine.batch import BatchPlan
+from pipelines.io.parquet import complete_parquet_rows, whole_parquet_files
+from pipelines.workflows.loader import load_spec
 from tests.conftest import ROOT
+from tests.integration.conftest import company_llm_spec
 
 AUGMENT = str(Path(sys.executable).parent / "augment")
 RECORDS = 200
@@ -45,7 +46,7 @@ def wait_for(condition, what: str, timeout: float = 180) -> None:
 
 
 def coordinator_gone(run_id: str) -> bool:
-    return not _coordinator_alive(run_id)
+    return not coordinator_alive(run_id)
 
 
 def output_ids(path: str) -> list[str]:
@@ -124,7 +125,7 @@ def test_resume_removes_a_cut_short_file_and_writes_only_what_is_missing(
                                    "schema_": spec.schema_.model_copy(update={"unique_key": unique_key})})
     store = open_store(settings)
     run_id = f"resume-{uuid.uuid4().hex[:8]}"
-    store.create_run(run_id, spec.name, spec.version, "<test>", ["validate", *spec.step_names(), "write"],
+    store.create_run(run_id, spec.name, spec.version, "<test>", spec.run_step_names(),
                      spec=spec_data(spec))
     paths = StoragePaths(settings)
     plan = BatchPlan(spec, paths, run_id)  # the first attempt: it wrote everything...
@@ -144,7 +145,11 @@ def test_resume_removes_a_cut_short_file_and_writes_only_what_is_missing(
     assert f"run {run_id} resumed" in capsys.readouterr().err
     run = store.get_run(run_id)
     assert run.status == "succeeded" and run.resumes == 1
-    assert (run.counts["in"], run.counts["valid"], run.counts["quarantined"]) == (300, len(expected), 300 - len(expected))
+    assert (run.counts["in"], run.counts["valid"], run.counts["quarantined"]) == (
+        300,
+        len(expected),
+        300 - len(expected),
+    )
     assert sorted(output_ids(run.output["path"])) == expected
     if unique_key:
         assert len(expected) == 277 == len(set(expected))
@@ -157,7 +162,7 @@ def test_resume_refuses_an_input_that_changed_since_the_run_started(
     spec = load_spec(ROOT / "configs" / "workflows" / "organisations.yaml")
     store = open_store(settings)
     run_id = f"resume-{uuid.uuid4().hex[:8]}"
-    store.create_run(run_id, spec.name, spec.version, "<test>", ["validate", *spec.step_names(), "write"],
+    store.create_run(run_id, spec.name, spec.version, "<test>", spec.run_step_names(),
                      spec=spec_data(spec))
     store.update_run(run_id, input={"files": [[spec.source.path, 1, 1]]})  # what the first attempt read
     store.finish_run(run_id, "failed", error="driver lost: simulated")

@@ -6,27 +6,27 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from augment_core.events import open_bus
 from augment_core.reviews import list_items
 from augment_core.settings import Settings
 from augment_core.store import open_store
 from devtools.fake_openai import FakeOpenAI
-from pipelines import review_actions
-from pipelines.promote import promote
+from pipelines.operations import review_actions
+from pipelines.operations.promote import promote
 from tests.integration.conftest import run_spec
-from tests.integration.test_inference_runs import llm_step, provider, rows, write_csv, write_spec
+from tests.integration.test_inference_runs import (
+    llm_step,
+    provider,
+    rows,
+    write_csv,
+    write_spec,
+)
 
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(retry_after_s=0.2) as server:
-        yield server
+FAKE_PROVIDER = {"retry_after_s": 0.2}  # the `fake` server of tests/conftest.py
 
 
 def test_runs_respect_review_decisions_and_promote_applies_them(

@@ -204,7 +204,7 @@ def test_a_live_run_is_read_from_its_coordinator(ray_cluster, settings):
     import ray
 
     from actors.runs import read_run, start_run
-    from pipelines.spec import load_spec
+    from pipelines.workflows.loader import load_spec
 
     run_id, (_, final) = start_run(settings, load_spec(SAMPLE_SPEC), str(SAMPLE_SPEC))
     deadline = time.monotonic() + 60

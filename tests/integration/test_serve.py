@@ -18,11 +18,16 @@ from pydantic_core import to_jsonable_python
 
 from augment_core.settings import Settings
 from augment_core.store import open_store, utcnow
-from pipelines.online import OnlineWorkflow
-from pipelines.spec import load_spec
+from pipelines.engine.inprocess import InProcessEngine
+from pipelines.workflows.loader import load_spec
 from serve_apps import deploy
 from tests.conftest import (
-    REQUIRE_SERVICES, ROOT, SAMPLE_CSV, SAMPLE_SPEC, TEST_DASHBOARD_PORT, TEST_SERVE_PORT,
+    REQUIRE_SERVICES,
+    ROOT,
+    SAMPLE_CSV,
+    SAMPLE_SPEC,
+    TEST_DASHBOARD_PORT,
+    TEST_SERVE_PORT,
 )
 
 PREFIX = "/augment"
@@ -89,8 +94,12 @@ def stored_run(settings: Settings) -> str:
             {"name": "write", "state": "failed", "rows": 0, "error": "disk full"},
         ],
     )
-    store.finish_run(run_id, "failed", error="write failed: disk full",
-                     output={"dataset": "organisations_enriched", "version": 3, "path": "/data/x", "quarantine_path": "/data/q"})
+    store.finish_run(
+        run_id,
+        "failed",
+        error="write failed: disk full",
+        output={"dataset": "organisations_enriched", "version": 3, "path": "/data/x", "quarantine_path": "/data/q"},
+    )
     return run_id
 
 
@@ -165,7 +174,7 @@ def test_augment_returns_what_the_online_workflow_returns(client: httpx.Client) 
     assert acme["org_id"] == "ORG-10001" and acme["employees"] == 1200 and acme["size_band"] == "large"
     assert globex["country_code"] == "US" and globex["size_band"] == "small"
 
-    expected = OnlineWorkflow(load_spec(SAMPLE_SPEC)).augment(records).records
+    expected = InProcessEngine(load_spec(SAMPLE_SPEC)).augment(records).records
     assert body["records"] == to_jsonable_python(expected)
 
 
@@ -174,7 +183,7 @@ def test_the_whole_sample_file_round_trips(client: httpx.Client) -> None:
     response = client.post("/workflows/organisations/augment", json={"records": rows})
     assert response.status_code == 200, response.text
     body = response.json()
-    expected = OnlineWorkflow(load_spec(SAMPLE_SPEC)).augment(rows)
+    expected = InProcessEngine(load_spec(SAMPLE_SPEC)).augment(rows)
     assert body["records"] == to_jsonable_python(expected.records)
     assert body["invalid"] == expected.invalid
     assert body["counts"]["in"] == body["counts"]["valid"] + body["counts"]["quarantined"] == len(rows)

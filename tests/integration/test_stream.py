@@ -15,16 +15,17 @@ import ray
 import redis
 import yaml
 
-from actors.run_coordinator import NAMESPACE
-from actors.stream_consumer import CrashHook, consumer_name
+from actors.naming import NAMESPACE, consumer_name
+from actors.stream_consumer import CrashHook
 from actors.streams import StreamError, start_stream, stop_stream
 from augment_cli.main import main
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
 from augment_core.store import RunRecord, open_store
 from devtools.fake_openai import FakeOpenAI
-from pipelines.spec import SpecError, load_spec, parse_spec
-from pipelines.stream_sink import batch_files, message_ids
+from pipelines.io.stream_sink import batch_files, message_ids
+from pipelines.spec.errors import SpecError
+from pipelines.workflows.loader import load_spec, parse_spec
 
 DEADLINE_S = 180
 

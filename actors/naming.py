@@ -1,0 +1,18 @@
+"""The names of augment's actors on a cluster: one namespace, one name per run, stream and account."""
+
+NAMESPACE = "augment"
+
+
+def run_actor_name(run_id: str) -> str:
+    """The run's coordinator."""
+    return f"run-{run_id}"
+
+
+def consumer_name(workflow: str) -> str:
+    """The stream consumer of a workflow (at most one per cluster)."""
+    return f"stream-{workflow}"
+
+
+def limiter_name(account: str) -> str:
+    """The rate limiter of a provider account (detached, shared by every run and replica)."""
+    return f"limiter-{account}"

@@ -1,0 +1,38 @@
+"""`augment cluster up|down|status`: a local Ray head node with the dashboard and Jobs API."""
+
+from __future__ import annotations
+
+import argparse
+
+from augment_cli.common import EXIT_FAILED, EXIT_OK, SubParsers
+from augment_core.settings import Settings
+from cluster import local
+
+
+def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    cluster = local.LocalCluster(dashboard_port=args.dashboard_port, gcs_port=args.port, num_cpus=args.num_cpus)
+    if args.action == "up":
+        if local.is_up(cluster):
+            print(f"a cluster is already up: dashboard and Jobs API at {cluster.dashboard_url}")
+            return EXIT_OK
+        local.up(settings, cluster)
+        print(f"cluster up: dashboard and Jobs API at {cluster.dashboard_url}, GCS at {cluster.gcs_address}")
+        print(f"  submit: ray job submit --address {cluster.dashboard_url} --working-dir . -- "
+              "augment run configs/workflows/organisations.yaml")
+    elif args.action == "down":
+        local.down()
+        print("cluster down")
+    else:
+        up = local.is_up(cluster)
+        print(f"cluster {'up' if up else 'down'} ({cluster.dashboard_url})")
+        return EXIT_OK if up else EXIT_FAILED
+    return EXIT_OK
+
+
+def add_parsers(sub: SubParsers) -> None:
+    p = sub.add_parser("cluster", help="start or stop a local Ray head node (dashboard and Jobs API)")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--dashboard-port", type=int, default=8265)
+    p.add_argument("--port", type=int, default=6380, help="GCS port (default 6380; 6379 is Redis's)")
+    p.add_argument("--num-cpus", type=int, default=None)
+    p.set_defaults(handler=cmd_cluster)

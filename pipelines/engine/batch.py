@@ -1,0 +1,221 @@
+"""The Ray Data plan of a batch run (runs and imports).
+
+validate -> (quarantine duplicate keys) -> split -> augment chain -> write Parquet.
+The validated records are materialized once so that the quarantine and the augmented output
+are written from the same rows and the counts can be reconciled.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import ray
+from ray.data.aggregate import Count, Min
+
+from augment_core.storage import StoragePaths
+from pipelines.augmenters.registry import build_chain
+from pipelines.engine.chain import (
+    FailureReporter,
+    Reporter,
+    mark_duplicates,
+    no_failures,
+    no_report,
+    output_schema,
+    run_chain,
+    setup_chain,
+    split_valid,
+)
+from pipelines.engine.validation import validate_table
+from pipelines.inference.context import RunContext
+from pipelines.io.parquet import (
+    count_parquet_rows,
+    parquet_files,
+    remove_folder,
+    write_empty_parquet,
+)
+from pipelines.io.sinks import QUARANTINE_SCHEMA, quarantine_rows
+from pipelines.io.sources import read_source
+from pipelines.spec.workflow import WorkflowSpec
+
+
+def quiet_ray_data() -> None:
+    """Progress lives in the run row, not in bars and INFO lines (nor in a warning that they are off)."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def augment_batches(spec: WorkflowSpec, report: Reporter, context: RunContext) -> type:
+    """The Ray Data actor class that runs the chain. The spec and the run's context travel
+    inside the class rather than as constructor arguments, so a restarted actor never depends
+    on objects in the object store (ray-project/ray#53727). A reporter with a `record_failed`
+    method (actors' CoordinatorReporter) also hears of the records a step left in error."""
+    report_failed: FailureReporter = getattr(report, "record_failed", no_failures)
+
+    class AugmentBatches:
+        def __init__(self) -> None:
+            self.chain = setup_chain(build_chain(spec), context)  # reference tables load once per actor
+            self.schema = output_schema(spec)
+
+        def __call__(self, table: pa.Table) -> pa.Table:
+            return run_chain(self.chain, table, self.schema, report, report_failed, context)
+
+    return AugmentBatches
+
+
+@dataclass
+class PlanResult:
+    """What a plan (or a stream consumer) wrote: counted from the files, not from the plan."""
+
+    rows_in: int
+    valid: int
+    quarantined: int
+    output_path: str
+    quarantine_path: str
+    schema: pa.Schema
+
+
+class BatchPlan:
+    """The stages of one run, called in order by the run coordinator."""
+
+    def __init__(
+        self, spec: WorkflowSpec, paths: StoragePaths, run_id: str, report: Reporter = no_report,
+        context: RunContext | None = None, resume: bool = False,
+    ) -> None:
+        self.spec, self.paths, self.run_id, self.report = spec, paths, run_id, report
+        self.resume = resume  # carry on from what an earlier attempt of this run wrote
+        self.context = context or RunContext(providers=spec.providers, run_id=run_id)
+        self.output_path = paths.dataset_run(spec.sink.dataset, run_id)
+        self.quarantine_path = paths.quarantine(spec.sink.dataset, run_id)
+        self.validated: ray.data.Dataset | None = None
+        self.rows_in = 0
+
+    def check_chain(self) -> None:
+        """Set the chain up once here, so a bad reference table fails the run in seconds,
+        before any record is read, instead of inside every Ray Data actor."""
+        setup_chain(build_chain(self.spec), self.context)
+
+    def validate(self) -> int:
+        """Read and validate every record; returns the number read."""
+        schema, report = self.spec.schema_, self.report
+
+        def validate_batch(table: pa.Table) -> pa.Table:
+            out = validate_table(table, schema)
+            report("validate", out.num_rows)
+            return out
+
+        raw = read_source(self.spec.source, schema, self.paths)
+        validated = raw.map_batches(validate_batch, batch_format="pyarrow", batch_size=None).materialize()
+        self.rows_in = validated.count()  # free on a materialized dataset
+        if schema.key and schema.unique_key:
+            first_seen = self._first_seen_of_duplicates(validated)
+            if first_seen:
+                validated = validated.map_batches(
+                    mark_duplicates, batch_format="pyarrow", batch_size=None,
+                    fn_kwargs={"first_seen": first_seen, "key": schema.key},
+                )
+        self.validated = validated
+        return self.rows_in
+
+    def _first_seen_of_duplicates(self, validated: ray.data.Dataset) -> dict[str, str]:
+        # Only keys seen more than once come back to this process: memory stays bounded by them.
+        counts = (
+            validated.map_batches(lambda t: split_valid(t, True).select(["record_uuid", "_source_order"]),
+                                  batch_format="pyarrow", batch_size=None)
+            .groupby("record_uuid", num_partitions=max(1, min(validated.num_blocks(), 64)))
+            .aggregate(Count(alias_name="seen"), Min("_source_order", alias_name="first"))
+            .filter(expr="seen > 1")
+        )
+        return {row["record_uuid"]: row["first"] for row in counts.iter_rows()}
+
+    def write(self) -> PlanResult:
+        """Write the quarantine, then the augmented records; count both from what was written.
+
+        Exactly once: every whole output file holds finished records, and a resumed run augments
+        and writes only the valid records that no whole file holds yet."""
+        assert self.validated is not None, "validate() first"
+        run_id = self.run_id
+        schema = output_schema(self.spec)
+        q_fs, q_path = self.paths.filesystem(self.quarantine_path)
+        if self.resume:  # the quarantine is cheap and deterministic: written again, whole
+            remove_folder(q_fs, q_path)
+        (
+            self.validated.map_batches(
+                lambda t: quarantine_rows(split_valid(t, False), run_id), batch_format="pyarrow", batch_size=None
+            ).write_parquet(q_path, filesystem=q_fs)
+        )
+        o_fs, o_path = self.paths.filesystem(self.output_path)
+        to_augment = self.validated.map_batches(lambda t: split_valid(t, True), batch_format="pyarrow", batch_size=None)
+        if self.resume and self._ids_are_unique():
+            to_augment = self._not_yet_written(to_augment, o_fs, o_path)
+        elif self.resume:  # records may share an id: which copies were written is unknowable, so
+            remove_folder(o_fs, o_path)  # all are written again (their answered calls are cached)
+        pool, batch_rows = _cluster_cpus(), self.spec.sink.batch_rows
+        (
+            # Blocks of one batch each, so that the batches spread over the actor pool instead of
+            # a whole block going through one actor a batch after the other.
+            to_augment.repartition(target_num_rows_per_block=batch_rows)
+            .map_batches(
+                augment_batches(self.spec, self.report, self.context),
+                batch_format="pyarrow",
+                # What a crash costs a run is the batches in flight (their answered calls are cached).
+                batch_size=batch_rows,
+                # One batch at a time per actor: queued batches start more actors rather than
+                # wait behind one (an actor runs its batches one after the other).
+                compute=ray.data.ActorPoolStrategy(
+                    min_size=1, max_size=pool, initial_size=min(pool, -(-max(1, self.rows_in) // batch_rows)),
+                    max_tasks_in_flight_per_actor=1),
+                num_cpus=0.25,
+            )
+            # A file holds at most one augment call's records: what a crash can make a resume redo.
+            .write_parquet(o_path, filesystem=o_fs, max_rows_per_file=batch_rows)
+        )
+        valid, quarantined = count_parquet_rows(o_fs, o_path), count_parquet_rows(q_fs, q_path)
+        # Ray Data writes no file for no rows: leave an empty one so that both paths exist and
+        # carry their schema (a catalogued version must be readable; its CSV export has a header).
+        if valid == 0:
+            write_empty_parquet(o_fs, o_path, schema)
+        if quarantined == 0:
+            write_empty_parquet(q_fs, q_path, QUARANTINE_SCHEMA)
+        return PlanResult(
+            rows_in=self.rows_in,
+            valid=valid,
+            quarantined=quarantined,
+            output_path=self.output_path,
+            quarantine_path=self.quarantine_path,
+            schema=schema,
+        )
+
+    def _ids_are_unique(self) -> bool:
+        """Valid records have distinct record_uuids only when a key is declared unique (later
+        duplicates are quarantined); keyless ids of identical rows, or a non-unique key, repeat."""
+        schema = self.spec.schema_
+        return bool(schema.key) and schema.unique_key
+
+    def _not_yet_written(self, valid: ray.data.Dataset, fs: pafs.FileSystem, path: str) -> ray.data.Dataset:
+        """The valid records that no whole output file holds. A file the crash cut short is
+        removed first (its records are done again, from the result cache). The ids are compared
+        by a distributed anti-join, so no process ever holds every id (nor every done id)."""
+        files = parquet_files(fs, path)  # listed once: a file is either whole (done) or deleted
+        for broken in [f for f, rows in files.items() if rows is None]:
+            fs.delete_file(broken)
+        done = [f for f, rows in files.items() if rows]
+        if not done:
+            return valid
+        written = ray.data.read_parquet(done, filesystem=fs, columns=["record_uuid"])
+        return valid.join(
+            written, join_type="left_anti", on=("record_uuid",),
+            num_partitions=min(64, 1 + self.rows_in // 100_000),  # ~100k records held by each aggregator
+            # Fractional, like the augment actors: a whole CPU each hangs a busy 2-CPU node.
+            aggregator_ray_remote_args={"num_cpus": 0.1},
+        )
+
+
+def _cluster_cpus() -> int:
+    """Upper bound of the augment actor pool: one actor per CPU the cluster has."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+

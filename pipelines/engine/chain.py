@@ -1,0 +1,137 @@
+"""The augmenter chain shared by every path (batch, in-process, stream): set up, run batch by
+batch, and the duplicate-key check that precedes it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.augmenters.base import Augmenter
+from pipelines.augmenters.registry import build_chain
+from pipelines.inference.context import RunContext
+from pipelines.io.columns import ERRORS_COLUMN, RAW_COLUMN
+from pipelines.review.decisions import apply_keeping_decisions
+from pipelines.spec.workflow import WorkflowSpec
+
+Reporter = Callable[[str, int], None]  # (step, rows done)
+FailureReporter = Callable[[str, list[dict[str, str]]], None]  # (step, [{record_uuid, reason}, ...])
+
+
+def no_report(step: str, rows: int) -> None:
+    """The Reporter of a path nobody watches."""
+    return None
+
+
+def no_failures(step: str, failures: list[dict[str, str]]) -> None:
+    return None
+
+
+def failures_of(augmenter: Augmenter, table: pa.Table) -> list[dict[str, str]]:
+    """{record_uuid, reason} of each record the step left in status 'error' (none for steps
+    that cannot fail per record)."""
+    status = augmenter.status_column()
+    if status is None or status not in table.column_names or "record_uuid" not in table.column_names:
+        return []
+    failed = table.filter(pc.fill_null(pc.equal(table[status], "error"), False))
+    if not failed.num_rows:
+        return []
+    error = status.removesuffix("_status") + "_error"
+    reasons = failed[error].to_pylist() if error in failed.column_names else [None] * failed.num_rows
+    return [{"record_uuid": uuid, "reason": reason or "no reason given"}
+            for uuid, reason in zip(failed["record_uuid"].to_pylist(), reasons)]
+
+
+def split_valid(table: pa.Table, valid: bool) -> pa.Table:
+    """The valid (or the invalid) rows of a validated batch."""
+    mask = pc.is_null(table[ERRORS_COLUMN])
+    return table.filter(mask if valid else pc.invert(mask))
+
+
+class StepError(Exception):
+    """An augmenter that raised: a bug or a configuration error, never a bad record."""
+
+    def __init__(self, augmenter: Augmenter, stage: str, exc: Exception) -> None:
+        super().__init__(f"step {augmenter.step_name!r} ({augmenter.name}) {stage}: {type(exc).__name__}: {exc}")
+
+
+def setup_chain(chain: list[Augmenter], context: RunContext | None = None) -> list[Augmenter]:
+    """Give each step the run's context and let it load its state (reference tables, clients)."""
+    for augmenter in chain:
+        try:
+            if context is not None:
+                augmenter.bind(context)
+            augmenter.setup()
+        except Exception as exc:
+            raise StepError(augmenter, "setup failed", exc) from exc
+    return chain
+
+
+def run_chain(
+    chain: list[Augmenter], table: pa.Table, schema: pa.Schema, report: Reporter = no_report,
+    report_failed: FailureReporter = no_failures, context: RunContext | None = None,
+) -> pa.Table:
+    """Valid records through every augmenter, returned with exactly the output schema. Values
+    people decided in review (the context's decisions) are kept, not computed again."""
+    decisions = context.decisions if context is not None else None
+    for augmenter in chain:
+        try:
+            if decisions is None:
+                table = augmenter.apply(table)
+            else:
+                table = apply_keeping_decisions(augmenter, table, decisions, context.run_id if context else None)
+        except Exception as exc:
+            raise StepError(augmenter, "failed", exc) from exc
+        report(augmenter.step_name, table.num_rows)
+        if report_failed is not no_failures and (failures := failures_of(augmenter, table)):
+            report_failed(augmenter.step_name, failures)
+    return table.select(schema.names).cast(schema)
+
+
+def mark_duplicates(table: pa.Table, first_seen: dict[str, str], key: list[str]) -> pa.Table:
+    """Quarantine every record whose key was already seen earlier in the input."""
+    ids = table["record_uuid"].to_pylist()
+    orders = table["_source_order"].to_pylist()
+    later = [i for i, (record_id, order) in enumerate(zip(ids, orders))
+             if record_id is not None and first_seen.get(record_id, order) != order]
+    if not later:
+        return table
+    errors = table[ERRORS_COLUMN].to_pylist()
+    raws = table[RAW_COLUMN].to_pylist()
+    for i in later:
+        row = table.slice(i, 1).to_pylist()[0]
+        source, first_row = first_seen[ids[i]].split("\x1f")
+        values = {k: row[k] for k in key}
+        errors[i] = json.dumps(
+            [
+                {
+                    "field": ",".join(key),
+                    "reason": f"duplicate key {values}: first seen at row {int(first_row)} of {source}",
+                }
+            ],
+            ensure_ascii=False,
+            default=str,
+        )
+        raws[i] = json.dumps({k: v for k, v in row.items() if not k.startswith("_")}, ensure_ascii=False, default=str)
+    table = table.set_column(table.column_names.index(ERRORS_COLUMN), ERRORS_COLUMN, pa.array(errors, pa.string()))
+    return table.set_column(table.column_names.index(RAW_COLUMN), RAW_COLUMN, pa.array(raws, pa.string()))
+
+
+def first_seen_keys(validated: pa.Table) -> dict[str, str]:
+    """record_uuid -> `_source_order` of its first occurrence in a batch (what mark_duplicates takes)."""
+    first: dict[str, str] = {}
+    for record_id, order in zip(validated["record_uuid"].to_pylist(), validated["_source_order"].to_pylist()):
+        if record_id is not None:
+            first.setdefault(record_id, order)
+    return first
+
+
+def output_schema(spec: WorkflowSpec) -> pa.Schema:
+    """The columns of the augmented dataset, in order: record_uuid, fields, added columns."""
+    fields = {"record_uuid": pa.string()}
+    fields.update({n: f.type.arrow for n, f in spec.schema_.fields.items()})
+    for augmenter in build_chain(spec):
+        fields.update(augmenter.adds())
+    return pa.schema(list(fields.items()))

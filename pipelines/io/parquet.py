@@ -1,0 +1,68 @@
+"""Parquet folders on local or object storage: rows counted from footers, whole and cut-short files,
+empty versions, CSV exports."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from augment_core.storage import StoragePaths
+
+
+def count_parquet_rows(fs: pafs.FileSystem, path: str) -> int:
+    """Rows in a written Parquet folder, from file footers (0 when nothing was written)."""
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return 0
+    files = [f.path for f in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if f.path.endswith(".parquet")]
+    return sum(pq.ParquetFile(fs.open_input_file(f)).metadata.num_rows for f in files)
+
+
+def parquet_files(fs: pafs.FileSystem, path: str) -> dict[str, int | None]:
+    """Every Parquet file of a folder with its row count; None for a file that is not whole
+    (a write cut short has no footer)."""
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return {}
+    files: dict[str, int | None] = {}
+    for info in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
+        if info.path.endswith(".parquet"):
+            try:
+                files[info.path] = pq.ParquetFile(fs.open_input_file(info.path)).metadata.num_rows
+            except pa.ArrowInvalid:  # no footer; an OSError (storage unreachable) is not a verdict
+                files[info.path] = None
+    return files
+
+
+def whole_parquet_files(fs: pafs.FileSystem, path: str) -> dict[str, int]:
+    return {f: rows for f, rows in parquet_files(fs, path).items() if rows is not None}
+
+
+def complete_parquet_rows(fs: pafs.FileSystem, path: str) -> int:
+    """Rows in the Parquet files of a folder that are whole."""
+    return sum(whole_parquet_files(fs, path).values())
+
+
+def remove_folder(fs: pafs.FileSystem, path: str) -> None:
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
+def write_empty_parquet(fs: pafs.FileSystem, path: str, schema: pa.Schema) -> None:
+    """A Parquet folder holding one file with the schema and no rows."""
+    fs.create_dir(path, recursive=True)
+    pq.write_table(schema.empty_table(), f"{path}/empty.parquet", filesystem=fs)
+
+
+def export_csv(paths: StoragePaths, parquet_path: str, csv_path: str) -> None:
+    """Stream a written dataset into one CSV file (bounded memory)."""
+    in_fs, in_path = paths.filesystem(parquet_path)
+    out_fs, out_path = paths.filesystem(csv_path)
+    out_fs.create_dir(out_path.rsplit("/", 1)[0], recursive=True)
+    dataset = pq.ParquetDataset(in_path, filesystem=in_fs)
+    schema = dataset.schema
+    with out_fs.open_output_stream(out_path) as stream, pacsv.CSVWriter(stream, schema) as writer:
+        for fragment in dataset.fragments:
+            for batch in fragment.to_batches():
+                writer.write_batch(batch)

@@ -1,0 +1,267 @@
+"""Sources: CSV, JSON Lines and Parquet files (local or s3://), PostgreSQL queries and catalogued
+dataset versions.
+
+File rows come out as raw values (strings for text formats) of the declared fields, plus
+where they came from: `_source` (file), `_source_row` (1 = first data row) and
+`_source_order` (sorts rows in input order across files). A row that cannot be parsed is not
+dropped: it comes out with `_parse_error` and is quarantined by validation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray
+from ray.data.datasource import FileBasedDatasource
+
+from augment_core.storage import StoragePaths
+from pipelines.io.files import EXTENSIONS, SourceError, text_lines
+from pipelines.spec.errors import clip
+from pipelines.spec.workflow import (
+    DatasetSource,
+    FileSource,
+    PostgresSource,
+    RedisStreamSource,
+    SchemaSpec,
+    SourceSpec,
+    missing_required_columns,
+)
+
+ROWS_PER_BLOCK = 10_000
+
+
+class _RowBuffer:
+    """Collects raw rows of one file and hands them out as Arrow tables."""
+
+    def __init__(self, path: str, fields: list[str], text: bool) -> None:
+        self.path, self.fields, self.text = path, fields, text
+        self.rows: list[dict[str, Any]] = []
+        self.row_number = 0
+
+    def add(self, values: dict[str, Any], parse_error: str | None = None) -> None:
+        self.row_number += 1
+        self.rows.append({**values, "_source_row": self.row_number, "_parse_error": parse_error})
+
+    def full(self) -> bool:
+        return len(self.rows) >= ROWS_PER_BLOCK
+
+    def take(self) -> pa.Table:
+        rows, self.rows = self.rows, []
+        field_type = pa.string() if self.text else None
+        columns: dict[str, pa.Array] = {}
+        for name in self.fields:
+            columns[name] = pa.array([r.get(name) for r in rows], type=field_type, from_pandas=True)
+        numbers = [r["_source_row"] for r in rows]
+        columns["_source"] = pa.array([self.path] * len(rows), pa.string())
+        columns["_source_row"] = pa.array(numbers, pa.int64())
+        columns["_source_order"] = pa.array([f"{self.path}\x1f{n:015d}" for n in numbers], pa.string())
+        columns["_parse_error"] = pa.array([r["_parse_error"] for r in rows], pa.string())
+        return pa.table(columns)
+
+
+def text_value(value: Any) -> str | None:
+    """A JSON value as the text a CSV cell would hold, so both formats validate alike."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def json_record(obj: Any, fields: list[str]) -> tuple[dict[str, str | None], str | None]:
+    """A parsed JSON record as the text values of the declared fields, or why it is not one.
+
+    Shared by JSON Lines files and the online API, so both accept and reject the same records.
+    JSON can spell a lone surrogate (\\ud800) that is not text at all: that record is malformed,
+    rather than a crash of the whole block when it becomes an Arrow string.
+    """
+    if not isinstance(obj, dict):
+        return {}, f"expected a JSON object, got {type(obj).__name__}"
+    values = {name: text_value(obj.get(name)) for name in fields}
+    for name, value in values.items():
+        if value is not None and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return {}, f"{name}: not valid Unicode (lone surrogate {value[exc.start]!r} at character {exc.start})"
+    return values, None
+
+
+class RecordFileDatasource(FileBasedDatasource):
+    """Reads CSV / JSON Lines / Parquet files row-exactly, keeping malformed rows."""
+
+    def __init__(
+        self, source: FileSource, schema: SchemaSpec, keep_columns: tuple[str, ...] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(source.path, file_extensions=EXTENSIONS[source.kind], **kwargs)
+        self.kind = source.kind
+        self.delimiter = source.delimiter
+        self.schema_spec = schema
+        self.keep_columns = keep_columns  # Parquet columns read besides the declared fields
+
+    def _open_input_source(self, filesystem: pafs.FileSystem, path: str, **open_args: Any) -> pa.NativeFile:
+        # Parquet needs random access to read row group by row group; text formats stream.
+        if self.kind == "parquet":
+            return filesystem.open_input_file(path)
+        return super()._open_input_source(filesystem, path, **open_args)
+
+    def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        yield from {"csv": self._csv, "jsonl": self._jsonl, "parquet": self._parquet}[self.kind](f, path)
+
+    def _require(self, path: str, present: list[str]) -> None:
+        missing = missing_required_columns(present, self.schema_spec)
+        if missing:
+            raise SourceError(f"{path}: required column(s) {missing} are missing; the file has {present}")
+
+    def _csv(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        fields = list(self.schema_spec.fields)
+        reader = csv.reader(text_lines(f, path), delimiter=self.delimiter, strict=True)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise SourceError(f"{path}: empty file, expected a header row") from None
+        self._require(path, header)
+        positions = {name: header.index(name) for name in fields if name in header}
+        buffer = _RowBuffer(path, fields, text=True)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                buffer.add({}, f"malformed CSV near line {reader.line_num}: {exc}")
+                continue
+            if not any(cell.strip() for cell in row):
+                continue  # blank line: not a record
+            if len(row) != len(header):
+                buffer.add({}, f"malformed CSV row: {len(row)} cells, header has {len(header)}: {clip(row)}")
+            else:
+                buffer.add({name: row[i] for name, i in positions.items()})
+            if buffer.full():
+                yield buffer.take()
+        if buffer.rows:
+            yield buffer.take()
+
+    def _jsonl(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        fields = list(self.schema_spec.fields)
+        buffer = _RowBuffer(path, fields, text=True)
+        for line in text_lines(f, path):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                buffer.add({}, f"invalid JSON: {exc.msg} at column {exc.colno}: {clip(line.strip())}")
+                continue
+            values, error = json_record(obj, fields)
+            buffer.add(values, error)
+            if buffer.full():
+                yield buffer.take()
+        if buffer.rows:
+            yield buffer.take()
+
+    def _parquet(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
+        fields = list(self.schema_spec.fields)
+        parquet = pq.ParquetFile(f)
+        present = parquet.schema_arrow.names
+        self._require(path, present)
+        row = 0
+        wanted = [n for n in [*fields, *self.keep_columns] if n in present]
+        for batch in parquet.iter_batches(batch_size=ROWS_PER_BLOCK, columns=wanted):
+            table = pa.Table.from_batches([batch])
+            numbers = list(range(row + 1, row + table.num_rows + 1))
+            row += table.num_rows
+            for name in fields:
+                if name not in present:
+                    table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
+            table = table.append_column("_source", pa.array([path] * table.num_rows, pa.string()))
+            table = table.append_column("_source_row", pa.array(numbers, pa.int64()))
+            table = table.append_column(
+                "_source_order", pa.array([f"{path}\x1f{n:015d}" for n in numbers], pa.string())
+            )
+            yield table.append_column("_parse_error", pa.nulls(table.num_rows, pa.string()))
+
+
+def read_source(source: SourceSpec, schema: SchemaSpec, paths: StoragePaths | None = None) -> ray.data.Dataset:
+    """The raw records of a source as a Ray Dataset; files on s3:// are read with the storage's
+    endpoint (`paths`)."""
+    if isinstance(source, RedisStreamSource):
+        raise SourceError(f"source: the redis_stream {source.stream!r} never ends: `augment stream start` consumes it")
+    if isinstance(source, PostgresSource):
+        return _read_postgres(source, schema)
+    keep: tuple[str, ...] = ()
+    if isinstance(source, DatasetSource):
+        if not source.path:
+            raise SourceError(f"dataset source {source.name!r} was not resolved to a catalogued version")
+        # A catalogued version is Parquet; its record_uuid travels on so validation keeps it.
+        source, keep = FileSource(kind="parquet", path=source.path), ("record_uuid",)
+    try:
+        filesystem = paths.read_filesystem(source.path) if paths is not None else None
+        datasource = RecordFileDatasource(source, schema, keep_columns=keep, filesystem=filesystem)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise SourceError(f"cannot read {source.kind} source {source.path}: {exc}") from None
+    return ray.data.read_datasource(datasource)
+
+
+def postgres_connector(source: PostgresSource) -> Callable[[], Any]:
+    """The connection factory of a PostgreSQL source. Its errors never quote the connection
+    string: libpq echoes a malformed one (password included) in its message."""
+    env = source.dsn_env
+    dsn = os.environ.get(env)
+    if not dsn:
+        raise SourceError(f"postgres source: environment variable {env} is not set")
+
+    def connect() -> Any:
+        try:
+            return psycopg.connect(dsn)
+        except psycopg.ProgrammingError:  # the connection string itself does not parse
+            raise SourceError(f"postgres source: ${env} is not a valid connection string") from None
+        except psycopg.Error as exc:
+            message = " ".join(str(exc).replace(dsn, f"${env}").split())
+            raise SourceError(f"postgres source: cannot connect with ${env}: {message}") from None
+
+    return connect
+
+
+def _read_postgres(source: PostgresSource, schema: SchemaSpec) -> ray.data.Dataset:
+    connect = postgres_connector(source)
+
+    # row_number() gives every row its ordinal so quarantine can point at it.
+    sql = f"SELECT row_number() OVER () AS _source_row, q.* FROM ({source.query}) AS q"
+    dataset = ray.data.read_sql(sql, connect)
+
+    def annotate(table: pa.Table) -> pa.Table:
+        missing = missing_required_columns(table.column_names, schema)
+        if missing:
+            raise SourceError(f"postgres source: the query returns no column(s) {missing}")
+        numbers = table.column("_source_row").to_pylist()
+        table = table.append_column("_source", pa.array(["postgres"] * table.num_rows, pa.string()))
+        table = table.append_column(
+            "_source_order", pa.array([f"postgres\x1f{n:015d}" for n in numbers], pa.string())
+        )
+        return table.append_column("_parse_error", pa.nulls(table.num_rows, pa.string()))
+
+    return dataset.map_batches(annotate, batch_format="pyarrow", batch_size=None)
+
+
+def source_fingerprint(source: SourceSpec, paths: StoragePaths) -> dict[str, Any] | None:
+    """What a resumed run checks its input against: each file's path, size and modification time,
+    or the catalogued version read; None for a query or a stream (not fingerprinted)."""
+    if isinstance(source, DatasetSource):
+        return {"dataset": source.name, "version": source.resolved_version}
+    if not isinstance(source, FileSource):
+        return None
+    fs, path = paths.filesystem(source.path)
+    info = fs.get_file_info(path)
+    infos = (
+        fs.get_file_info(pafs.FileSelector(path, recursive=True)) if info.type == pafs.FileType.Directory else [info]
+    )
+    return {"files": sorted([i.path, i.size, i.mtime_ns] for i in infos if i.type == pafs.FileType.File)}

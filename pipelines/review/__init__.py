@@ -1,0 +1,1 @@
+"""Review: which values go to people (policy), and what people decided (decisions)."""

@@ -1,0 +1,139 @@
+"""Providers: the endpoints inference augmenters call, declared once with limits and prices.
+
+Declared in configs/providers.yaml (AUGMENT_PROVIDERS_FILE) or under `providers:` in a
+workflow; a workflow's declaration wins over the file's for the same name. Keys never appear
+here: a provider names the environment variable that holds its key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from enum import Enum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from augment_core.ratelimit import Limits
+from pipelines.spec.base import IDENTIFIER, StrictModel
+from pipelines.spec.errors import pydantic_errors
+
+ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+
+
+class ProviderKind(str, Enum):
+    openai = "openai"  # any OpenAI-compatible chat-completions / embeddings endpoint
+    http = "http"  # a JSON API called by the `http` augmenter
+
+
+class ProviderLimits(StrictModel):
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    max_in_flight: int = Field(default=32, ge=1, le=10_000)
+    failure_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open the circuit.")
+    cooldown_seconds: float = Field(default=30.0, gt=0, description="How long an open circuit fails fast.")
+    pace: float = Field(
+        default=0.98, ge=0.5, le=1.0,
+        description="Fraction of the limits to aim at; lower it when callers are far from the limiter.",
+    )
+
+    def limits(self) -> Limits:
+        return Limits(**self.model_dump())
+
+
+class ProviderPrices(StrictModel):
+    """US dollars; what a call costs is what the provider bills for it."""
+
+    input_per_million: float = Field(default=0.0, ge=0)
+    output_per_million: float = Field(default=0.0, ge=0)
+    per_request: float = Field(default=0.0, ge=0)
+
+    def cost(self, tokens_in: int, tokens_out: int) -> float:
+        return (tokens_in * self.input_per_million + tokens_out * self.output_per_million) / 1e6 + self.per_request
+
+
+class ProviderSpec(StrictModel):
+    kind: ProviderKind
+    base_url: str = Field(min_length=1, description="e.g. https://api.openai.com/v1")
+    api_key_env: str | None = Field(default=None, pattern=ENV_NAME, description="Variable holding the key.")
+    account: str | None = Field(
+        default=None, pattern=IDENTIFIER,
+        description="Providers sharing an account share one limiter; default: the provider's name.",
+    )
+    model: str | None = Field(default=None, description="Default model.")
+    limits: ProviderLimits = Field(default_factory=ProviderLimits)
+    prices: ProviderPrices = Field(default_factory=ProviderPrices)
+    timeout_seconds: float = Field(default=60.0, gt=0, le=3600, description="Deadline of one call, retries included.")
+    attempt_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="Longest wait for one attempt's reply before it is retried.",
+    )
+    max_retries: int = Field(default=4, ge=0, le=20)
+    allow_hosts: list[str] = Field(
+        default_factory=list, description="Loopback/private hosts an http provider may call."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+
+class ProviderError(ValueError):
+    """A provider that is missing, misdeclared or not allowed."""
+
+
+def load_providers_file(path: str | Path) -> dict[str, ProviderSpec]:
+    """Providers declared in a YAML file; {} when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ProviderError(f"{path}: not valid YAML: {exc}") from None
+    data = raw.get("providers", raw) if isinstance(raw, dict) else raw
+    if not isinstance(data, dict):
+        raise ProviderError(f"{path}: expected a mapping of provider names to providers")
+
+    providers, errors = {}, []
+    for name, value in data.items():
+        try:
+            providers[str(name)] = ProviderSpec.model_validate(value)
+        except ValidationError as exc:
+            errors.extend(pydantic_errors(exc, ("providers", str(name))))
+    if errors:
+        raise ProviderError(f"{path}: " + "; ".join(errors))
+    return providers
+
+
+def account_of(name: str, provider: ProviderSpec) -> str:
+    return provider.account or name
+
+
+def secret_names(provider: ProviderSpec) -> list[str]:
+    """The environment variables a provider's calls read (its key)."""
+    return [provider.api_key_env] if provider.api_key_env else []
+
+
+def check_host(provider: ProviderSpec, url: str) -> None:
+    """Refuse loopback, link-local and private addresses unless the allow-list names the host:
+    a record must not be able to steer a call into the cluster's own network."""
+    host = urlsplit(url).hostname or ""
+    if host in provider.allow_hosts:
+        return
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except socket.gaierror as exc:
+        raise ProviderError(f"cannot resolve {host!r}: {exc}") from None
+    for address in addresses:
+        ip = ipaddress.ip_address(str(address).split("%")[0])
+        if not ip.is_global:  # loopback, private, link-local, shared (CGNAT), reserved...
+            raise ProviderError(
+                f"{host} resolves to {ip}, a private/loopback/link-local address;"
+                " list it in the provider's allow_hosts to call it"
+            )

@@ -1,0 +1,315 @@
+"""File sources read row-exactly: every row comes out, malformed ones with `_parse_error`.
+
+The readers are driven through `_read_stream` on a datasource built without its Ray base
+initialiser (which resolves paths and starts a local Ray instance); the parsing needs neither.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import pipelines.io.sources as sources
+from pipelines.io.files import SourceError
+from pipelines.io.sources import (
+    RecordFileDatasource,
+    json_record,
+    postgres_connector,
+    text_value,
+)
+from pipelines.spec.workflow import PostgresSource, SchemaSpec
+
+FIELDS = {"org_id": {"required": True}, "name": {}, "employees": {"type": "integer"}}
+SOURCE_COLUMNS = ["_source", "_source_row", "_source_order", "_parse_error"]
+
+
+def datasource(kind: str, fields: dict[str, Any] | None = None, delimiter: str = ",") -> RecordFileDatasource:
+    ds = RecordFileDatasource.__new__(RecordFileDatasource)
+    ds.kind, ds.delimiter, ds.keep_columns = kind, delimiter, ()
+    ds.schema_spec = SchemaSpec.model_validate({"fields": fields or FIELDS})
+    return ds
+
+
+def read_tables(path: Path, kind: str, fields: dict[str, Any] | None = None, delimiter: str = ",") -> list[pa.Table]:
+    # Opened as the datasource opens it: Parquet with random access, text formats as a stream.
+    source = pa.OSFile(str(path)) if kind == "parquet" else pa.input_stream(str(path))
+    return list(datasource(kind, fields, delimiter)._read_stream(source, str(path)))
+
+
+def read_rows(path: Path, kind: str, fields: dict[str, Any] | None = None, delimiter: str = ",") -> list[dict]:
+    tables = read_tables(path, kind, fields, delimiter)
+    return [row for table in tables for row in table.to_pylist()]
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return path
+
+
+def values(rows: list[dict], *names: str) -> list[tuple]:
+    return [tuple(r[n] for n in names) for r in rows]
+
+
+# CSV -----------------------------------------------------------------------------------------------
+def test_csv_rows_come_out_as_text_with_where_they_came_from(tmp_path: Path) -> None:
+    path = write(tmp_path, "orgs.csv", "org_id,name,employees\nORG-1,Acme,12\nORG-2,Beta,\n")
+    (table,) = read_tables(path, "csv")
+    assert table.column_names == ["org_id", "name", "employees", *SOURCE_COLUMNS]
+    assert all(table.schema.field(n).type == pa.string() for n in ("org_id", "name", "employees"))
+    assert table.to_pylist() == [
+        {"org_id": "ORG-1", "name": "Acme", "employees": "12", "_source": str(path), "_source_row": 1,
+         "_source_order": f"{path}\x1f000000000000001", "_parse_error": None},
+        {"org_id": "ORG-2", "name": "Beta", "employees": "", "_source": str(path), "_source_row": 2,
+         "_source_order": f"{path}\x1f000000000000002", "_parse_error": None},
+    ]
+
+
+def test_csv_columns_are_matched_by_header_name_not_position(tmp_path: Path) -> None:
+    path = write(tmp_path, "orgs.csv", " employees ,extra, org_id ,name\n12,x,ORG-1,Acme\n")
+    rows = read_rows(path, "csv")
+    assert values(rows, "org_id", "name", "employees") == [("ORG-1", "Acme", "12")]
+    assert "extra" not in rows[0]
+
+
+def test_csv_byte_order_mark_is_not_part_of_the_first_header(tmp_path: Path) -> None:
+    path = write(tmp_path, "bom.csv", b"\xef\xbb\xbforg_id,name\r\nORG-1,Acme\r\n")
+    assert values(read_rows(path, "csv"), "org_id", "name") == [("ORG-1", "Acme")]
+
+
+def test_csv_quoted_cells_keep_newlines_commas_and_quotes(tmp_path: Path) -> None:
+    text = 'org_id,name\r\nORG-1,"Acme, Inc."\r\nORG-2,"two\r\nlines"\r\nORG-3,"say ""hi"""\r\nORG-4,Last\r\n'
+    rows = read_rows(write(tmp_path, "q.csv", text), "csv")
+    assert values(rows, "org_id", "name", "_source_row") == [
+        ("ORG-1", "Acme, Inc.", 1), ("ORG-2", "two\r\nlines", 2), ("ORG-3", 'say "hi"', 3), ("ORG-4", "Last", 4),
+    ]
+
+
+def test_csv_unicode_values(tmp_path: Path) -> None:
+    path = write(tmp_path, "u.csv", "org_id,name\nORG-1,Société Générale\nORG-2,株式会社トヨタ 🚗\n")
+    assert values(read_rows(path, "csv"), "name") == [("Société Générale",), ("株式会社トヨタ 🚗",)]
+
+
+def test_csv_blank_lines_are_not_records_and_not_counted(tmp_path: Path) -> None:
+    path = write(tmp_path, "b.csv", "org_id,name\n\nORG-1,Acme\n   \n,\nORG-2,Beta\n\n")
+    rows = read_rows(path, "csv")
+    assert values(rows, "org_id", "_source_row") == [("ORG-1", 1), ("ORG-2", 2)]
+
+
+def test_csv_row_with_wrong_cell_count_is_kept_as_a_parse_error(tmp_path: Path) -> None:
+    text = "org_id,name\nORG-1,Acme\nORG-2,Beta,extra\nORG-3\nORG-4,Delta\n"
+    rows = read_rows(write(tmp_path, "w.csv", text), "csv")
+    assert values(rows, "org_id", "_source_row", "_parse_error") == [
+        ("ORG-1", 1, None),
+        (None, 2, 'malformed CSV row: 3 cells, header has 2: ["ORG-2", "Beta", "extra"]'),
+        (None, 3, 'malformed CSV row: 1 cells, header has 2: ["ORG-3"]'),
+        ("ORG-4", 4, None),  # numbering continues after the bad rows
+    ]
+
+
+def test_csv_stray_quote_is_kept_as_a_parse_error_and_reading_goes_on(tmp_path: Path) -> None:
+    text = 'org_id,name\nORG-1,Acme\nORG-2,"Beta"x\nORG-3,Gamma\n'
+    rows = read_rows(write(tmp_path, "s.csv", text), "csv")
+    assert values(rows, "org_id", "_source_row", "_parse_error") == [
+        ("ORG-1", 1, None),
+        (None, 2, "malformed CSV near line 3: ',' expected after '\"'"),
+        ("ORG-3", 3, None),
+    ]
+
+
+def test_csv_unclosed_quote_at_the_end_is_a_parse_error(tmp_path: Path) -> None:
+    rows = read_rows(write(tmp_path, "u.csv", 'org_id,name\nORG-1,Acme\nORG-2,"Beta\n'), "csv")
+    assert values(rows, "org_id", "_parse_error") == [
+        ("ORG-1", None), (None, "malformed CSV near line 3: unexpected end of data"),
+    ]
+
+
+def test_csv_missing_required_column_names_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "m.csv", "id,name\nORG-1,Acme\n")
+    with pytest.raises(SourceError) as info:
+        read_rows(path, "csv")
+    assert str(info.value) == f"{path}: required column(s) ['org_id'] are missing; the file has ['id', 'name']"
+
+
+def test_csv_missing_optional_column_gives_nulls(tmp_path: Path) -> None:
+    rows = read_rows(write(tmp_path, "o.csv", "org_id\nORG-1\nORG-2\n"), "csv")
+    assert values(rows, "org_id", "name", "employees") == [("ORG-1", None, None), ("ORG-2", None, None)]
+
+
+def test_csv_other_delimiter(tmp_path: Path) -> None:
+    rows = read_rows(write(tmp_path, "d.csv", "org_id;name\nORG-1;Acme, Inc.\n"), "csv", delimiter=";")
+    assert values(rows, "org_id", "name") == [("ORG-1", "Acme, Inc.")]
+
+
+def test_csv_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "latin1.csv", "org_id,name\nORG-1,Société\n".encode("latin-1"))
+    with pytest.raises(SourceError) as info:
+        read_rows(path, "csv")
+    assert str(info.value).startswith(f"{path}: not valid UTF-8 (")
+
+
+def test_csv_empty_file_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "empty.csv", "")
+    with pytest.raises(SourceError) as info:
+        read_rows(path, "csv")
+    assert str(info.value) == f"{path}: empty file, expected a header row"
+
+
+def test_csv_with_only_a_header_has_no_rows(tmp_path: Path) -> None:
+    assert read_tables(write(tmp_path, "h.csv", "org_id,name\n"), "csv") == []
+
+
+def test_csv_rows_are_numbered_across_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "ROWS_PER_BLOCK", 2)
+    lines = ["org_id,name"] + [f"ORG-{i},N{i}" for i in range(1, 6)]
+    lines.insert(3, "ORG-x,too,many")
+    tables = read_tables(write(tmp_path, "n.csv", "\n".join(lines) + "\n"), "csv")
+    assert [t.num_rows for t in tables] == [2, 2, 2]
+    rows = [r for t in tables for r in t.to_pylist()]
+    assert [r["_source_row"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["org_id"] for r in rows] == ["ORG-1", "ORG-2", None, "ORG-3", "ORG-4", "ORG-5"]
+    orders = [r["_source_order"] for r in rows]
+    assert orders == sorted(orders)
+
+
+# JSON Lines ------------------------------------------------------------------------------------------
+def test_jsonl_values_become_the_text_a_csv_would_hold(tmp_path: Path) -> None:
+    lines = [
+        {"org_id": "ORG-1", "name": "Acme", "employees": 12},
+        {"org_id": "ORG-2", "name": True, "employees": 12.0},
+        {"org_id": "ORG-3", "name": {"b": [1, 2], "a": "é"}, "employees": None},
+        {"org_id": "ORG-4", "other": "ignored"},
+    ]
+    path = write(tmp_path, "o.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n")
+    (table,) = read_tables(path, "jsonl")
+    assert table.column_names == ["org_id", "name", "employees", *SOURCE_COLUMNS]
+    assert all(table.schema.field(n).type == pa.string() for n in ("org_id", "name", "employees"))
+    assert values(table.to_pylist(), "org_id", "name", "employees", "_source_row") == [
+        ("ORG-1", "Acme", "12", 1),
+        ("ORG-2", "true", "12.0", 2),
+        ("ORG-3", '{"a": "é", "b": [1, 2]}', None, 3),
+        ("ORG-4", None, None, 4),
+    ]
+
+
+def test_jsonl_bad_lines_are_kept_as_parse_errors(tmp_path: Path) -> None:
+    text = '{"org_id": "ORG-1"}\n{"org_id": "ORG-2",}\n\n[1, 2]\n"text"\n{"org_id": "ORG-5"}\n'
+    rows = read_rows(write(tmp_path, "b.jsonl", text), "jsonl")
+    assert values(rows, "org_id", "_source_row", "_parse_error") == [
+        ("ORG-1", 1, None),
+        (None, 2, 'invalid JSON: Expecting property name enclosed in double quotes at column 20: {"org_id": "ORG-2",}'),
+        (None, 3, "expected a JSON object, got list"),
+        (None, 4, "expected a JSON object, got str"),
+        ("ORG-5", 5, None),
+    ]
+
+
+def test_jsonl_bom_crlf_and_unicode(tmp_path: Path) -> None:
+    path = write(tmp_path, "u.jsonl", '\ufeff{"org_id": "ORG-1", "name": "Zoë"}\r\n{"org_id": "ORG-2"}\r\n')
+    assert values(read_rows(path, "jsonl"), "org_id", "name") == [("ORG-1", "Zoë"), ("ORG-2", None)]
+
+
+def test_jsonl_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "l.jsonl", '{"name": "Société"}\n'.encode("latin-1"))
+    with pytest.raises(SourceError, match="not valid UTF-8"):
+        read_rows(path, "jsonl")
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(None, None), ("x", "x"), ("", ""), (True, "true"), (False, "false"), (0, "0"), (-12, "-12"),
+     (1.5, "1.5"), (12.0, "12.0"), ([1, "a"], '[1, "a"]'), ({"b": 1, "a": None}, '{"a": null, "b": 1}'),
+     ({"k": "ü"}, '{"k": "ü"}')],
+)
+def test_text_value(value: Any, text: str | None) -> None:
+    assert text_value(value) == text
+
+
+# Parquet ---------------------------------------------------------------------------------------------
+def test_parquet_typed_columns_pass_through(tmp_path: Path) -> None:
+    path = tmp_path / "o.parquet"
+    when = dt.datetime(2024, 1, 5, 10, 30)
+    pq.write_table(
+        pa.table({
+            "org_id": ["ORG-1", "ORG-2"],
+            "employees": pa.array([12, None], pa.int64()),
+            "seen_at": pa.array([when, when], pa.timestamp("us")),
+            "unused": [1, 2],
+        }),
+        path,
+    )
+    fields = {**FIELDS, "seen_at": {"type": "datetime"}}
+    (table,) = read_tables(path, "parquet", fields)
+    assert table.schema.field("employees").type == pa.int64()
+    assert table.schema.field("seen_at").type == pa.timestamp("us")
+    assert table.schema.field("name").type == pa.string()  # absent optional column: nulls
+    assert "unused" not in table.column_names
+    assert set(table.column_names) == {*fields, *SOURCE_COLUMNS}
+    assert values(table.to_pylist(), "org_id", "name", "employees", "seen_at", "_source_row", "_parse_error") == [
+        ("ORG-1", None, 12, when, 1, None), ("ORG-2", None, None, when, 2, None),
+    ]
+
+
+def test_parquet_rows_are_numbered_across_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "ROWS_PER_BLOCK", 2)
+    path = tmp_path / "n.parquet"
+    pq.write_table(pa.table({"org_id": [f"ORG-{i}" for i in range(1, 6)]}), path, row_group_size=3)
+    tables = read_tables(path, "parquet")
+    assert sum(t.num_rows for t in tables) == 5 and len(tables) >= 3
+    rows = [r for t in tables for r in t.to_pylist()]
+    assert values(rows, "org_id", "_source_row") == [(f"ORG-{i}", i) for i in range(1, 6)]
+    assert [r["_source_order"] for r in rows] == [f"{path}\x1f{i:015d}" for i in range(1, 6)]
+
+
+def test_parquet_missing_required_column_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "m.parquet"
+    pq.write_table(pa.table({"id": ["ORG-1"], "name": ["Acme"]}), path)
+    with pytest.raises(SourceError) as info:
+        read_rows(path, "parquet")
+    assert str(info.value) == f"{path}: required column(s) ['org_id'] are missing; the file has ['id', 'name']"
+
+
+def test_parquet_without_any_declared_column_still_counts_rows(tmp_path: Path) -> None:
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"other": [1, 2, 3]}), path)
+    rows = read_rows(path, "parquet", {"name": {}})
+    assert values(rows, "name", "_source_row") == [(None, 1), (None, 2), (None, 3)]
+
+
+def test_jsonl_lone_surrogate_is_a_parse_error_of_its_row_only(tmp_path: Path) -> None:
+    text = '{"org_id": "ORG-1", "name": "Acme"}\n{"org_id": "ORG-2", "name": "bad \\ud800"}\n{"org_id": "ORG-3"}\n'
+    rows = read_rows(write(tmp_path, "s.jsonl", text), "jsonl")
+    assert values(rows, "org_id", "_source_row") == [("ORG-1", 1), (None, 2), ("ORG-3", 3)]
+    assert rows[1]["_parse_error"] == "name: not valid Unicode (lone surrogate '\\ud800' at character 4)"
+
+
+def test_json_record_is_shared_by_files_and_requests() -> None:
+    assert json_record({"a": 1, "b": None, "c": "x"}, ["a", "b"]) == ({"a": "1", "b": None}, None)
+    assert json_record(["a"], ["a"]) == ({}, "expected a JSON object, got list")
+    assert json_record({"a": {"k": "\udfff"}}, ["a"])[1].startswith("a: not valid Unicode")
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    ["postgresql//augment:s3cr3t-pw@db/augment", "host=db password=s3cr3t pw", "postgresql://augment:s3cr3t-pw@127.0.0.1:9/x"],
+)
+def test_postgres_connection_errors_never_quote_the_dsn(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUGMENT_TEST_DSN", dsn)
+    connect = postgres_connector(PostgresSource(kind="postgres", query="select 1", dsn_env="AUGMENT_TEST_DSN"))
+    with pytest.raises(SourceError) as info:
+        connect()
+    message = str(info.value)
+    assert "$AUGMENT_TEST_DSN" in message and "s3cr3t" not in message and dsn not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_postgres_source_without_its_variable_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUGMENT_TEST_DSN", raising=False)
+    with pytest.raises(SourceError, match="AUGMENT_TEST_DSN is not set"):
+        postgres_connector(PostgresSource(kind="postgres", query="select 1", dsn_env="AUGMENT_TEST_DSN"))
