@@ -109,7 +109,8 @@ def add_parsers(sub: SubParsers) -> None:
     schema = p.add_mutually_exclusive_group(required=True)
     schema.add_argument("--schema-from", metavar="WORKFLOW.yaml", help="validate against this workflow's schema")
     schema.add_argument("--key", metavar="COL[,COL]",
-                        help="every column of the file as it is (text for CSV/JSON Lines), keyed by these")
+                        help="every column of the file as it is (text for CSV; JSON Lines typed by its values),"
+                             " keyed by these")
     p.add_argument("--format", choices=["csv", "jsonl", "parquet"], help="default: from the file name")
     p.add_argument("--delimiter", default=",", help="CSV only (default ,)")
     add_json_flag(p)

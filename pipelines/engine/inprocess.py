@@ -21,7 +21,7 @@ from pipelines.engine.chain import (
 from pipelines.engine.validation import validate_table
 from pipelines.inference.context import RunContext
 from pipelines.io.columns import ERRORS_COLUMN
-from pipelines.io.sources import json_record
+from pipelines.io.json_records import json_record
 from pipelines.spec.workflow import WorkflowSpec
 
 
@@ -54,7 +54,7 @@ class InProcessEngine:
         parse_errors: list[str | None] = []
         for i, record in enumerate(records):
             reason = unparsed[i] if unparsed else None
-            values, error = ({}, reason) if reason else json_record(record, fields)
+            values, error = ({}, reason) if reason else json_record(record, self.spec.schema_)
             parse_errors.append(error)
             for name in fields:
                 columns[name].append(values.get(name))

@@ -108,6 +108,9 @@ def _integer(value: Any) -> int:
         number = int(value)
     else:
         text = str(value)
+        if re.fullmatch(r"[+-]?\d+(\.0*)?", text) and len(text.lstrip("+-").split(".")[0].lstrip("0")) > 19:
+            # More digits than any int64 (and, past 4,300, more than Python converts at all).
+            raise CoercionError(f"integer {clip(text, 60)} is outside the 64-bit range")
         if re.fullmatch(r"[+-]?\d+", text):
             number = int(text)
         elif re.fullmatch(r"[+-]?\d+\.0*", text):

@@ -1,16 +1,21 @@
-"""The files sources read: formats by extension, UTF-8 text lines, and the error of a source that
-cannot be read at all. Light to import (no Ray): the CLI checks inputs with it before joining a
-cluster."""
+"""The files sources read: formats by extension, UTF-8 text lines decoded one at a time, and the
+error of a source that cannot be read at all. Light to import (no Ray): the CLI checks inputs with
+it before joining a cluster."""
 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 
+from pipelines.spec.errors import clip
 from pipelines.spec.workflow import FileKind
+
+# How surrogateescape spells a byte that is not UTF-8.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 EXTENSIONS: dict[FileKind, list[str]] = {
     "csv": ["csv", "txt"],
@@ -23,14 +28,26 @@ class SourceError(Exception):
     """A source that cannot be read at all (missing file, missing required columns...)."""
 
 
-def text_lines(stream: pa.NativeFile, path: str) -> Iterator[str]:
-    """The lines of a UTF-8 text file (a BOM dropped, line ends kept for the csv module);
-    SourceError at the first chunk that is not UTF-8."""
-    text = io.TextIOWrapper(io.BufferedReader(_RawAdapter(stream)), encoding="utf-8-sig", newline="")
+def text_lines(stream: pa.NativeFile) -> Iterator[str]:
+    """The lines of a UTF-8 text file (a BOM dropped, line ends kept for the csv module). A byte that
+    is not UTF-8 does not stop the file: it comes through as a lone surrogate, so that the row
+    holding it is refused alone (see `undecodable`)."""
+    yield from io.TextIOWrapper(
+        io.BufferedReader(_RawAdapter(stream)), encoding="utf-8-sig", errors="surrogateescape", newline=""
+    )
+
+
+def undecodable(text: str) -> str | None:
+    """Why a line of `text_lines` is not UTF-8, with its bytes escaped, or None when it is."""
+    if not _ESCAPED_BYTE.search(text):
+        return None
+    raw = text.encode("utf-8", "surrogateescape")
     try:
-        yield from text
+        raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SourceError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start} of a chunk)") from None
+        shown = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+        return f"not valid UTF-8 ({exc.reason} at byte {exc.start} of the row): {clip(shown)}"
+    return None
 
 
 class _RawAdapter(io.RawIOBase):

@@ -9,8 +9,6 @@ dropped: it comes out with `_parse_error` and is quarantined by validation.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,7 +21,9 @@ import ray
 from ray.data.datasource import FileBasedDatasource
 
 from augment_core.storage import StoragePaths
-from pipelines.io.files import EXTENSIONS, SourceError, text_lines
+from pipelines.io.csv_records import CsvRecord, csv_records
+from pipelines.io.files import EXTENSIONS, SourceError, text_lines, undecodable
+from pipelines.io.json_records import json_record, parse_json
 from pipelines.spec.errors import clip
 from pipelines.spec.workflow import (
     DatasetSource,
@@ -67,32 +67,14 @@ class _RowBuffer:
         return pa.table(columns)
 
 
-def text_value(value: Any) -> str | None:
-    """A JSON value as the text a CSV cell would hold, so both formats validate alike."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
-
-
-def json_record(obj: Any, fields: list[str]) -> tuple[dict[str, str | None], str | None]:
-    """A parsed JSON record as the text values of the declared fields, or why it is not one.
-
-    Shared by JSON Lines files and the online API, so both accept and reject the same records.
-    JSON can spell a lone surrogate (\\ud800) that is not text at all: that record is malformed,
-    rather than a crash of the whole block when it becomes an Arrow string.
-    """
-    if not isinstance(obj, dict):
-        return {}, f"expected a JSON object, got {type(obj).__name__}"
-    values = {name: text_value(obj.get(name)) for name in fields}
-    for name, value in values.items():
-        if value is not None and not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                return {}, f"{name}: not valid Unicode (lone surrogate {value[exc.start]!r} at character {exc.start})"
-    return values, None
+def _header(records: Iterator[CsvRecord], path: str) -> list[str]:
+    """The column names of a CSV file's first record; SourceError when there is none to read."""
+    first = next(records, None)
+    if first is None:
+        raise SourceError(f"{path}: empty file, expected a header row")
+    if first.cells is None:
+        raise SourceError(f"{path}: the header row cannot be read: {first.error}")
+    return [name.strip() for name in first.cells]
 
 
 class RecordFileDatasource(FileBasedDatasource):
@@ -123,25 +105,20 @@ class RecordFileDatasource(FileBasedDatasource):
 
     def _csv(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
         fields = list(self.schema_spec.fields)
-        reader = csv.reader(text_lines(f, path), delimiter=self.delimiter, strict=True)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise SourceError(f"{path}: empty file, expected a header row") from None
+        records = csv_records(text_lines(f), self.delimiter)
+        header = _header(records, path)
         self._require(path, header)
         positions = {name: header.index(name) for name in fields if name in header}
         buffer = _RowBuffer(path, fields, text=True)
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                buffer.add({}, f"malformed CSV near line {reader.line_num}: {exc}")
-                continue
-            if not any(cell.strip() for cell in row):
-                continue  # blank line: not a record
-            if len(row) != len(header):
+        for record in records:
+            row = record.cells
+            if row is not None and (not row or (len(row) == 1 and not row[0].strip())):
+                continue  # a blank line: not a record, not counted
+            if row is None:
+                buffer.add({}, record.error)
+            elif not any(cell.strip() for cell in row):  # a row of empty cells (,,,) is one, refused
+                buffer.add({}, f"blank row: all {len(row)} cells are empty")
+            elif len(row) != len(header):
                 buffer.add({}, f"malformed CSV row: {len(row)} cells, header has {len(header)}: {clip(row)}")
             else:
                 buffer.add({name: row[i] for name, i in positions.items()})
@@ -153,15 +130,20 @@ class RecordFileDatasource(FileBasedDatasource):
     def _jsonl(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
         fields = list(self.schema_spec.fields)
         buffer = _RowBuffer(path, fields, text=True)
-        for line in text_lines(f, path):
+        for number, line in enumerate(text_lines(f), start=1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                buffer.add({}, f"invalid JSON: {exc.msg} at column {exc.colno}: {clip(line.strip())}")
+            reason = undecodable(line)
+            if reason is not None:
+                buffer.add({}, reason)
                 continue
-            values, error = json_record(obj, fields)
+            obj, error = parse_json(line.strip())
+            if error is not None:
+                cut_short = not line.endswith("\n") and error.startswith(("Unterminated", "Expecting"))
+                where = f"line {number} is cut short (the file ends inside it)" if cut_short else "invalid JSON"
+                buffer.add({}, f"{where}: {error}: {clip(line.strip())}")
+                continue
+            values, error = json_record(obj, self.schema_spec)
             buffer.add(values, error)
             if buffer.full():
                 yield buffer.take()

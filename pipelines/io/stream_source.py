@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import redis
 
+from pipelines.io.json_records import beyond_json_limits
 from pipelines.spec.workflow import RedisStreamSource
 
 Message = tuple[str, dict[bytes, bytes]]
@@ -45,6 +46,8 @@ def decode(fields: dict[bytes, bytes], source: RedisStreamSource) -> Decoded:
         return Decoded(json.loads(values[source.field]), None, raw)
     except json.JSONDecodeError as exc:
         return Decoded(None, f"field {source.field!r} is not JSON: {exc.msg} at character {exc.pos}", raw)
+    except (RecursionError, ValueError) as exc:  # not a bad message for ever: never read again after a restart
+        return Decoded(None, f"field {source.field!r} is not JSON: {beyond_json_limits(exc)}", raw)
 
 
 def id_key(message_id: str) -> tuple[int, int]:

@@ -6,16 +6,14 @@ are required: an imported record without its key could not be identified in late
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Iterator
-
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from pipelines.io.files import EXTENSIONS, SourceError, text_lines
+from pipelines.io.csv_records import csv_records
+from pipelines.io.files import EXTENSIONS, text_lines, undecodable
+from pipelines.io.json_records import parse_json
 from pipelines.spec.errors import pydantic_errors
 from pipelines.spec.workflow import (
     RESERVED_COLUMNS,
@@ -90,28 +88,35 @@ def _columns(fs: pafs.FileSystem, fs_path: str, source: FileSource) -> dict[str,
             schema = pq.ParquetFile(handle).schema_arrow
         return {field.name: field.type for field in schema}
     if source.kind == "csv":
-        for row in csv.reader(_lines(fs, first), delimiter=source.delimiter):
-            return {cell.strip(): None for cell in row if cell.strip()}
-        raise ImportRefused(f"{first}: empty file, expected a header row")
-    # JSON Lines: the keys of every object, in the order first seen; other lines are quarantined later.
-    names: dict[str, None] = {}
+        with fs.open_input_stream(first) as raw:
+            header = next(csv_records(text_lines(raw), source.delimiter), None)
+        if header is None:
+            raise ImportRefused(f"{first}: empty file, expected a header row")
+        if header.cells is None:
+            raise ImportRefused(f"{first}: the header row cannot be read: {header.error}")
+        return {cell.strip(): None for cell in header.cells if cell.strip()}
+    # JSON Lines: the keys of every object, in the order first seen, typed by the values they hold
+    # (a column of several types is text); other lines are quarantined later.
+    seen: dict[str, set[type]] = {}
     for path in files:
-        for line in _lines(fs, path):
-            try:
-                obj = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
-                continue
-            if isinstance(obj, dict):
-                names.update(dict.fromkeys(obj))
-    return names
+        with fs.open_input_stream(path) as raw:
+            for line in text_lines(raw):
+                obj = parse_json(line)[0] if line.strip() and undecodable(line) is None else None
+                if isinstance(obj, dict):
+                    for name, value in obj.items():
+                        seen.setdefault(name, set()).update({type(value)} if value is not None else set())
+    return {name: _json_column_type(types) for name, types in seen.items()}
 
 
-def _lines(fs: pafs.FileSystem, path: str) -> Iterator[str]:
-    with fs.open_input_stream(path) as raw:
-        try:
-            yield from text_lines(raw, path)
-        except SourceError as exc:
-            raise ImportRefused(str(exc)) from None
+def _json_column_type(types: set[type]) -> pa.DataType | None:
+    """The Arrow type of a JSON Lines column from the Python types of its values; None for text."""
+    if types == {bool}:
+        return pa.bool_()
+    if types == {int}:
+        return pa.int64()
+    if types and types <= {int, float}:
+        return pa.float64()
+    return None
 
 
 def _field_type(arrow: pa.DataType | None) -> FieldType:

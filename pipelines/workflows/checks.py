@@ -3,13 +3,44 @@ each step reads and adds."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 from pydantic import ValidationError
 
-from pipelines.augmenters.base import NestedParamsError
+from pipelines.augmenters.base import Augmenter, NestedParamsError
 from pipelines.augmenters.registry import augmenters, build_step
 from pipelines.spec.errors import pydantic_errors
-from pipelines.spec.workflow import WorkflowSpec
+from pipelines.spec.workflow import StepSpec, WorkflowSpec
+
+
+def _built(
+    step: StepSpec, step_name: str, i: int, known: dict[str, type[Augmenter]]
+) -> tuple[Augmenter | None, list[str]]:
+    """The step's augmenter, or the reasons it cannot be built (unknown augmenter, bad params)."""
+    if step.use not in known:
+        return None, [f"steps[{i}].use: unknown augmenter {step.use!r} (known: {', '.join(sorted(known))})"]
+    try:
+        return build_step(step, step_name), []
+    except ValidationError as exc:
+        return None, pydantic_errors(exc, ("steps", i, "params"))
+    except NestedParamsError as exc:
+        return None, pydantic_errors(exc.error, ("steps", i, "params", *exc.loc))
+
+
+def check_params(raw_steps: Any) -> list[str]:
+    """The errors of the steps' augmenters and params alone, for a spec whose structure failed:
+    so that one round reports both (the columns need a valid schema, and wait for it)."""
+    if not isinstance(raw_steps, list):
+        return []
+    known, errors = augmenters(), []
+    for i, raw in enumerate(raw_steps):
+        try:
+            step = StepSpec.model_validate(raw)
+        except ValidationError:
+            continue  # its structure is among the errors already
+        errors.extend(_built(step, step.name or f"{step.use}_{i}", i, known)[1])
+    return errors
 
 
 def check_steps(spec: WorkflowSpec) -> list[str]:
@@ -24,16 +55,9 @@ def check_steps(spec: WorkflowSpec) -> list[str]:
         if step_name in seen_names:
             errors.append(f"{where}.name: duplicate step name {step_name!r}")
         seen_names.add(step_name)
-        if step.use not in known:
-            errors.append(f"{where}.use: unknown augmenter {step.use!r} (known: {', '.join(sorted(known))})")
-            continue
-        try:
-            augmenter = build_step(step, step_name)
-        except ValidationError as exc:
-            errors.extend(pydantic_errors(exc, ("steps", i, "params")))
-            continue
-        except NestedParamsError as exc:
-            errors.extend(pydantic_errors(exc.error, ("steps", i, "params", *exc.loc)))
+        augmenter, problems = _built(step, step_name, i, known)
+        errors.extend(problems)
+        if augmenter is None:
             continue
         for param, reason in augmenter.provider_errors(spec.providers):
             errors.append(f"{where}.params.{param}: {reason}")

@@ -19,7 +19,7 @@ from pipelines.review.policy import check_review
 from pipelines.spec.errors import SpecError, pydantic_errors
 from pipelines.spec.providers import ProviderError, load_providers_file
 from pipelines.spec.workflow import FileSource, RedisStreamSource, WorkflowSpec
-from pipelines.workflows.checks import check_steps
+from pipelines.workflows.checks import check_params, check_steps
 
 
 def parse_spec(
@@ -35,7 +35,7 @@ def parse_spec(
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(source, pydantic_errors(exc)) from None
+        raise SpecError(source, pydantic_errors(exc) + check_params(data.get("steps"))) from None
     errors = _add_file_providers(spec, providers_file) + check_steps(spec) + _stream_errors(spec)
     if not errors:  # review names the chain's columns: only a valid chain has them
         errors = check_review(spec)

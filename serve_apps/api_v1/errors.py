@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
+from pipelines.io.json_records import beyond_json_limits
 from pipelines.spec.errors import format_loc
 
 
@@ -27,7 +28,8 @@ def validation_detail(errors: list[dict[str, Any]], json_body: bool) -> list[dic
         path, msg = format_loc(tuple(loc)), err.get("msg", "")
         if kind == "json_invalid":
             path = "body"
-            msg = f"{msg} at character {loc[-1]}: {(err.get('ctx') or {}).get('error', '')}"
+            where = f" at character {loc[-1]}" if isinstance(loc[-1], int) else ""
+            msg = f"{msg}{where}: {(err.get('ctx') or {}).get('error', '')}"
         elif loc == ["body"] and kind == "model_attributes_type" and not json_body:
             msg += " (send the body as JSON with Content-Type: application/json)"
         detail.append({"loc": loc, "path": path, "msg": msg, "type": kind})
@@ -35,7 +37,8 @@ def validation_detail(errors: list[dict[str, Any]], json_body: bool) -> list[dic
 
 
 class JsonBodyRoute(APIRoute):
-    """A body that is not UTF-8 is malformed JSON like any other: 422, where FastAPI says 400."""
+    """A body that is not UTF-8, nests past the JSON parser's depth or holds an integer of thousands
+    of digits is malformed JSON like any other: 422 with the reason, where FastAPI says 400."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -45,11 +48,15 @@ class JsonBodyRoute(APIRoute):
                 return await handler(request)
             except HTTPException as exc:
                 cause = exc.__cause__
-                if exc.status_code != 400 or not isinstance(cause, UnicodeDecodeError):
+                if exc.status_code != 400 or not isinstance(cause, (ValueError, RecursionError)):
                     raise
+                if isinstance(cause, UnicodeDecodeError):
+                    loc: tuple[str | int, ...] = ("body", cause.start)
+                    error = f"not UTF-8 ({cause.reason})"
+                else:
+                    loc, error = ("body",), beyond_json_limits(cause)
                 raise RequestValidationError([{
-                    "type": "json_invalid", "loc": ("body", cause.start), "msg": "JSON decode error",
-                    "ctx": {"error": f"not UTF-8 ({cause.reason})"},
+                    "type": "json_invalid", "loc": loc, "msg": "JSON decode error", "ctx": {"error": error},
                 }]) from exc
 
         return handle

@@ -15,9 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from augment_core.reviews import ReviewConflict, ReviewItem, get_item, list_items
 from pipelines.operations import review_actions
 from serve_apps.api_v1.deps import SettingsDep, StoreDep, WorkflowsDep
+from serve_apps.api_v1.errors import JsonBodyRoute
 from serve_apps.api_v1.schemas import ReviewEdit, ReviewItemOut, ReviewPage
 
-router = APIRouter(prefix="/reviews", tags=["reviews"])
+router = APIRouter(prefix="/reviews", tags=["reviews"], route_class=JsonBodyRoute)
 # Ids the database's BIGINT holds: a larger one is a 422, not a database error.
 ItemId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The review item's id.")]
 ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -122,6 +122,7 @@ def test_import_by_key_reads_json_lines_and_typed_parquet(ray_cluster, settings,
     summary = json.loads(out)
     assert (summary["rows_in"], summary["valid"], summary["quarantined"]) == (3, 2, 1)
     assert pq.read_table(summary["path"]).column_names == ["record_uuid", "sku", "price", "colour"]
+    assert pq.read_table(summary["path"]).schema.field("price").type == pa.int64()  # typed by its values
 
     parquet = tmp_path / "typed.parquet"
     pq.write_table(pa.table({"n": pa.array([1, 2], pa.int64()), "x": pa.array([0.5, None])}), parquet)

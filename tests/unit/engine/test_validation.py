@@ -438,14 +438,19 @@ def test_unicode_survives_into_errors_and_raw() -> None:
 
 
 # values that Arrow cannot hold are bad records, not a crash of the batch -----------------------------------------
-@pytest.mark.parametrize("raw", ["9223372036854775808", "-9223372036854775809", 2**63, 1e300, "99999999999999999999.0"])
+@pytest.mark.parametrize("raw", ["9223372036854775808", "-9223372036854775809", 2**63, 1e300, "99999999999999999999.0",
+                                 "7" * 5000, "-" + "7" * 5000 + ".0"])
 def test_integer_outside_64_bits_is_refused(raw: Any) -> None:
     assert refused(raw, type="integer").endswith("is outside the 64-bit range")
 
 
-@pytest.mark.parametrize("raw", ["9223372036854775807", "-9223372036854775808"])
+@pytest.mark.parametrize("raw", ["9223372036854775807", "-9223372036854775808", "0000000000000000000000042"])
 def test_integer_at_the_64_bit_limits_is_accepted(raw: str) -> None:
     assert coerced(raw, type="integer") == int(raw)
+
+
+def test_a_number_of_thousands_of_digits_is_a_bad_record_not_a_crash() -> None:
+    assert refused("9" * 5000, type="float") == f"expected a finite number, got '{'9' * 5000}'"
 
 
 @pytest.mark.parametrize("raw", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00"])

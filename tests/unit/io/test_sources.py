@@ -17,12 +17,8 @@ import pytest
 
 import pipelines.io.sources as sources
 from pipelines.io.files import SourceError
-from pipelines.io.sources import (
-    RecordFileDatasource,
-    json_record,
-    postgres_connector,
-    text_value,
-)
+from pipelines.io.json_records import json_record, text_value
+from pipelines.io.sources import RecordFileDatasource, postgres_connector
 from pipelines.spec.workflow import PostgresSource, SchemaSpec
 
 FIELDS = {"org_id": {"required": True}, "name": {}, "employees": {"type": "integer"}}
@@ -97,9 +93,20 @@ def test_csv_unicode_values(tmp_path: Path) -> None:
 
 
 def test_csv_blank_lines_are_not_records_and_not_counted(tmp_path: Path) -> None:
-    path = write(tmp_path, "b.csv", "org_id,name\n\nORG-1,Acme\n   \n,\nORG-2,Beta\n\n")
+    path = write(tmp_path, "b.csv", "org_id,name\n\nORG-1,Acme\n   \nORG-2,Beta\n\n")
     rows = read_rows(path, "csv")
     assert values(rows, "org_id", "_source_row") == [("ORG-1", 1), ("ORG-2", 2)]
+
+
+def test_csv_a_row_of_empty_cells_is_a_record_refused_and_counted(tmp_path: Path) -> None:
+    path = write(tmp_path, "e.csv", "org_id,name,employees\nORG-1,Acme,1\n,,\n , ,\nORG-4,Delta,4\n")
+    rows = read_rows(path, "csv")
+    assert values(rows, "org_id", "_source_row", "_parse_error") == [
+        ("ORG-1", 1, None),
+        (None, 2, "blank row: all 3 cells are empty"),
+        (None, 3, "blank row: all 3 cells are empty"),
+        ("ORG-4", 4, None),  # the rows after them keep their numbers
+    ]
 
 
 def test_csv_row_with_wrong_cell_count_is_kept_as_a_parse_error(tmp_path: Path) -> None:
@@ -147,11 +154,65 @@ def test_csv_other_delimiter(tmp_path: Path) -> None:
     assert values(rows, "org_id", "name") == [("ORG-1", "Acme, Inc.")]
 
 
-def test_csv_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, "latin1.csv", "org_id,name\nORG-1,Société\n".encode("latin-1"))
+def test_csv_a_row_that_is_not_utf8_is_refused_alone_with_its_bytes(tmp_path: Path) -> None:
+    text = "org_id,name\nORG-1,Acme\n".encode() + "ORG-2,Société\n".encode("latin-1") + b"ORG-3,Gamma\n"
+    rows = read_rows(write(tmp_path, "latin1.csv", text), "csv")
+    assert values(rows, "org_id", "_source_row", "_parse_error") == [
+        ("ORG-1", 1, None),
+        (None, 2, "not valid UTF-8 (invalid continuation byte at byte 10 of the row): ORG-2,Soci\\xe9t\\xe9"),
+        ("ORG-3", 3, None),
+    ]
+
+
+def test_csv_header_that_is_not_utf8_refuses_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "h.csv", "org_id,nàme\nORG-1,x\n".encode("latin-1"))
     with pytest.raises(SourceError) as info:
         read_rows(path, "csv")
-    assert str(info.value).startswith(f"{path}: not valid UTF-8 (")
+    assert str(info.value).startswith(f"{path}: the header row cannot be read: not valid UTF-8 (")
+
+
+def test_csv_an_unclosed_quote_costs_only_its_own_row(tmp_path: Path) -> None:
+    text = 'org_id,name\nORG-1,"Acme\nORG-2,Beta\nORG-3,"Gamma, ""the third""\nand more"\nORG-4,Delta\n'
+    rows = read_rows(write(tmp_path, "q.csv", text), "csv")
+    assert values(rows, "org_id", "name", "_source_row", "_parse_error") == [
+        (None, None, 1, "malformed CSV near line 2: unexpected end of data"),
+        ("ORG-2", "Beta", 2, None),  # read as itself, not swallowed by the open quote
+        ("ORG-3", 'Gamma, "the third"\nand more', 3, None),  # a quoted line break is one record
+        ("ORG-4", "Delta", 4, None),
+    ]
+
+
+def test_csv_rows_are_numbered_as_data_rows_after_a_bom_crlf_and_quoted_line_breaks(tmp_path: Path) -> None:
+    text = ('\ufefforg_id,name\r\nORG-1,"two\r\nlines"\r\n\r\nORG-2,Beta\r\nORG-3,"Ga""mma"\r\n'
+            'ORG-x,a,b\r\nORG-5,Eps\r\n')
+    rows = read_rows(write(tmp_path, "n.csv", text), "csv")
+    assert values(rows, "org_id", "name", "_source_row") == [
+        ("ORG-1", "two\r\nlines", 1), ("ORG-2", "Beta", 2), ("ORG-3", 'Ga"mma', 3), (None, None, 4),
+        ("ORG-5", "Eps", 5),
+    ]
+
+
+def test_csv_a_quote_inside_a_cell_is_text(tmp_path: Path) -> None:
+    rows = read_rows(write(tmp_path, "i.csv", 'org_id,name\nORG-1,5" screen\nORG-2,Beta\n'), "csv")
+    assert values(rows, "org_id", "name", "_source_row") == [("ORG-1", '5" screen', 1), ("ORG-2", "Beta", 2)]
+
+
+def test_csv_a_cell_of_10_mb_is_read(tmp_path: Path) -> None:
+    big = "x" * 10_000_000
+    rows = read_rows(write(tmp_path, "big.csv", f"org_id,name\nORG-1,{big}\nORG-2,Beta\n"), "csv")
+    assert [len(r["name"]) for r in rows] == [10_000_000, 4]
+
+
+def test_csv_a_cell_past_the_limit_quarantines_its_row_saying_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipelines.io.csv_records as csv_records
+
+    monkeypatch.setattr(csv_records, "MAX_CELL_CHARS", 1000)
+    rows = read_rows(write(tmp_path, "big.csv", f"org_id,name\nORG-1,{'x' * 2000}\nORG-2,Beta\n"), "csv")
+    assert values(rows, "org_id", "_parse_error") == [
+        (None, "malformed CSV near line 2: a cell is longer than 1,000 characters, the most a CSV cell may hold"),
+        ("ORG-2", None),
+    ]
 
 
 def test_csv_empty_file_is_refused(tmp_path: Path) -> None:
@@ -179,7 +240,8 @@ def test_csv_rows_are_numbered_across_blocks(tmp_path: Path, monkeypatch: pytest
 
 
 # JSON Lines ------------------------------------------------------------------------------------------
-def test_jsonl_values_become_the_text_a_csv_would_hold(tmp_path: Path) -> None:
+def test_jsonl_values_of_other_fields_become_the_text_a_csv_would_hold(tmp_path: Path) -> None:
+    fields = {"org_id": {"required": True}, "name": {"type": "boolean"}, "employees": {"type": "integer"}}
     lines = [
         {"org_id": "ORG-1", "name": "Acme", "employees": 12},
         {"org_id": "ORG-2", "name": True, "employees": 12.0},
@@ -187,7 +249,7 @@ def test_jsonl_values_become_the_text_a_csv_would_hold(tmp_path: Path) -> None:
         {"org_id": "ORG-4", "other": "ignored"},
     ]
     path = write(tmp_path, "o.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n")
-    (table,) = read_tables(path, "jsonl")
+    (table,) = read_tables(path, "jsonl", fields)
     assert table.column_names == ["org_id", "name", "employees", *SOURCE_COLUMNS]
     assert all(table.schema.field(n).type == pa.string() for n in ("org_id", "name", "employees"))
     assert values(table.to_pylist(), "org_id", "name", "employees", "_source_row") == [
@@ -215,10 +277,40 @@ def test_jsonl_bom_crlf_and_unicode(tmp_path: Path) -> None:
     assert values(read_rows(path, "jsonl"), "org_id", "name") == [("ORG-1", "Zoë"), ("ORG-2", None)]
 
 
-def test_jsonl_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
-    path = write(tmp_path, "l.jsonl", '{"name": "Société"}\n'.encode("latin-1"))
-    with pytest.raises(SourceError, match="not valid UTF-8"):
-        read_rows(path, "jsonl")
+def test_jsonl_a_line_that_is_not_utf8_is_refused_alone(tmp_path: Path) -> None:
+    text = '{"org_id": "ORG-1", "name": "Société"}\n'.encode("latin-1") + b'{"org_id": "ORG-2"}\n'
+    rows = read_rows(write(tmp_path, "l.jsonl", text), "jsonl")
+    assert values(rows, "org_id", "_source_row") == [(None, 1), ("ORG-2", 2)]
+    assert rows[0]["_parse_error"].startswith("not valid UTF-8 (invalid continuation byte at byte 33 of the row): ")
+
+
+def test_jsonl_a_string_field_refuses_a_number_with_a_type_reason(tmp_path: Path) -> None:
+    text = '{"org_id": 17, "name": "Acme"}\n{"org_id": "ORG-2", "name": ["x"]}\n{"org_id": "ORG-3"}\n'
+    rows = read_rows(write(tmp_path, "t.jsonl", text), "jsonl")
+    assert values(rows, "org_id", "_source_row", "_parse_error") == [
+        (None, 1, "org_id: expected a string, got number 17"),
+        (None, 2, 'name: expected a string, got array ["x"]'),
+        ("ORG-3", 3, None),
+    ]
+
+
+def test_jsonl_a_truncated_last_line_says_so_with_its_line_number(tmp_path: Path) -> None:
+    text = '{"org_id": "ORG-1"}\n\n{"org_id": "ORG-2", "na'
+    rows = read_rows(write(tmp_path, "cut.jsonl", text), "jsonl")
+    assert values(rows, "org_id", "_source_row") == [("ORG-1", 1), (None, 2)]
+    assert rows[1]["_parse_error"] == (
+        'line 3 is cut short (the file ends inside it): Unterminated string starting at column 21:'
+        ' {"org_id": "ORG-2", "na')
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ("[" * 100_000 + "]" * 100_000, "invalid JSON: nested too deeply"),
+    ('{"org_id": ' + "1" * 5000 + "}", "invalid JSON: Exceeds the limit (4300 digits) for integer string conversion"),
+])
+def test_jsonl_beyond_the_parsers_limits_is_a_reason_not_a_crash(tmp_path: Path, line: str, reason: str) -> None:
+    rows = read_rows(write(tmp_path, "deep.jsonl", line + '\n{"org_id": "ORG-2"}\n'), "jsonl")
+    assert values(rows, "org_id", "_source_row") == [(None, 1), ("ORG-2", 2)]
+    assert rows[0]["_parse_error"].startswith(reason)
 
 
 @pytest.mark.parametrize(
@@ -290,9 +382,20 @@ def test_jsonl_lone_surrogate_is_a_parse_error_of_its_row_only(tmp_path: Path) -
 
 
 def test_json_record_is_shared_by_files_and_requests() -> None:
-    assert json_record({"a": 1, "b": None, "c": "x"}, ["a", "b"]) == ({"a": "1", "b": None}, None)
-    assert json_record(["a"], ["a"]) == ({}, "expected a JSON object, got list")
-    assert json_record({"a": {"k": "\udfff"}}, ["a"])[1].startswith("a: not valid Unicode")
+    schema = SchemaSpec.model_validate({"fields": {"a": {"type": "integer"}, "b": {}}})
+    assert json_record({"a": 1, "b": None, "c": "x"}, schema) == ({"a": "1", "b": None}, None)
+    assert json_record(["a"], schema) == ({}, "expected a JSON object, got list")
+    assert json_record({"a": {"k": "\udfff"}}, schema)[1].startswith("a: not valid Unicode")
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (12, "b: expected a string, got number 12"), (1.5, "b: expected a string, got number 1.5"),
+    (True, "b: expected a string, got boolean true"), ([1], "b: expected a string, got array [1]"),
+    ({"k": 1}, 'b: expected a string, got object {"k": 1}'),
+])
+def test_a_string_field_takes_only_a_json_string(value: Any, reason: str) -> None:
+    schema = SchemaSpec.model_validate({"fields": {"a": {"type": "integer"}, "b": {}}})
+    assert json_record({"a": 1, "b": value}, schema) == ({}, reason)
 
 
 @pytest.mark.parametrize(

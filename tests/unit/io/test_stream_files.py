@@ -29,6 +29,9 @@ FIELDS = RedisStreamSource(kind="redis_stream", stream="s", group="g", format="f
     ({b"record": b"{nope"}, JSON, None,
      "field 'record' is not JSON: Expecting property name enclosed in double quotes at character 1"),
     ({b"record": b"\xff"}, JSON, None, "message is not valid UTF-8 (invalid start byte at byte 0)"),
+    ({b"record": b"[" * 100_000}, JSON, None, "field 'record' is not JSON: nested too deeply"),
+    ({b"record": b"1" * 5000}, JSON, None, "field 'record' is not JSON: Exceeds the limit (4300 digits) for integer"
+                                           " string conversion: value has 5000 digits"),
 ])
 def test_a_message_is_a_record_or_says_why_not(fields, source, record, error) -> None:
     decoded = decode(fields, source)

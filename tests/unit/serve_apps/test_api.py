@@ -48,6 +48,17 @@ def test_a_body_that_is_not_utf8_is_422_not_400(client: TestClient) -> None:
     assert response.json()["detail"][0]["msg"].startswith("JSON decode error at character 14: not UTF-8")
 
 
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"records": [' + b"[" * 5_000 + b"]" * 5_000 + b"]}", "nested too deeply"),
+    (b'{"records": [{"n": ' + b"1" * 5000 + b"}]}", "Exceeds the limit (4300 digits) for integer string conversion"),
+])
+def test_a_body_beyond_the_json_parsers_limits_is_422_with_a_path(client: TestClient, body: bytes, reason: str) -> None:
+    response = client.post("/v1/workflows/typed/augment", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    [detail] = response.json()["detail"]
+    assert detail["path"] == "body" and detail["msg"].startswith(f"JSON decode error: {reason}")
+
+
 def test_an_oversized_body_is_413(client: TestClient) -> None:
     response = client.post("/v1/workflows/typed/augment", json={"records": [{"id": "x" * 100_000}]})
     assert response.status_code == 413

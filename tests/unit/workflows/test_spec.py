@@ -321,6 +321,22 @@ def test_structural_errors_are_all_reported() -> None:
     ])
 
 
+def test_structural_and_param_errors_are_reported_in_one_round() -> None:
+    data = spec_data()
+    data["sink"]["dataset"] = "bad name"
+    data["steps"] = [
+        {"use": "normalize_url", "params": {"column": "website", "colour": 1}},
+        {"use": "nope"},
+        {"use": "text_stats", "params": {"column": "description"}, "colour": "red"},
+    ]
+    assert errors_of(data) == [
+        "steps[2].colour: unknown key",
+        "sink.dataset: String should match pattern '^[A-Za-z][A-Za-z0-9_]{0,62}$'",
+        "steps[0].params.colour: unknown key",
+        f"steps[1].use: unknown augmenter 'nope' (known: {known_list()})",
+    ]
+
+
 def test_step_errors_are_all_reported_in_step_order() -> None:
     data = spec_data()
     data["steps"] = [
