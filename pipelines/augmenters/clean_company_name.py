@@ -1,21 +1,109 @@
-"""clean_company_name: a company name without its legal form, in readable case."""
+"""clean_company_name: a company name without its legal form, in readable case.
+
+The legal forms are cleanco's vocabulary (Ltd, GmbH & Co. KG, S.A., ООО ... in many languages),
+matched here as whole words at the end of the name only, so that the name's own punctuation —
+brackets, a closing `!`, the dot of `Sr.` — is never touched. When unsure, the name is kept.
+"""
 
 from __future__ import annotations
 
 import re
 import unicodedata
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 import pyarrow as pa
-from cleanco import basename
+from cleanco.clean import normalized, prepare_default_terms
 
 from pipelines.augmenters.registry import register
 from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")  # letters, with inner apostrophes (O'Neil)
 _CONNECTORS = frozenset({"and", "of", "the", "for", "de", "des", "du", "la", "le", "et", "und", "von", "van", "der"})
-_TRAILING = re.compile(r"[\s,;:/&–—-]+$|(?<!\.\w)\.$")  # keep the last dot of "U.S.A."
+# Left behind by a removed legal form: "Daddy & Sons, Ltd." -> "Daddy & Sons,".
+_SEPARATORS = " ,;:/&–—-"
+# Words whose dot is part of them: "Acme Sr." keeps it; "Acme." loses a stray one.
+_ABBREVIATIONS = frozenset({
+    "sr", "jr", "st", "ste", "dr", "mr", "mrs", "ms", "mt", "ft", "bros", "assn", "assoc", "intl", "natl",
+    "dept", "univ", "inst", "hosp", "mfg", "no", "vs", "ave", "blvd", "rd", "est", "etc",
+})
+
+
+# Forms cleanco lacks, whose last words it would otherwise take alone ("S.A.B. de C.V." -> "... de").
+_MORE_FORMS = [("sab", "de", "cv"), ("sa", "de", "cv"), ("s", "de", "rl", "de", "cv"), ("sapi", "de", "cv")]
+
+
+@cache
+def _legal_forms() -> dict[int, frozenset[tuple[str, ...]]]:
+    """cleanco's legal forms (and ours) as normalised word tuples, by length."""
+    forms: dict[int, set[tuple[str, ...]]] = {}
+    for words in [tuple(words) for _, words in prepare_default_terms()] + _MORE_FORMS:
+        forms.setdefault(len(words), set()).add(words)
+    return {size: frozenset(found) for size, found in forms.items()}
+
+
+def _key(word: str) -> str:
+    """A word as cleanco's terms spell it: caseless, no accents, no dots, commas or hyphens."""
+    return normalized(word).replace(".", "").replace(",", "").replace("-", "")
+
+
+def _is_form(words: list[str], all_lower: bool) -> bool:
+    """Whether these trailing words are a legal form. A short one (AB, SA, AS) counts only in
+    capitals (or in a name written all in lower case), so that a word of the name is not taken for
+    one."""
+    key = tuple(_key(w) for w in words)
+    if key not in _legal_forms().get(len(words), frozenset()):
+        return False
+    letters = "".join(c for c in "".join(words) if c.isalpha())
+    marked = any(c in "./" for c in "".join(words))  # S.A., A/S, Co.
+    return len(letters) > 2 or letters.isupper() or marked or all_lower or key == ("co",)
+
+
+def _county(words: list[str]) -> bool:
+    """A name ending in a bare `Co` names a county (`Orange Co`); `Co.`, `& Co` and `Co Ltd` are
+    companies."""
+    return words[-1] in ("Co", "CO", "co") and words[-2] not in ("&", "and")
+
+
+def split_legal_form(name: str) -> tuple[str, str | None]:
+    """(the name without the legal forms that end it, those forms as written, or None)."""
+    words = name.split(" ")
+    all_lower = name.islower()
+    removed: list[str] = []
+    while len(words) > 1:
+        if not removed and _county(words):
+            break
+        sizes = sorted((n for n in _legal_forms() if n < len(words)), reverse=True)
+        size = next((n for n in sizes if _is_form([w.rstrip(",") for w in words[-n:]], all_lower)), None)
+        if size is None:
+            break
+        rest, form = words[:-size], words[-size:]
+        if rest[-1] in ("&", "and") and _key(form[0]) == "co":  # "Smith & Co", "Sears, Roebuck and Co."
+            rest, form = rest[:-1], [rest[-1], *form]
+        kept = [w for w in rest if any(c.isalnum() for c in w)]
+        if not kept or all(_key(w) in _CONNECTORS for w in kept):
+            break  # nothing but a legal form (or "The Company"): kept whole
+        if _key(rest[-1]) in _CONNECTORS:
+            break  # "... S.A.B. de C.V." read as "C.V." alone would leave "de": unsure, so kept
+        removed = form + removed
+        words = rest
+    if not removed:
+        return name, None
+    base = " ".join(words).rstrip(_SEPARATORS)
+    suffix = re.sub(r"^[\W_]+|[^\w.]+$", "", " ".join(removed))  # ", Ltd." -> "Ltd."
+    return base, suffix if any(c.isalpha() for c in suffix) else None
+
+
+def _without_stray_dot(name: str) -> str:
+    """`Acme.` -> `Acme`, but `Acme Sr.`, `J.`, `U.S.A.` keep theirs."""
+    if not name.endswith(".") or name.endswith(".."):
+        return name
+    last = name[:-1].rsplit(" ", 1)[-1]
+    if len(last) < 3 or "." in last or last.isupper() or _key(last) in _ABBREVIATIONS \
+            or (_key(last),) in _legal_forms()[1]:  # "Inc." alone is kept whole
+        return name
+    return name[:-1]
 
 
 def _latin(text: str) -> bool:
@@ -37,10 +125,10 @@ def _title(name: str) -> str:
 
 @register("clean_company_name")
 class CleanCompanyName(ColumnAugmenter):
-    """Removes legal forms (Ltd, GmbH & Co. KG, S.A. ...) with cleanco, collapses whitespace and
-    trailing punctuation, and title-cases names written all in upper or lower case Latin letters.
-    Other scripts are left as written; a name that is only a legal form is kept whole; a value
-    without any letter or digit gives nulls.
+    """Removes the legal forms that end a name (Ltd, GmbH & Co. KG, S.A. ...) as whole words,
+    collapses whitespace, drops a stray final dot, and title-cases names written all in upper or
+    lower case Latin letters. Other scripts are left as written; a name that is only a legal form
+    is kept whole; a value without any letter or digit gives nulls.
 
     Reads: `column` (string).
     Adds: `{prefix}_clean`, `{prefix}_legal_suffix` (the removed legal form as written, or null).
@@ -53,12 +141,8 @@ class CleanCompanyName(ColumnAugmenter):
         name = " ".join(value.split())
         if not any(c.isalnum() for c in name):
             return {}  # "-", "...": nothing to clean
-        base = name
-        while (shorter := basename(base)) and shorter != base:  # "Co., Ltd." takes two passes
-            base = shorter
-        suffix = name[len(base):] if name.startswith(base) else ""
-        suffix = re.sub(r"^[\W_]+|[^\w.]+$", "", suffix)  # ", Ltd." -> "Ltd."
-        clean = _TRAILING.sub("", base) or base
+        base, suffix = split_legal_form(name)
+        clean = _without_stray_dot(base.rstrip(_SEPARATORS) or base)
         if (clean.isupper() or clean.islower()) and _latin(clean):
             clean = _title(clean)
-        return {"clean": clean, "legal_suffix": suffix if any(c.isalpha() for c in suffix) else None}
+        return {"clean": clean, "legal_suffix": suffix}
