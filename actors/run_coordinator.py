@@ -31,7 +31,7 @@ from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
 from augment_core.store import FINAL_STATUSES, StepState, durably, open_store, utcnow
 from pipelines.engine.batch import BatchPlan, PlanResult, quiet_ray_data
-from pipelines.engine.outputs import catalog_output, check_reconciled, count_outcomes
+from pipelines.engine.outputs import Outcomes, catalog_output, check_reconciled, count_outcomes, failed_too_many
 from pipelines.inference.budget import CostLedger
 from pipelines.inference.context import RunContext
 from pipelines.io.dataset_source import resolve_dataset_source
@@ -204,25 +204,43 @@ class RunCoordinator:
             for name in self.spec.step_names():
                 self._finish(name)
             check_reconciled(result.rows_in, result.valid, result.quarantined)
-            failed, skipped = count_outcomes(self.spec, StoragePaths(self.settings), result.output_path)
+            outcomes = count_outcomes(self.spec, StoragePaths(self.settings), result.output_path)
+            failed, skipped = outcomes.failed, outcomes.skipped
+            counts = {
+                "in": rows_in, "valid": result.valid, "quarantined": result.quarantined,
+                "augmented": result.valid - failed - skipped, "failed": failed, "skipped": skipped,
+            }
+            self._record_outcomes(outcomes)
+            too_many = failed_too_many(self.spec, result.valid, outcomes)
+            if too_many is not None:  # an honest outcome: not catalogued, the files kept to look at
+                self._fail_running(too_many)
+                output = {"dataset": self.spec.sink.dataset, "path": result.output_path,
+                          "quarantine_path": result.quarantine_path, "partial": True, "rows_written": result.valid}
+                return "failed", {"error": too_many, "counts": counts, "output": output, "cost": self.ledger.summary()}
             output = self._catalog(result)
             output["review_items"] = enqueue_review(self.settings, self.spec, self.run_id, output)
             if source_version is not None:
                 output["source"] = {"dataset": source_version.dataset, "version": source_version.version}
             self.report("write", result.valid + result.quarantined)
             self._finish("write")
-            counts = {
-                "in": rows_in, "valid": result.valid, "quarantined": result.quarantined,
-                "augmented": result.valid - failed - skipped, "failed": failed, "skipped": skipped,
-            }
             return "succeeded", {"counts": counts, "output": output, "cost": self.ledger.summary()}
         except Exception as exc:  # every failure ends the run with its reason
             error = f"step {current!r} failed: {describe_error(exc)}"
-            with self._lock:
-                for state in self.steps.values():
-                    if state.state == "running":
-                        state.state, state.error, state.finished_at = "failed", error, utcnow().isoformat()
+            self._fail_running(error)
             return "failed", {"error": error, "cost": self.ledger.summary()}
+
+    def _fail_running(self, error: str) -> None:
+        with self._lock:
+            for state in self.steps.values():
+                if state.state == "running":
+                    state.state, state.error, state.finished_at = "failed", error, utcnow().isoformat()
+
+    def _record_outcomes(self, outcomes: Outcomes) -> None:
+        """Each step's records in error and skipped, in its state: 'succeeded with 3 failed'."""
+        with self._lock:
+            for name, (failed, skipped) in outcomes.steps.items():
+                if name in self.steps:
+                    self.steps[name].failed, self.steps[name].skipped = failed, skipped
 
     def _check_input(self) -> None:
         """Record the input's fingerprint; a resumed run refuses an input that changed since, as

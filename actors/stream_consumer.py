@@ -157,7 +157,8 @@ class StreamConsumer:
                 " schema (the spec's schema or steps changed): give the sink another dataset, or restore the spec"
             )
         valid, quarantined = count_parquet_rows(out_fs, out_path), count_parquet_rows(q_fs, q_path)
-        failed, skipped = count_outcomes(self.spec, self.paths, self.output_path) if valid else (0, 0)
+        outcomes = count_outcomes(self.spec, self.paths, self.output_path) if valid else None
+        failed, skipped = (outcomes.failed, outcomes.skipped) if outcomes else (0, 0)
         self.counts.update({"in": valid + quarantined, "valid": valid, "quarantined": quarantined,
                             "augmented": valid - failed - skipped, "failed": failed, "skipped": skipped})
 
@@ -218,7 +219,8 @@ class StreamConsumer:
         failed = skipped = 0
         if augmented.num_rows:
             name = write_batch(*self.paths.filesystem(self.output_path), augmented, good_ids)
-            failed, skipped = count_outcomes(self.spec, self.paths, f"{self.output_path}/{name}")
+            outcomes = count_outcomes(self.spec, self.paths, f"{self.output_path}/{name}")
+            failed, skipped = outcomes.failed, outcomes.skipped
         self.crash("after_write", self.batches)
         with self._lock:
             self.unacked += len(ids)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from augment_core.events import Event
 from augment_core.reviews import ReviewItem
-from augment_core.store import DatasetVersion, RunRecord
+from augment_core.store import DatasetVersion, RunRecord, StepState
 from pipelines.operations.diff import DatasetDiff
 from pipelines.spec.workflow import WorkflowSpec
 
@@ -53,12 +53,20 @@ def print_run(record: RunRecord, as_json: bool) -> None:
                   f" · {usage.get('cache_hits', 0)} cached · {usage.get('tokens_in', 0)} tokens in"
                   f" · {usage.get('tokens_out', 0)} out · {usage.get('failed', 0)} failed"
                   f" · {usage.get('skipped', 0)} skipped")
+    if out.get("review_items"):
+        print(f"  review       {out['review_items']} item(s) queued: augment review list --run {record.id}")
     print("  steps")
     for step in record.steps:
         error = f" — {step.error}" if step.error and step.error != record.error else ""
-        print(f"    {step.name:<28} {step.state:<10} {step.rows:>8} rows{error}")
+        print(f"    {step.name:<28} {step.state:<10} {step.rows:>8} rows{step_outcome(step)}{error}")
     if record.error:
         print(f"  error        {record.error}")
+
+
+def step_outcome(step: StepState) -> str:
+    """', with 3 failed and 2 skipped' for a step some records did not get through; '' otherwise."""
+    parts = [f"{n} {what}" for n, what in ((step.failed, "failed"), (step.skipped, "skipped")) if n]
+    return f", with {' and '.join(parts)}" if parts else ""
 
 
 def print_runs(records: list[RunRecord]) -> None:

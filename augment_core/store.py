@@ -118,6 +118,8 @@ class StepState(BaseModel):
     name: str
     state: str = "pending"  # pending | running | succeeded | failed | cancelled
     rows: int = 0
+    failed: int = 0  # records the step left in error
+    skipped: int = 0  # records the step skipped (budget, an empty input)
     started_at: str | None = None
     finished_at: str | None = None
     error: str | None = None

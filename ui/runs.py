@@ -14,9 +14,10 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from augment_core.store import RunRecord
+from augment_core.store import RunRecord, StepState
 
-RUN_COLUMNS = ["run id", "workflow", "status", "in", "valid", "quarantined", "augmented", "created (UTC)", "duration"]
+RUN_COLUMNS = ["run id", "workflow", "status", "in", "valid", "quarantined", "augmented", "failed", "skipped",
+               "created (UTC)", "duration"]
 STEP_COLUMNS = ["step", "state", "rows", "error"]
 NO_RUN_CHOSEN = "Choose a run in the table or the list to see its steps."
 
@@ -37,15 +38,22 @@ def _code(text: str) -> str:
 def runs_table(records: list[RunRecord]) -> pd.DataFrame:
     rows = [
         [r.id, r.workflow, r.status, r.counts.get("in", 0), r.counts.get("valid", 0),
-         r.counts.get("quarantined", 0), r.counts.get("augmented", 0), _when(r.created_at),
+         r.counts.get("quarantined", 0), r.counts.get("augmented", 0), r.counts.get("failed", 0),
+         r.counts.get("skipped", 0), _when(r.created_at),
          _duration(r.duration_seconds)]
         for r in records
     ]
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
+def _state(step: StepState) -> str:
+    """'succeeded with 3 failed' for a step some records did not get through."""
+    parts = [f"{n} {what}" for n, what in ((step.failed, "failed"), (step.skipped, "skipped")) if n]
+    return f"{step.state} with {' and '.join(parts)}" if parts else step.state
+
+
 def steps_table(record: RunRecord | None) -> pd.DataFrame:
-    rows = [] if record is None else [[s.name, s.state, s.rows, s.error or ""] for s in record.steps]
+    rows = [] if record is None else [[s.name, _state(s), s.rows, s.error or ""] for s in record.steps]
     return pd.DataFrame(rows, columns=STEP_COLUMNS)
 
 
@@ -60,7 +68,10 @@ def run_summary(record: RunRecord) -> str:
     ]
     out = record.output
     if out:
-        paths = [f"output: {out.get('dataset')} v{out.get('version')} at {out.get('path')}"]
+        if out.get("partial"):
+            paths = [f"output: {out.get('rows_written')} record(s) written, not catalogued, at {out.get('path')}"]
+        else:
+            paths = [f"output: {out.get('dataset')} v{out.get('version')} at {out.get('path')}"]
         paths += [
             f"{label}: {out[key]}"
             for key, label in (("quarantine_path", "quarantine"), ("csv_path", "csv export"))

@@ -163,11 +163,12 @@ class BatchPlan:
                 batch_format="pyarrow",
                 # What a crash costs a run is the batches in flight (their answered calls are cached).
                 batch_size=batch_rows,
-                # One batch at a time per actor: queued batches start more actors rather than
-                # wait behind one (an actor runs its batches one after the other).
+                # As many actors as there are batches, up to one per CPU, from the start, one batch
+                # at a time each: a batch waits for a free actor rather than behind another batch
+                # on a busy one. A fixed pool: with one task in flight an actor is never more than
+                # 100 % used, so Ray Data's autoscaler (which grows a pool past 175 %) never would.
                 compute=ray.data.ActorPoolStrategy(
-                    min_size=1, max_size=pool, initial_size=min(pool, -(-max(1, self.rows_in) // batch_rows)),
-                    max_tasks_in_flight_per_actor=1),
+                    size=min(pool, -(-max(1, self.rows_in) // batch_rows)), max_tasks_in_flight_per_actor=1),
                 num_cpus=0.25,
             )
             # A file holds at most one augment call's records: what a crash can make a resume redo.

@@ -4,7 +4,7 @@ Shared by batch runs, imports and stream consumers."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,30 +19,54 @@ from pipelines.io.parquet import export_csv
 from pipelines.spec.workflow import WorkflowSpec
 
 
-def count_outcomes(spec: WorkflowSpec, paths: StoragePaths, parquet_path: str) -> tuple[int, int]:
-    """(failed, skipped) records of a written dataset, from the inference steps' status columns:
-    a record with any step in error is failed; one with a step skipped (budget) and none in
-    error is skipped. Reads those columns only, file by file."""
-    columns = [c for c in (augmenter.status_column() for augmenter in build_chain(spec)) if c]
-    if not columns:
-        return 0, 0
+class Outcomes(NamedTuple):
+    """How the records of a written dataset fared at the steps that can fail per record."""
+
+    failed: int  # records with any step in error
+    skipped: int  # records with a step skipped (budget, an empty input) and none in error
+    steps: dict[str, tuple[int, int]]  # step -> (records in error, records skipped) there
+
+
+def count_outcomes(spec: WorkflowSpec, paths: StoragePaths, parquet_path: str) -> Outcomes:
+    """The outcomes of a written dataset, from the steps' status columns, read file by file."""
+    status = {a.step_name: c for a in build_chain(spec) if (c := a.status_column())}
+    if not status:
+        return Outcomes(0, 0, {})
     fs, path = paths.filesystem(parquet_path)
     failed = skipped = 0
+    steps = {name: (0, 0) for name in status}
     for fragment in pq.ParquetDataset(path, filesystem=fs).fragments:
-        table = fragment.to_table(columns=columns)
+        table = fragment.to_table(columns=list(status.values()))
         if not table.num_rows:
             continue
-        error = pc.equal(table[columns[0]], "error")
-        skip = pc.equal(table[columns[0]], "skipped")
-        for name in columns[1:]:
-            error = pc.or_(error, pc.equal(table[name], "error"))
-            skip = pc.or_(skip, pc.equal(table[name], "skipped"))
-        failed += pc.sum(pc.fill_null(error, False).cast(pa.int64())).as_py() or 0
-        skipped += (
-            pc.sum(pc.and_(pc.fill_null(skip, False), pc.invert(pc.fill_null(error, False))).cast(pa.int64())).as_py()
-            or 0
-        )
-    return failed, skipped
+        any_error = any_skip = pa.array([False] * table.num_rows)
+        for name, column in status.items():
+            error = pc.fill_null(pc.equal(table[column], "error"), False)
+            skip = pc.fill_null(pc.equal(table[column], "skipped"), False)
+            steps[name] = (steps[name][0] + _true(error), steps[name][1] + _true(skip))
+            any_error, any_skip = pc.or_(any_error, error), pc.or_(any_skip, skip)
+        failed += _true(any_error)
+        skipped += _true(pc.and_(any_skip, pc.invert(any_error)))
+    return Outcomes(failed, skipped, steps)
+
+
+def _true(mask: pa.Array) -> int:
+    return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
+
+
+def failed_too_many(spec: WorkflowSpec, valid: int, outcomes: Outcomes) -> str | None:
+    """Why a run whose records failed at its steps did not succeed, or None: more failed than the
+    workflow's max_failed_share allows (by default: every record failed)."""
+    if not valid or not outcomes.failed:
+        return None
+    share = outcomes.failed / valid
+    limit = spec.max_failed_share
+    if (share <= limit) if limit is not None else (outcomes.failed < valid):
+        return None
+    worst = ", ".join(f"{name} {errors}" for name, (errors, _) in outcomes.steps.items() if errors)
+    allowed = f"max_failed_share is {limit:g}" if limit is not None else "max_failed_share is not set"
+    return (f"{outcomes.failed} of {valid} records failed at a step ({share:.0%}; {allowed}):"
+            f" records in error by step: {worst}")
 
 
 def check_reconciled(rows_in: int, valid: int, quarantined: int, written: tuple[int, int] | None = None) -> None:
@@ -69,5 +93,5 @@ def catalog_output(settings: Settings, spec: WorkflowSpec, run_id: str, result: 
     if sink.export_csv:
         paths = StoragePaths(settings)
         output["csv_path"] = paths.export_csv(sink.dataset, version)
-        export_csv(paths, result.output_path, output["csv_path"])
+        export_csv(paths, result.output_path, output["csv_path"], escape_formulas=sink.csv_escape_formulas)
     return output

@@ -4,6 +4,7 @@ empty versions, CSV exports."""
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -55,8 +56,9 @@ def write_empty_parquet(fs: pafs.FileSystem, path: str, schema: pa.Schema) -> No
     pq.write_table(schema.empty_table(), f"{path}/empty.parquet", filesystem=fs)
 
 
-def export_csv(paths: StoragePaths, parquet_path: str, csv_path: str) -> None:
-    """Stream a written dataset into one CSV file (bounded memory)."""
+def export_csv(paths: StoragePaths, parquet_path: str, csv_path: str, escape_formulas: bool = True) -> None:
+    """Stream a written dataset into one CSV file (bounded memory). With `escape_formulas`, a text
+    cell a spreadsheet would run as a formula is written with a leading ' (see formulas_escaped)."""
     in_fs, in_path = paths.filesystem(parquet_path)
     out_fs, out_path = paths.filesystem(csv_path)
     out_fs.create_dir(out_path.rsplit("/", 1)[0], recursive=True)
@@ -65,4 +67,20 @@ def export_csv(paths: StoragePaths, parquet_path: str, csv_path: str) -> None:
     with out_fs.open_output_stream(out_path) as stream, pacsv.CSVWriter(stream, schema) as writer:
         for fragment in dataset.fragments:
             for batch in fragment.to_batches():
-                writer.write_batch(batch)
+                writer.write_batch(formulas_escaped(batch) if escape_formulas else batch)
+
+
+# What a spreadsheet takes for the start of a formula (OWASP, CSV injection).
+FORMULA_START = r"^[=+\-@\t\r]"
+
+
+def formulas_escaped(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with every text cell that starts like a formula prefixed with ', so that a
+    spreadsheet shows the text instead of running it. Numbers are left alone: -5 is a number."""
+    columns = []
+    for column in batch.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            risky = pc.fill_null(pc.match_substring_regex(column, FORMULA_START), False)
+            column = pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)

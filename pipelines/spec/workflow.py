@@ -201,6 +201,12 @@ class StepSpec(StrictModel):
 class SinkSpec(StrictModel):
     dataset: str = Field(pattern=IDENTIFIER)
     export_csv: bool = False
+    csv_escape_formulas: bool = Field(
+        default=True,
+        description="In the CSV export, prefix text cells that start with = + - @ tab or CR with ' so a spreadsheet"
+                    " shows them rather than running them (OWASP's CSV injection rule); false for machine readers."
+                    " The Parquet output keeps every value exact.",
+    )
     batch_rows: int = Field(
         default=256, ge=1, le=1_000_000,
         description="Records per augment call, and at most per output file: what a crash can make a resumed run redo.",
@@ -281,6 +287,11 @@ class WorkflowSpec(StrictModel):
     sink: SinkSpec
     budget: BudgetSpec | None = None
     review: ReviewSpec = Field(default_factory=ReviewSpec)
+    max_failed_share: float | None = Field(
+        default=None, ge=0, le=1,
+        description="The run fails when more than this share of its valid records failed at a step;"
+                    " by default, only when every one did.",
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -346,7 +346,13 @@ def test_a_provider_that_is_down_fails_its_records_fast_and_the_run_still_ends(
         settings: Settings, early_runs: dict[str, Pending]) -> None:
     run = early_runs["down"].result(settings)
 
-    assert run.status == "succeeded", run.error  # a provider failing is the records' error, not the run's
+    # Every record failed: the run says so (and is not catalogued), with the counts and the files kept.
+    assert run.status == "failed"
+    assert run.error.startswith("20 of 20 records failed at a step (100%; max_failed_share is not set)"), run.error
+    assert run.error.endswith("records in error by step: profile 20")
+    assert run.output["partial"] is True and run.output["rows_written"] == 20 and "version" not in run.output
+    profile = next(s for s in run.steps if s.name == "profile")
+    assert (profile.state, profile.failed, profile.skipped) == ("succeeded", 20, 0)
     assert run.counts["failed"] == 20 and run.counts["augmented"] == 0
     assert_reconciles(run)
     out = output_rows(run)

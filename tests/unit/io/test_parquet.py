@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -34,3 +35,24 @@ def test_an_empty_quarantine_is_a_readable_parquet_folder(tmp_path: Path) -> Non
     write_empty_parquet(pafs.LocalFileSystem(), folder, QUARANTINE_SCHEMA)
     table = pq.read_table(folder)
     assert table.num_rows == 0 and table.schema == QUARANTINE_SCHEMA
+
+
+def test_the_csv_export_escapes_cells_a_spreadsheet_would_run_and_parquet_keeps_them(tmp_path: Path) -> None:
+    cells = ["=HYPERLINK(\"http://evil\")", "+1", "-2", "@SUM(A1)", "\tx", "\rx", "plain", "a=b", None, ""]
+    table = pa.table({"text": cells, "n": [-5, 1, 2, 3, 4, 5, 6, 7, 8, 9]})
+    folder = tmp_path / "datasets" / "d" / "run-1"
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "part-0.parquet")
+    paths = StoragePaths(Settings(storage_root=str(tmp_path), database_url="sqlite:///:memory:"))
+
+    escaped, exact = tmp_path / "escaped.csv", tmp_path / "exact.csv"
+    export_csv(paths, str(folder), str(escaped))
+    export_csv(paths, str(folder), str(exact), escape_formulas=False)
+    read = pa_csv.read_csv(escaped, convert_options=pa_csv.ConvertOptions(column_types={"text": pa.string()}))
+    assert read["text"].to_pylist() == [
+        "'=HYPERLINK(\"http://evil\")", "'+1", "'-2", "'@SUM(A1)", "'\tx", "'\rx", "plain", "a=b", "", "",
+    ]
+    assert read["n"].to_pylist()[0] == -5  # a number is not text: left alone
+    raw = pa_csv.read_csv(exact, convert_options=pa_csv.ConvertOptions(column_types={"text": pa.string()}))
+    assert raw["text"].to_pylist()[:6] == cells[:6]
+    assert pq.read_table(folder)["text"].to_pylist() == cells  # the dataset itself keeps every value exact

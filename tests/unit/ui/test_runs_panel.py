@@ -41,7 +41,7 @@ def test_runs_are_listed_and_the_choice_is_kept() -> None:
     message, table, choices = list_view(lambda: [run()], "20260102")
     assert "1 most recent run(s)" in message
     assert table.values.tolist() == [
-        ["20260102-030405-abcd1234", "organisations", "failed", 9, 7, 2, 7, "2026-01-02 03:04:05", "2.5 s"]
+        ["20260102-030405-abcd1234", "organisations", "failed", 9, 7, 2, 7, 0, 0, "2026-01-02 03:04:05", "2.5 s"]
     ]
     assert choices["choices"] == ["20260102-030405-abcd1234"] and choices["value"] == "20260102"
 
