@@ -15,14 +15,17 @@ from pipelines.augmenters.registry import register
 from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
 
 # Common names pycountry does not know (it knows "South Korea", "Czech Republic", "Vietnam"...).
-# Ambiguous names ("Korea", "America") are left out on purpose: unknown beats wrong.
 ALIASES: dict[str, str] = {
     "uk": "GB", "great britain": "GB", "britain": "GB", "england": "GB", "scotland": "GB",
     "wales": "GB", "northern ireland": "GB", "deutschland": "DE", "holland": "NL", "nederland": "NL",
     "russia": "RU", "turkey": "TR", "ivory coast": "CI", "macedonia": "MK", "uae": "AE",
     "espana": "ES", "brasil": "BR", "schweiz": "CH", "suisse": "CH", "osterreich": "AT",
-    "italia": "IT", "vatican": "VA",
+    "italia": "IT", "vatican": "VA", "burma": "MM", "swaziland": "SZ", "micronesia": "FM",
+    "st lucia": "LC", "st kitts and nevis": "KN", "st vincent and the grenadines": "VC", "palestine": "PS",
 }
+# Names of more than one country: "Congo" is the Republic (CG) to ISO and often the DRC (CD) to
+# people. Unknown beats wrong, so they are not valid.
+AMBIGUOUS = frozenset({"congo", "korea", "america", "virgin islands", "guinea republic"})
 
 
 def _key(text: str) -> str:
@@ -43,6 +46,8 @@ def _index() -> dict[str, str]:
             if text:
                 index[_key(text)] = country.alpha_2
     index.update({_key(alias): code for alias, code in ALIASES.items()})
+    for name in AMBIGUOUS:
+        index.pop(_key(name), None)
     return index
 
 

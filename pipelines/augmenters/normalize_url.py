@@ -44,6 +44,8 @@ class NormalizeUrl(ColumnAugmenter):
         _extract()
 
     def parse(self, value: str) -> Mapping[str, Any]:
+        if any(c.isspace() for c in value):  # "acme.com/about us": not a URL, and not ours to guess
+            return {"valid": False}
         has_scheme = bool(_HAS_SCHEME.match(value))
         try:
             parts = urlsplit(value if has_scheme else "https://" + value.removeprefix("//"))

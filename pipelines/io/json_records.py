@@ -30,6 +30,18 @@ def parse_json(text: str) -> tuple[Any, str | None]:
         return None, beyond_json_limits(exc)
 
 
+def ends_inside(text: str) -> bool:
+    """Whether JSON text that does not parse stops inside a value — the end of a cut-short file —
+    rather than breaking a rule before its end."""
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return exc.pos >= len(text) or exc.msg.startswith("Unterminated string")
+    except (RecursionError, ValueError):
+        return False
+    return False
+
+
 def beyond_json_limits(exc: RecursionError | ValueError) -> str:
     """Why json.loads refused text that is well-formed: it nests past the parser's depth (a
     RecursionError), or holds an integer of more digits than Python converts (a ValueError)."""

@@ -23,7 +23,7 @@ from ray.data.datasource import FileBasedDatasource
 from augment_core.storage import StoragePaths
 from pipelines.io.csv_records import CsvRecord, csv_records
 from pipelines.io.files import EXTENSIONS, SourceError, text_lines, undecodable
-from pipelines.io.json_records import json_record, parse_json
+from pipelines.io.json_records import ends_inside, json_record, parse_json
 from pipelines.spec.errors import clip
 from pipelines.spec.workflow import (
     DatasetSource,
@@ -75,6 +75,10 @@ def _header(records: Iterator[CsvRecord], path: str) -> list[str]:
     if first.cells is None:
         raise SourceError(f"{path}: the header row cannot be read: {first.error}")
     return [name.strip() for name in first.cells]
+
+
+def _first_sentence(exc: Exception) -> str:
+    return str(exc).split(". ")[0].rstrip(".")
 
 
 class RecordFileDatasource(FileBasedDatasource):
@@ -139,7 +143,7 @@ class RecordFileDatasource(FileBasedDatasource):
                 continue
             obj, error = parse_json(line.strip())
             if error is not None:
-                cut_short = not line.endswith("\n") and error.startswith(("Unterminated", "Expecting"))
+                cut_short = not line.endswith("\n") and ends_inside(line.strip())
                 where = f"line {number} is cut short (the file ends inside it)" if cut_short else "invalid JSON"
                 buffer.add({}, f"{where}: {error}: {clip(line.strip())}")
                 continue
@@ -152,7 +156,10 @@ class RecordFileDatasource(FileBasedDatasource):
 
     def _parquet(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
         fields = list(self.schema_spec.fields)
-        parquet = pq.ParquetFile(f)
+        try:
+            parquet = pq.ParquetFile(f)
+        except pa.ArrowInvalid as exc:  # text, a cut-short upload, an empty file
+            raise SourceError(f"{path}: not a Parquet file ({_first_sentence(exc)})") from None
         present = parquet.schema_arrow.names
         self._require(path, present)
         row = 0

@@ -303,6 +303,11 @@ def test_jsonl_a_truncated_last_line_says_so_with_its_line_number(tmp_path: Path
         ' {"org_id": "ORG-2", "na')
 
 
+def test_jsonl_a_last_line_that_breaks_a_rule_is_invalid_not_cut_short(tmp_path: Path) -> None:
+    rows = read_rows(write(tmp_path, "bad.jsonl", '{"org_id": "ORG-1"}\n{"org_id": "ORG-2",}'), "jsonl")
+    assert rows[1]["_parse_error"].startswith("invalid JSON: Expecting property name")
+
+
 @pytest.mark.parametrize(("line", "reason"), [
     ("[" * 100_000 + "]" * 100_000, "invalid JSON: nested too deeply"),
     ('{"org_id": ' + "1" * 5000 + "}", "invalid JSON: Exceeds the limit (4300 digits) for integer string conversion"),
@@ -357,6 +362,17 @@ def test_parquet_rows_are_numbered_across_batches(tmp_path: Path, monkeypatch: p
     rows = [r for t in tables for r in t.to_pylist()]
     assert values(rows, "org_id", "_source_row") == [(f"ORG-{i}", i) for i in range(1, 6)]
     assert [r["_source_order"] for r in rows] == [f"{path}\x1f{i:015d}" for i in range(1, 6)]
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"org_id,name\nORG-1,Acme\n", "Parquet magic bytes not found in footer"),
+    (b"", "Parquet file size is 0 bytes"),
+])
+def test_a_file_that_is_not_parquet_is_refused_in_one_line(tmp_path: Path, content: bytes, reason: str) -> None:
+    path = write(tmp_path, "orgs.parquet", content)
+    with pytest.raises(SourceError) as info:
+        read_rows(path, "parquet")
+    assert str(info.value) == f"{path}: not a Parquet file ({reason})"
 
 
 def test_parquet_missing_required_column_names_it(tmp_path: Path) -> None:
