@@ -101,7 +101,7 @@ class RateLimiter:
                     break
                 wait = None if max_wait is None else max_wait - (self.clock() - started)
                 if wait is not None and wait <= 0:
-                    return self._deny("no request slot free before the deadline", probe)
+                    return self._deny(f"no request slot free within {max_wait:g}s", probe)
                 self._slot_free = self._slot_free or asyncio.Event()
                 try:
                     await asyncio.wait_for(self._slot_free.wait(), timeout=min(wait or 1.0, 1.0))
@@ -118,7 +118,7 @@ class RateLimiter:
                     # A request that is not sent uses no quota: give its slot and tokens back.
                     self._next_slot, self._token_level, self._token_time = booked
                     self._drop(permit)
-                    return self._deny("the rate limit allows no request before the deadline", probe)
+                    return self._deny(f"the rate limit allows no request within {max_wait:g}s", probe)
                 if at > now:
                     await asyncio.sleep(at - now)
                 if self.clock() >= self._paused_until:  # a 429 may have paused us while we slept

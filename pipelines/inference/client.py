@@ -81,27 +81,37 @@ async def call(
     deadline_s: float = 60.0,
     attempt_timeout_s: float | None = None,
     max_retries: int = 4,
+    queue_wait_s: float = 1800.0,
 ) -> Reply:
-    """Send a request until it succeeds, fails for good, or the deadline passes."""
+    """Send a request until it succeeds, fails for good, or the deadline passes. The deadline
+    counts the call's own time — attempts, backoff — not the time it waits in the limiter's queue
+    for its turn: that wait has a budget of its own, `queue_wait_s`, generous because under a low
+    limit the last records of a batch wait behind all the others."""
     started = time.monotonic()
+    queued = 0.0  # time spent waiting for permits, which the deadline does not count
     attempts = 0
     last_error = "no attempt was made"
+
+    def used() -> float:
+        return time.monotonic() - started - queued
+
     while True:
-        remaining = deadline_s - (time.monotonic() - started)
-        if remaining <= 0:
+        if used() >= deadline_s:
             return _failed(
                 f"deadline of {deadline_s:g}s passed after {attempts} attempt(s); last: {last_error}", attempts, started
             )
         # The place is held while the attempt renews it: a caller killed mid-call (a lost worker or
         # driver) gives it back within LEASE_HOLD_SECONDS instead of after its whole deadline.
-        grant = await permits.acquire(tokens, max_wait=remaining, hold=LEASE_HOLD_SECONDS)
-        if not grant.granted:
+        asked = time.monotonic()
+        grant = await permits.acquire(tokens, max_wait=max(0.0, queue_wait_s - queued), hold=LEASE_HOLD_SECONDS)
+        queued += time.monotonic() - asked
+        if not grant.granted:  # the circuit is open, or the queue's wait ran out
             return _failed(grant.reason, attempts, started)
         attempts += 1
         outcome = Outcome()
         retry_after: float | None = None
         try:
-            timeout = max(0.05, deadline_s - (time.monotonic() - started))
+            timeout = max(0.05, deadline_s - used())
             if attempt_timeout_s is not None:
                 timeout = min(timeout, attempt_timeout_s)
             renewing = asyncio.create_task(_keep_lease(permits, grant.permit))
@@ -143,7 +153,7 @@ async def call(
             return _failed(f"gave up after {attempts} attempts; last: {last_error}", attempts, started, outcome.status)
         backoff = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
         wait = max(backoff, retry_after or 0.0)
-        if wait >= deadline_s - (time.monotonic() - started):
+        if wait >= deadline_s - used():
             return _failed(
                 f"deadline of {deadline_s:g}s leaves no time to retry after {attempts} attempt(s); last: {last_error}",
                 attempts, started, outcome.status,

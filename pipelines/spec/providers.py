@@ -65,7 +65,14 @@ class ProviderSpec(StrictModel):
     model: str | None = Field(default=None, description="Default model.")
     limits: ProviderLimits = Field(default_factory=ProviderLimits)
     prices: ProviderPrices = Field(default_factory=ProviderPrices)
-    timeout_seconds: float = Field(default=60.0, gt=0, le=3600, description="Deadline of one call, retries included.")
+    timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600,
+        description="Deadline of one call, retries included; the wait for its turn under the limits is not counted.",
+    )
+    queue_timeout_seconds: float = Field(
+        default=1800.0, gt=0, le=86_400,
+        description="Longest a call waits for its turn under the limits before its record ends in error.",
+    )
     attempt_timeout_seconds: float = Field(
         default=30.0, gt=0, le=3600, description="Longest wait for one attempt's reply before it is retried.",
     )

@@ -401,7 +401,7 @@ def test_max_wait_denies_when_the_pace_allows_no_request_in_time() -> None:
         before = clock()
         denied = await rl.acquire(max_wait=0.5)
         assert not denied.granted
-        assert denied.reason == "the rate limit allows no request before the deadline"
+        assert denied.reason == "the rate limit allows no request within 0.5s"
         assert clock() == before  # known at once: no point waiting 0.5s to say no
         assert rl.snapshot()["in_flight"] == 1  # the place it held is given back
         assert (await rl.acquire(max_wait=2.0)).granted
@@ -427,7 +427,7 @@ def test_max_wait_denies_when_no_slot_frees_in_time() -> None:
         rl = limiter(clock, max_in_flight=1)
         held = await rl.acquire()
         denied = await rl.acquire(max_wait=2.5)
-        assert not denied.granted and denied.reason == "no request slot free before the deadline"
+        assert not denied.granted and denied.reason == "no request slot free within 2.5s"
         assert clock() - START == pytest.approx(2.5, abs=0.01)  # it waited as long as allowed
         rl.release(held.permit, Outcome(status=200))
         assert (await rl.acquire(max_wait=0.1)).granted

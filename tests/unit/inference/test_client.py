@@ -171,13 +171,23 @@ def test_retry_after_beyond_the_deadline_ends_the_call_with_a_clear_error(fake: 
     assert took < 1.5
 
 
-def test_a_deadline_that_passes_while_waiting_for_a_permit(fake: FakeOpenAI) -> None:
+def test_the_wait_for_a_permit_does_not_spend_the_calls_deadline(fake: FakeOpenAI) -> None:
+    p = permits(requests_per_minute=60)  # one a second
+    first, _ = send(chat(fake, "first"), p)
+    assert first.ok
+    reply, took = send(chat(fake, "second"), p, deadline_s=0.3)  # its turn comes in about a second
+    assert reply.ok and reply.attempts == 1
+    assert 0.5 <= took < 3
+    assert fake.stats()["requests"] == 2
+
+
+def test_a_call_that_cannot_get_its_turn_within_the_queue_wait_says_so(fake: FakeOpenAI) -> None:
     p = permits(requests_per_minute=6)  # one every ~10s
     first, _ = send(chat(fake, "first"), p)
     assert first.ok
-    reply, took = send(chat(fake, "second"), p, deadline_s=1.0)
+    reply, took = send(chat(fake, "second"), p, deadline_s=60, queue_wait_s=1.0)
     assert not reply.ok and reply.attempts == 0
-    assert reply.error == "the rate limit allows no request before the deadline"
+    assert reply.error == "the rate limit allows no request within 1s"
     assert took < 0.5  # known at once
     assert fake.stats()["requests"] == 1
 
