@@ -273,7 +273,7 @@ class InferenceAugmenter(Augmenter):
             reply: Reply = await call(
                 request, self.permits, tokens=tokens_in_est + tokens_out_est, deadline_s=provider.timeout_seconds,
                 attempt_timeout_s=provider.attempt_timeout_seconds, max_retries=provider.max_retries,
-                queue_wait_s=provider.queue_timeout_seconds,
+                queue_wait_s=provider.queue_timeout_seconds, stopped=self.context.gate.stopped,
             )
             attempts += reply.attempts
             latency += reply.latency_ms

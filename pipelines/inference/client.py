@@ -12,6 +12,7 @@ import asyncio
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -82,11 +83,13 @@ async def call(
     attempt_timeout_s: float | None = None,
     max_retries: int = 4,
     queue_wait_s: float = 1800.0,
+    stopped: Callable[[], Awaitable[str | None]] | None = None,
 ) -> Reply:
     """Send a request until it succeeds, fails for good, or the deadline passes. The deadline
     counts the call's own time — attempts, backoff — not the time it waits in the limiter's queue
     for its turn: that wait has a budget of its own, `queue_wait_s`, generous because under a low
-    limit the last records of a batch wait behind all the others."""
+    limit the last records of a batch wait behind all the others. `stopped` is asked once a
+    permit is granted: a run cancelled while the call waited for its turn sends nothing."""
     started = time.monotonic()
     queued = 0.0  # time spent waiting for permits, which the deadline does not count
     attempts = 0
@@ -107,6 +110,10 @@ async def call(
         queued += time.monotonic() - asked
         if not grant.granted:  # the circuit is open, or the queue's wait ran out
             return _failed(grant.reason, attempts, started)
+        reason = await stopped() if stopped is not None else None
+        if reason is not None:
+            await permits.release(grant.permit, Outcome(sent=False))
+            return _failed(reason, attempts, started)
         attempts += 1
         outcome = Outcome()
         retry_after: float | None = None

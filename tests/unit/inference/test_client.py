@@ -181,6 +181,19 @@ def test_the_wait_for_a_permit_does_not_spend_the_calls_deadline(fake: FakeOpenA
     assert fake.stats()["requests"] == 2
 
 
+def test_a_run_stopped_while_a_call_waited_for_its_turn_sends_nothing(fake: FakeOpenAI) -> None:
+    p = permits(requests_per_minute=60)
+    assert send(chat(fake, "first"), p)[0].ok
+
+    async def cancelled() -> str | None:
+        return "run cancelled"
+
+    reply, _ = send(chat(fake, "second"), p, stopped=cancelled)
+    assert (reply.ok, reply.error, reply.attempts) == (False, "run cancelled", 0)
+    assert fake.stats()["requests"] == 1
+    assert p.limiter.snapshot()["in_flight"] == 0  # its permit went back
+
+
 def test_a_call_that_cannot_get_its_turn_within_the_queue_wait_says_so(fake: FakeOpenAI) -> None:
     p = permits(requests_per_minute=6)  # one every ~10s
     first, _ = send(chat(fake, "first"), p)
