@@ -203,12 +203,13 @@ def test_csv_a_cell_of_10_mb_is_read(tmp_path: Path) -> None:
     assert [len(r["name"]) for r in rows] == [10_000_000, 4]
 
 
+@pytest.mark.parametrize("cell", ["x" * 2000, '"' + "x" * 2000 + '"'], ids=["plain", "quoted"])
 def test_csv_a_cell_past_the_limit_quarantines_its_row_saying_so(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cell: str) -> None:
     import pipelines.io.csv_records as csv_records
 
     monkeypatch.setattr(csv_records, "MAX_CELL_CHARS", 1000)
-    rows = read_rows(write(tmp_path, "big.csv", f"org_id,name\nORG-1,{'x' * 2000}\nORG-2,Beta\n"), "csv")
+    rows = read_rows(write(tmp_path, "big.csv", f"org_id,name\nORG-1,{cell}\nORG-2,Beta\n"), "csv")
     assert values(rows, "org_id", "_parse_error") == [
         (None, "malformed CSV near line 2: a cell is longer than 1,000 characters, the most a CSV cell may hold"),
         ("ORG-2", None),
