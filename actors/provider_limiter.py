@@ -29,8 +29,9 @@ class ProviderLimiter:
     def configure(self, limits: Limits) -> None:
         self.limiter.configure(limits)
 
-    async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None) -> Grant:
-        return await self.limiter.acquire(tokens, max_wait, hold)
+    async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
+                      rank: int | None = None) -> Grant:
+        return await self.limiter.acquire(tokens, max_wait, hold, rank)
 
     async def release(self, permit: int, outcome: Outcome) -> None:
         self.limiter.release(permit, outcome)
@@ -53,8 +54,9 @@ class ActorPermits:
     def __init__(self, handle: ActorHandle) -> None:
         self.handle = handle
 
-    async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None) -> Grant:
-        return await self.handle.acquire.remote(tokens, max_wait, hold)
+    async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
+                      rank: int | None = None) -> Grant:
+        return await self.handle.acquire.remote(tokens, max_wait, hold, rank)
 
     async def release(self, permit: int, outcome: Outcome) -> None:
         await self.handle.release.remote(permit, outcome)

@@ -1,7 +1,8 @@
 """One provider call: permits, deadline, retries with backoff and jitter, the provider's verdict.
 
 Retried: timeouts, connection errors, 408, 409, 429 and 5xx, while the per-call deadline
-allows; other 4xx fail at once with the provider's own message. Every attempt takes a permit
+allows, each retry keeping the first attempt's place in the limiter's queue; other 4xx fail
+at once with the provider's own message. Every attempt takes a permit
 from the account's limiter and returns it with what the reply said (status, Retry-After,
 x-ratelimit-*), so one slow-down reaches every worker.
 """
@@ -92,6 +93,7 @@ async def call(
     permit is granted: a run cancelled while the call waited for its turn sends nothing."""
     started = time.monotonic()
     queued = 0.0  # time spent waiting for permits, which the deadline does not count
+    rank: int | None = None  # the first attempt's place in the queue, kept by every retry
     attempts = 0
     last_error = "no attempt was made"
 
@@ -106,8 +108,10 @@ async def call(
         # The place is held while the attempt renews it: a caller killed mid-call (a lost worker or
         # driver) gives it back within LEASE_HOLD_SECONDS instead of after its whole deadline.
         asked = time.monotonic()
-        grant = await permits.acquire(tokens, max_wait=max(0.0, queue_wait_s - queued), hold=LEASE_HOLD_SECONDS)
+        grant = await permits.acquire(
+            tokens, max_wait=max(0.0, queue_wait_s - queued), hold=LEASE_HOLD_SECONDS, rank=rank)
         queued += time.monotonic() - asked
+        rank = grant.rank
         if not grant.granted:  # the circuit is open, or the queue's wait ran out
             return _failed(grant.reason, attempts, started)
         reason = await stopped() if stopped is not None else None
@@ -224,6 +228,8 @@ def _outcome(response: httpx.Response) -> Outcome:
         retry_after=retry_after(headers),
         remaining_requests=_int(headers.get("x-ratelimit-remaining-requests")),
         reset_requests=parse_duration(headers.get("x-ratelimit-reset-requests")),
+        remaining_tokens=_int(headers.get("x-ratelimit-remaining-tokens")),
+        reset_tokens=parse_duration(headers.get("x-ratelimit-reset-tokens")),
     )
 
 

@@ -10,7 +10,8 @@ from augment_core.ratelimit import Grant, Limits, Outcome, RateLimiter
 
 
 class Permits(Protocol):
-    async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None) -> Grant: ...
+    async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
+                      rank: int | None = None) -> Grant: ...
 
     async def release(self, permit: int, outcome: Outcome) -> None: ...
 
@@ -30,8 +31,9 @@ class LocalPermits:
             limiter.configure(limits)
         self.limiter = limiter
 
-    async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None) -> Grant:
-        return await self.limiter.acquire(tokens, max_wait, hold)
+    async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
+                      rank: int | None = None) -> Grant:
+        return await self.limiter.acquire(tokens, max_wait, hold, rank)
 
     async def release(self, permit: int, outcome: Outcome) -> None:
         self.limiter.release(permit, outcome)

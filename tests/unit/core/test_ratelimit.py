@@ -165,7 +165,9 @@ def test_the_in_flight_cap_holds_while_callers_wait_for_the_pace() -> None:
 
 
 # tokens per minute -------------------------------------------------------------------------------
-def test_tokens_per_minute_delays_big_requests_and_not_small_ones() -> None:
+def test_tokens_per_minute_space_each_request_by_the_time_its_tokens_take() -> None:
+    """Tokens are paced like requests: each grant books the time its tokens take at the paced
+    rate, so the next request waits for the previous one's tokens, never a second's worth at once."""
     rate = 6000 * PACE / 60  # 98 tokens a second
 
     async def main(clock: VirtualClock) -> list[tuple[int, float]]:
@@ -179,11 +181,31 @@ def test_tokens_per_minute_delays_big_requests_and_not_small_ones() -> None:
         return waits
 
     waits = run_virtual(main)
-    assert waits[0][1] == 0.0  # a second's worth of tokens is available after an idle spell
-    assert waits[1][1] == pytest.approx(int(rate) / rate, rel=0.02)  # then ~1s for the next second's worth
-    assert waits[2][1] == pytest.approx(10 / rate, rel=0.02)  # a small request waits a little
-    assert waits[3][1] == pytest.approx(300 / rate, rel=0.02)  # a big one ~3s
-    assert waits[4][1] == pytest.approx(10 / rate, rel=0.02)
+    assert waits[0][1] == 0.0  # after an idle spell the first goes at once
+    assert waits[1][1] == pytest.approx(int(rate) / rate)  # then waits for the first one's tokens
+    assert waits[2][1] == pytest.approx(int(rate) / rate)
+    assert waits[3][1] == pytest.approx(10 / rate)  # behind a small request, a short wait
+    assert waits[4][1] == pytest.approx(300 / rate)  # behind a big one, ~3 s
+
+
+def test_an_idle_spell_gives_no_burst_of_tokens() -> None:
+    rate = 6000 * PACE / 60
+
+    async def main(clock: VirtualClock) -> list[float]:
+        rl = limiter(clock, tokens_per_minute=6000, max_in_flight=100)
+        rl.release((await rl.acquire(tokens=50)).permit, Outcome(status=200))
+        await asyncio.sleep(30)  # a long pause
+        started = clock()
+
+        async def one() -> float:
+            grant = await rl.acquire(tokens=49)
+            rl.release(grant.permit, Outcome(status=200))
+            return clock() - started
+
+        return sorted(await asyncio.gather(*(one() for _ in range(4))))
+
+    times = run_virtual(main)
+    assert times == pytest.approx([0.0, 49 / rate, 2 * 49 / rate, 3 * 49 / rate])
 
 
 def test_tokens_used_correct_the_estimate() -> None:
@@ -200,6 +222,73 @@ def test_tokens_used_correct_the_estimate() -> None:
     used_less = run_virtual(lambda c: main(c, 30))
     assert as_estimated == pytest.approx(300 / rate, rel=0.02)
     assert used_less < as_estimated - 2.0  # the 270 unused tokens went back
+
+
+def test_estimates_are_scaled_by_what_replies_used_so_the_token_limit_is_reached_and_kept() -> None:
+    """Callers estimate 500 tokens (the prompt plus max_tokens) and replies use 50, a second after
+    the grant. The limiter learns the ratio and books the used tokens: within a few seconds it
+    grants at the token rate, and no 1-second window takes more than the provider allows before
+    its last request (providers admit a request while the window has tokens left)."""
+    budget = 100  # tokens a second: 6,000 a minute
+
+    async def main(clock: VirtualClock) -> tuple[list[float], dict[str, Any]]:
+        rl = limiter(clock, tokens_per_minute=6000, max_in_flight=1000)
+        granted: list[float] = []
+
+        async def one() -> None:
+            grant = await rl.acquire(tokens=500)
+            granted.append(clock())
+            await asyncio.sleep(1.0)
+            rl.release(grant.permit, Outcome(status=200, tokens=50))
+
+        await asyncio.gather(*(one() for _ in range(250)))
+        return granted, rl.snapshot()
+
+    granted, snapshot = run_virtual(main)
+    assert snapshot["token_ratio"] == pytest.approx(0.1)
+    per_window = Counter(int(t - START) for t in granted)
+    assert all((n - 1) * 50 < budget for n in per_window.values()), per_window
+    span = granted[-1] - granted[0]
+    assert 250 * 50 / span >= 0.95 * budget * PACE, span  # the slow first second costs little
+
+
+def test_a_retry_keeps_its_place_ahead_of_callers_that_came_later() -> None:
+    async def main(clock: VirtualClock) -> list[str]:
+        rl = limiter(clock, requests_per_minute=60, max_in_flight=10)  # one a second
+        order: list[str] = []
+        first = await rl.acquire()
+
+        async def later(name: str) -> None:
+            grant = await rl.acquire()
+            order.append(name)
+            rl.release(grant.permit, Outcome(status=200))
+
+        waiting = [asyncio.ensure_future(later(name)) for name in "BCD"]
+        await asyncio.sleep(0.2)
+        rl.release(first.permit, Outcome(status=500))  # the first attempt failed: try again
+        retry = await rl.acquire(rank=first.rank)
+        order.append("A")
+        rl.release(retry.permit, Outcome(status=200))
+        await asyncio.gather(*waiting)
+        return order
+
+    assert run_virtual(main) == ["A", "B", "C", "D"]
+
+
+def test_a_waiter_that_gives_up_hands_the_turn_to_the_next() -> None:
+    async def main(clock: VirtualClock) -> tuple[str, float]:
+        rl = limiter(clock, requests_per_minute=60)
+        await rl.acquire()
+        head = asyncio.ensure_future(rl.acquire(max_wait=0.5))  # its slot is a second away
+        behind = asyncio.ensure_future(rl.acquire())
+        denied = await head
+        grant = await behind
+        assert grant.granted
+        return denied.reason, clock() - START
+
+    reason, at = run_virtual(main)
+    assert reason == "the rate limit allows no request within 0.5s"
+    assert at == pytest.approx(interval(60))
 
 
 # 429s and rate headers ---------------------------------------------------------------------------
@@ -225,7 +314,8 @@ def test_a_429_with_retry_after_pauses_every_caller_and_lowers_the_pace() -> Non
     assert snapshot["rate_limited"] == 1
     assert after[0] == pytest.approx(5.0)  # nobody goes before the provider's Retry-After
     gaps = [b - a for a, b in zip(after, after[1:])]
-    assert min(gaps) >= interval(600, 0.8) - 1e-6  # and then at the slower pace
+    assert gaps[0] == pytest.approx(interval(600, 0.8))  # and then at the slower pace,
+    assert min(gaps) >= interval(600, 0.8 + 0.01 * len(gaps)) - 1e-6  # which each success raises a little
     assert 0.8 < factor_after <= 1.0  # successes bring the pace back, a little each
 
 
@@ -261,6 +351,16 @@ def test_repeated_429s_slow_the_pace_down_to_a_floor() -> None:
         return rl.snapshot()["pace_factor"]
 
     assert run_virtual(main) == SLOWEST
+
+
+def test_no_tokens_remaining_pauses_until_the_reset() -> None:
+    async def main(clock: VirtualClock) -> float:
+        rl = limiter(clock, tokens_per_minute=60_000)
+        grant = await rl.acquire(tokens=10)
+        rl.release(grant.permit, Outcome(status=200, remaining_tokens=0, reset_tokens=0.7))
+        return (await rl.acquire(tokens=10)).waited
+
+    assert run_virtual(main) == pytest.approx(0.7)
 
 
 def test_no_requests_remaining_pauses_until_the_reset() -> None:

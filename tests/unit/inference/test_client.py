@@ -76,8 +76,28 @@ def test_the_reply_tokens_go_back_to_the_limiter(fake: FakeOpenAI) -> None:
     p = permits(tokens_per_minute=60_000)
     reply, _ = send(chat(fake, "count my tokens"), p, tokens=5_000)
     assert reply.ok
-    # 5,000 tokens were reserved; the reply used a handful, so the level is refilled by the difference.
-    assert p.limiter._token_level > 500
+    # 5,000 tokens were reserved (5 s of tokens); the reply used a handful, and paid for only those.
+    assert p.limiter._token_clock - time.monotonic() < 0.5
+    assert p.limiter.snapshot()["token_ratio"] <= 0.01  # and later estimates are scaled down
+
+
+class RecordingPermits(LocalPermits):
+    def __init__(self) -> None:
+        super().__init__(f"client-test-{next(_accounts)}", Limits())
+        self.ranks: list[int | None] = []
+
+    async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
+                      rank: int | None = None) -> Any:
+        self.ranks.append(rank)
+        return await super().acquire(tokens, max_wait, hold, rank)
+
+
+def test_every_retry_keeps_the_first_attempts_place_in_the_queue(fake: FakeOpenAI, fast_backoff: None) -> None:
+    p = RecordingPermits()
+    reply, _ = send(chat(fake, "flaky #500x2"), p, deadline_s=10)
+    assert reply.ok and reply.attempts == 3
+    first = p.ranks[1]
+    assert p.ranks == [None, first, first] and first is not None
 
 
 # retries ---------------------------------------------------------------------------------------
