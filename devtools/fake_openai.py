@@ -2,7 +2,14 @@
 
 Tests and benchmarks point clients at it instead of a paid provider, so that structured output,
 retries, backoff and throughput can be exercised offline and reproducibly. Markers such as
-``#429x2`` in a request's text make the server fail the first attempts of that exact request.
+``#429x2`` in a request's text make the server fail the first attempts of that exact request;
+``error_rate`` answers a share of all attempts with 500 after the usual latency, as a flaky
+provider does.
+
+Limits are enforced in fixed 1-second windows (rpm/60 and tpm/60 each): a request is admitted
+while its window has requests and tokens left, and counts in full. Tokens are the request's
+prompt plus the completion it is answered with (what ``usage.total_tokens`` reports), so a
+client can only pace them well by learning from the replies' usage.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 INDUSTRIES = ("software", "retail", "finance", "health", "manufacturing")
-KNOBS = frozenset({"rpm", "tpm", "latency_ms", "retry_after_s", "timeout_sleep_s"})
+KNOBS = frozenset({"rpm", "tpm", "latency_ms", "error_rate", "retry_after_s", "timeout_sleep_s"})
 _MARKER = re.compile(r"#(429|500|503|timeout|truncated|badschema)(?:x(\d+))?")
 _ALWAYS_400 = re.compile(r"#400(?!\d)")
 _WRONG = "not-a-valid-value"
@@ -201,6 +208,7 @@ class _Tally:
     max_in_flight: int = 0
     in_flight: int = 0
     admitted_per_second: Counter[str] = field(default_factory=Counter)
+    tokens_per_second: Counter[str] = field(default_factory=Counter)  # admitted tokens (prompt + completion)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     first_at: float | None = None
@@ -218,17 +226,19 @@ class FakeOpenAI:
     rpm: float | None
     tpm: float | None
     latency_ms: tuple[float, float]
+    error_rate: float
     retry_after_s: float
     timeout_sleep_s: float
     _attempts: Counter[bytes]  # admitted tries per request hash, to fail only the first n of them
     _used: Counter[str]  # requests and tokens admitted in the current window
 
     def __init__(self, *, rpm: float | None = None, tpm: float | None = None, latency_ms: tuple[float, float] = (0, 0),
-                 api_key: str | None = None, retry_after_s: float = 1.0, timeout_sleep_s: float = 30.0,
+                 error_rate: float = 0.0, api_key: str | None = None, retry_after_s: float = 1.0,
+                 timeout_sleep_s: float = 30.0,
                  embedding_dim: int = 8, host: str = "127.0.0.1", port: int = 0) -> None:
         self.api_key, self.embedding_dim, self.host, self.port = api_key, embedding_dim, host, port
         self._lock = threading.Lock()  # the server thread and the caller's thread share the state below
-        self.configure(rpm=rpm, tpm=tpm, latency_ms=latency_ms, retry_after_s=retry_after_s,
+        self.configure(rpm=rpm, tpm=tpm, latency_ms=latency_ms, error_rate=error_rate, retry_after_s=retry_after_s,
                        timeout_sleep_s=timeout_sleep_s)
         self._tally = _Tally()
         self.reset()
@@ -313,6 +323,8 @@ class FakeOpenAI:
         for name in ("rpm", "tpm"):
             if knobs.get(name) is not None and not knobs[name] > 0:
                 raise ValueError(f"{name} must be positive, or None for no limit")
+        if "error_rate" in knobs and not 0 <= float(knobs["error_rate"]) < 1:
+            raise ValueError("error_rate must be a share of attempts, 0 <= error_rate < 1")
         if "latency_ms" in knobs:
             lo, hi = map(float, knobs["latency_ms"])
             if not 0 <= lo <= hi:
@@ -333,9 +345,15 @@ class FakeOpenAI:
             self._attempts = Counter()
             self._window, self._used = 0, Counter()
 
+    def counted_tokens(self, path: str, body: Json) -> int:
+        """The tokens a request to `path` (e.g. "/v1/chat/completions") counts against tpm when nothing fails."""
+        parse, reply = self._endpoints[path]
+        texts = parse(body)
+        return _tokens(texts) + reply(body, texts, None)[2]
+
     # -- rate limiting ---------------------------------------------------------------------------------
 
-    def _admit(self, tokens: int) -> tuple[bool, dict[str, str]]:
+    def _admit(self, prompt_tokens: int, tokens: int) -> tuple[bool, dict[str, str]]:
         """Fixed 1-second windows on wall-clock boundaries, as providers enforce per-minute quotas in short slices."""
         now = time.time()
         window = int(now)
@@ -349,7 +367,8 @@ class FakeOpenAI:
             else:
                 self._used.update(requests=1, tokens=tokens)
                 self._tally.admitted_per_second[str(window)] += 1
-                self._tally.prompt_tokens += tokens
+                self._tally.tokens_per_second[str(window)] += tokens
+                self._tally.prompt_tokens += prompt_tokens
             resets = {name: _next_open_window(rate, window) - now for name, rate in limits.items()}
             headers: dict[str, str] = {}
             for name, rate in limits.items():
@@ -394,20 +413,25 @@ class FakeOpenAI:
             texts = parse(body)
         except ValueError as exc:
             return _error(400, str(exc), "invalid_request_error" if openai else None)
-        admitted, headers = self._admit(_tokens(texts))
+        key = _digest(path, _canonical(body))
+        answer = reply(body, texts, None)  # what it is answered when nothing fails: its tokens count now
+        admitted, headers = self._admit(_tokens(texts), _tokens(texts) + answer[2])
         if not admitted:
             return _error(429, "Rate limit reached; retry after the window resets.", "rate_limit_exceeded",
                           "rate_limit_exceeded", headers)
-        key = _digest(path, _canonical(body))
         with self._lock:
             self._attempts[key] += 1
             attempt = self._attempts[key]
+            error_rate = self.error_rate
         lo, hi = self.latency_ms
         await self._sleep((lo + (hi - lo) * int.from_bytes(key[:8], "big") / 2**64) / 1000)
         text = "\n".join(texts)
         if _ALWAYS_400.search(text):
             return _error(400, "bad request: marker #400")
         fault = next((m[1] for m in _MARKER.finditer(text) if attempt <= int(m[2] or 1)), None)
+        flaky = fault is None and error_rate and _pick(key, f"attempt {attempt}") % 1_000_000 < error_rate * 1_000_000
+        if flaky:  # this attempt fails; a retry of the same request may not
+            return _error(500, "The server had an error (injected at random: error_rate).", "server_error")
         if fault == "429":
             retry = {"retry-after": str(math.ceil(self.retry_after_s)),
                      "retry-after-ms": str(math.ceil(self.retry_after_s * 1000))}
@@ -417,7 +441,7 @@ class FakeOpenAI:
             return _error(int(fault), f"The server had an error (injected by marker #{fault}).", "server_error")
         if fault == "timeout":
             await self._sleep(self.timeout_sleep_s)
-        status, payload, completion_tokens = reply(body, texts, fault)
+        status, payload, completion_tokens = reply(body, texts, fault) if fault else answer
         with self._lock:
             self._tally.completion_tokens += completion_tokens
         return JSONResponse(payload, status_code=status, headers=headers)
@@ -511,8 +535,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8900, help="0 picks a free port")
     parser.add_argument("--rpm", type=float, help="requests per minute, enforced in 1-second windows")
-    parser.add_argument("--tpm", type=float, help="prompt tokens per minute, enforced in 1-second windows")
+    parser.add_argument("--tpm", type=float, help="tokens (prompt + completion) per minute, in 1-second windows")
     parser.add_argument("--latency-ms", type=float, nargs=2, default=(0, 0), metavar=("LOW", "HIGH"))
+    parser.add_argument("--error-rate", type=float, default=0.0, help="share of attempts answered 500")
     parser.add_argument("--api-key-env", metavar="NAME", help="require 'Authorization: Bearer $NAME'")
     parser.add_argument("--retry-after-s", type=float, default=1.0, help="Retry-After of #429 markers")
     parser.add_argument("--timeout-sleep-s", type=float, default=30.0, help="how long #timeout markers stall")
@@ -523,7 +548,8 @@ def main(argv: list[str] | None = None) -> None:
         api_key = os.environ.get(args.api_key_env) or parser.error(
             f"environment variable {args.api_key_env} is not set"
         )
-    fake = FakeOpenAI(rpm=args.rpm, tpm=args.tpm, latency_ms=tuple(args.latency_ms), api_key=api_key,
+    fake = FakeOpenAI(rpm=args.rpm, tpm=args.tpm, latency_ms=tuple(args.latency_ms), error_rate=args.error_rate,
+                      api_key=api_key,
                       retry_after_s=args.retry_after_s, timeout_sleep_s=args.timeout_sleep_s,
                       embedding_dim=args.embedding_dim, host=args.host, port=args.port)
     print(fake.start(), flush=True)

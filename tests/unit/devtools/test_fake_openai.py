@@ -42,7 +42,7 @@ FAKE_PROVIDER = {"retry_after_s": 0.1, "timeout_sleep_s": 0.5}  # the `fake` ser
 
 @pytest.fixture(autouse=True)
 def clean(fake: FakeOpenAI) -> None:
-    fake.configure(rpm=None, tpm=None, latency_ms=(0, 0))
+    fake.configure(rpm=None, tpm=None, latency_ms=(0, 0), error_rate=0.0)
     fake.reset()
 
 
@@ -217,6 +217,42 @@ def test_rpm_limit_holds_per_second(fake: FakeOpenAI) -> None:
     assert int(limited[0].headers["retry-after"]) >= 1 and int(limited[0].headers["retry-after-ms"]) <= 1000
     ok = next(r for r in responses if r.status_code == 200)
     assert ok.headers["x-ratelimit-limit-requests"] == "10" and ok.headers["x-ratelimit-reset-requests"].endswith("s")
+
+
+def test_tpm_limit_counts_prompt_and_completion_tokens_per_second(fake: FakeOpenAI, client: httpx.Client) -> None:
+    first = chat(client, "row 0").json()["usage"]["total_tokens"]
+    fake.reset()
+    fake.configure(tpm=60 * 3 * first)  # three such requests a second
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=fake.base_url, timeout=5) as http:
+            return await asyncio.gather(*(http.post("/chat/completions", json={"model": "fake-model", "messages": [
+                {"role": "system", "content": "Fill in the company."}, {"role": "user", "content": "row 0"}]})
+                for _ in range(10)))
+
+    responses = asyncio.run(burst())
+    stats = fake.stats()
+    admitted = [r for r in responses if r.status_code == 200]
+    assert 3 <= len(admitted) <= 6 and stats["rate_limited"] == 10 - len(admitted)  # one or two windows
+    assert all(n <= 3 for n in stats["admitted_per_second"].values())
+    assert sum(stats["tokens_per_second"].values()) == len(admitted) * first
+    assert admitted[0].headers["x-ratelimit-limit-tokens"] == str(3 * first)
+    limited = next(r for r in responses if r.status_code == 429)
+    assert limited.headers["x-ratelimit-remaining-tokens"] == "0"
+
+
+def test_error_rate_fails_a_share_of_attempts_reproducibly(fake: FakeOpenAI, client: httpx.Client) -> None:
+    fake.configure(error_rate=0.3)
+    first = [chat(client, f"row {i}").status_code for i in range(200)]
+    fake.reset()
+    again = [chat(client, f"row {i}").status_code for i in range(200)]
+    assert first == again  # the same attempts fail after a reset
+    failed = first.count(500)
+    assert set(first) == {200, 500} and 35 <= failed <= 85
+    retried = [chat(client, f"row {i}").status_code for i, status in enumerate(again) if status == 500]
+    assert retried.count(200) > len(retried) / 2  # a second attempt draws again
+    with pytest.raises(ValueError, match="error_rate"):
+        fake.configure(error_rate=1.0)
 
 
 def test_stats_count_requests(client: httpx.Client, fake: FakeOpenAI) -> None:
