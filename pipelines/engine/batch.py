@@ -36,14 +36,21 @@ from pipelines.io.parquet import (
     remove_folder,
     write_empty_parquet,
 )
+from pipelines.io.resources import TASK_CPUS, TASK_OPTIONS
 from pipelines.io.sinks import QUARANTINE_SCHEMA, quarantine_rows
 from pipelines.io.sources import read_source
 from pipelines.spec.workflow import WorkflowSpec
 
 
 def quiet_ray_data() -> None:
-    """Progress lives in the run row, not in bars and INFO lines (nor in a warning that they are off)."""
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    """Progress lives in the run row, not in bars and INFO lines (nor in a warning that they are off),
+    and a failure in the run's one-line reason and error log, not as Ray Data's tracebacks on the
+    console of whoever started the run. Ray Data's session log (ray-data.log) still has it all."""
+    data_log = logging.getLogger("ray.data")
+    data_log.setLevel(logging.WARNING)
+    for handler in data_log.handlers:
+        if handler.get_name() == "console":  # the handler of Ray Data's default logging config
+            handler.setLevel(logging.CRITICAL)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
@@ -108,13 +115,14 @@ class BatchPlan:
             return out
 
         raw = read_source(self.spec.source, schema, self.paths)
-        validated = raw.map_batches(validate_batch, batch_format="pyarrow", batch_size=None).materialize()
+        validated = raw.map_batches(
+            validate_batch, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS).materialize()
         self.rows_in = validated.count()  # free on a materialized dataset
         if schema.key and schema.unique_key:
             first_seen = self._first_seen_of_duplicates(validated)
             if first_seen:
                 validated = validated.map_batches(
-                    mark_duplicates, batch_format="pyarrow", batch_size=None,
+                    mark_duplicates, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS,
                     fn_kwargs={"first_seen": first_seen, "key": schema.key},
                 )
         self.validated = validated
@@ -124,7 +132,7 @@ class BatchPlan:
         # Only keys seen more than once come back to this process: memory stays bounded by them.
         counts = (
             validated.map_batches(lambda t: split_valid(t, True).select(["record_uuid", "_source_order"]),
-                                  batch_format="pyarrow", batch_size=None)
+                                  batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS)
             .groupby("record_uuid", num_partitions=max(1, min(validated.num_blocks(), 64)))
             .aggregate(Count(alias_name="seen"), Min("_source_order", alias_name="first"))
             .filter(expr="seen > 1")
@@ -144,11 +152,13 @@ class BatchPlan:
             remove_folder(q_fs, q_path)
         (
             self.validated.map_batches(
-                lambda t: quarantine_rows(split_valid(t, False), run_id), batch_format="pyarrow", batch_size=None
-            ).write_parquet(q_path, filesystem=q_fs)
+                lambda t: quarantine_rows(split_valid(t, False), run_id), batch_format="pyarrow", batch_size=None,
+                num_cpus=TASK_CPUS,
+            ).write_parquet(q_path, filesystem=q_fs, ray_remote_args=TASK_OPTIONS)
         )
         o_fs, o_path = self.paths.filesystem(self.output_path)
-        to_augment = self.validated.map_batches(lambda t: split_valid(t, True), batch_format="pyarrow", batch_size=None)
+        to_augment = self.validated.map_batches(
+            lambda t: split_valid(t, True), batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS)
         if self.resume and self._ids_are_unique():
             to_augment = self._not_yet_written(to_augment, o_fs, o_path)
         elif self.resume:  # records may share an id: which copies were written is unknowable, so
@@ -169,10 +179,10 @@ class BatchPlan:
                 # 100 % used, so Ray Data's autoscaler (which grows a pool past 175 %) never would.
                 compute=ray.data.ActorPoolStrategy(
                     size=min(pool, -(-max(1, self.rows_in) // batch_rows)), max_tasks_in_flight_per_actor=1),
-                num_cpus=0.25,
+                num_cpus=TASK_CPUS,
             )
             # A file holds at most one augment call's records: what a crash can make a resume redo.
-            .write_parquet(o_path, filesystem=o_fs, max_rows_per_file=batch_rows)
+            .write_parquet(o_path, filesystem=o_fs, max_rows_per_file=batch_rows, ray_remote_args=TASK_OPTIONS)
         )
         valid, quarantined = count_parquet_rows(o_fs, o_path), count_parquet_rows(q_fs, q_path)
         # Ray Data writes no file for no rows: leave an empty one so that both paths exist and
@@ -206,7 +216,7 @@ class BatchPlan:
         done = [f for f, rows in files.items() if rows]
         if not done:
             return valid
-        written = ray.data.read_parquet(done, filesystem=fs, columns=["record_uuid"])
+        written = ray.data.read_parquet(done, filesystem=fs, columns=["record_uuid"], ray_remote_args=TASK_OPTIONS)
         return valid.join(
             written, join_type="left_anti", on=("record_uuid",),
             num_partitions=min(64, 1 + self.rows_in // 100_000),  # ~100k records held by each aggregator

@@ -24,6 +24,7 @@ from augment_core.storage import StoragePaths
 from pipelines.io.csv_records import CsvRecord, csv_records
 from pipelines.io.files import EXTENSIONS, SourceError, text_lines, undecodable
 from pipelines.io.json_records import ends_inside, json_record, parse_json
+from pipelines.io.resources import TASK_CPUS, TASK_OPTIONS
 from pipelines.spec.errors import clip
 from pipelines.spec.workflow import (
     DatasetSource,
@@ -197,7 +198,7 @@ def read_source(source: SourceSpec, schema: SchemaSpec, paths: StoragePaths | No
         datasource = RecordFileDatasource(source, schema, keep_columns=keep, filesystem=filesystem)
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise SourceError(f"cannot read {source.kind} source {source.path}: {exc}") from None
-    return ray.data.read_datasource(datasource)
+    return ray.data.read_datasource(datasource, ray_remote_args=TASK_OPTIONS)
 
 
 def postgres_connector(source: PostgresSource) -> Callable[[], Any]:
@@ -225,7 +226,7 @@ def _read_postgres(source: PostgresSource, schema: SchemaSpec) -> ray.data.Datas
 
     # row_number() gives every row its ordinal so quarantine can point at it.
     sql = f"SELECT row_number() OVER () AS _source_row, q.* FROM ({source.query}) AS q"
-    dataset = ray.data.read_sql(sql, connect)
+    dataset = ray.data.read_sql(sql, connect, ray_remote_args=TASK_OPTIONS)
 
     def annotate(table: pa.Table) -> pa.Table:
         missing = missing_required_columns(table.column_names, schema)
@@ -238,7 +239,7 @@ def _read_postgres(source: PostgresSource, schema: SchemaSpec) -> ray.data.Datas
         )
         return table.append_column("_parse_error", pa.nulls(table.num_rows, pa.string()))
 
-    return dataset.map_batches(annotate, batch_format="pyarrow", batch_size=None)
+    return dataset.map_batches(annotate, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS)
 
 
 def source_fingerprint(source: SourceSpec, paths: StoragePaths) -> dict[str, Any] | None:

@@ -415,6 +415,25 @@ def test_the_runs_panel_shows_runs_and_steps_in_a_browser(base_url: str, stored_
             browser.close()
 
 
+def test_runs_at_once_next_to_the_deployed_apps_all_finish(base_url: str, settings: Settings) -> None:
+    """Ray Data splits the cluster between the datasets running at once, and each plan's
+    operators share their part: tasks asking a whole CPU (Ray's default) never started when
+    several runs met the Serve replicas, and the runs waited forever."""
+    import ray
+
+    from actors.runs import start_run
+
+    spec = load_spec(SAMPLE_SPEC)
+    launched = [start_run(settings, spec, str(SAMPLE_SPEC)) for _ in range(3)]
+    ray.get([final for _, (_, final) in launched], timeout=300)
+    store = open_store(settings)
+    runs = [store.get_run(run_id) for run_id, _ in launched]
+    assert [run.status for run in runs] == ["succeeded"] * 3, [run.error for run in runs]
+    assert {(run.counts["in"], run.counts["valid"], run.counts["quarantined"]) for run in runs} == {(300, 277, 23)}
+    versions = {run.output["version"] for run in runs}
+    assert len(versions) == 3  # each catalogued its own version of the dataset
+
+
 # last in this module: the deployment fixture's own teardown then finds nothing left to stop
 def test_serve_stop_removes_every_application(base_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     from augment_cli.main import main
