@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import traceback
 from typing import Any
 
 import ray
@@ -226,8 +227,24 @@ class RunCoordinator:
             return "succeeded", {"counts": counts, "output": output, "cost": self.ledger.summary()}
         except Exception as exc:  # every failure ends the run with its reason
             error = f"step {current!r} failed: {describe_error(exc)}"
+            self._write_error_log(error, exc)
             self._fail_running(error)
             return "failed", {"error": error, "cost": self.ledger.summary()}
+
+    def _write_error_log(self, error: str, exc: BaseException) -> None:
+        """The whole story behind the one-line reason, Ray's wrapping included, where the run's
+        owner can read it (`augment run` names the file) instead of on everybody's stderr."""
+        paths = StoragePaths(self.settings)
+        path = paths.run_log(self.run_id)
+        text = f"run {self.run_id} failed at {utcnow().isoformat()}\n{error}\n\n" + "".join(
+            traceback.format_exception(exc))
+        try:
+            fs, local = paths.filesystem(path)
+            fs.create_dir(local.rsplit("/", 1)[0], recursive=True)
+            with fs.open_output_stream(local) as out:
+                out.write(text.encode("utf-8", "backslashreplace"))
+        except OSError as log_error:  # the reason is in the run row all the same
+            log.warning("error log of run %s not written: %s", self.run_id, log_error)
 
     def _fail_running(self, error: str) -> None:
         with self._lock:

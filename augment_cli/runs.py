@@ -9,6 +9,8 @@ import sys
 from types import FrameType
 from typing import TYPE_CHECKING
 
+import pyarrow.fs as pafs
+
 from augment_cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -27,6 +29,7 @@ from augment_cli.output import describe_event, print_json, print_run, print_runs
 from augment_core.errors import describe_error
 from augment_core.events import follow_run
 from augment_core.settings import Settings
+from augment_core.storage import StoragePaths
 from augment_core.store import MetadataStore, open_store
 from pipelines.workflows.loader import load_spec, preflight
 
@@ -54,7 +57,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         run_id, (coordinator, final) = start_run(settings, spec, os.path.abspath(args.spec))
         # Progress goes to stderr: stdout holds the result (plain or --json) alone.
         print(f"run {run_id} started: workflow {spec.name} v{spec.version}", file=sys.stderr, flush=True)
-    return _wait_for_run(store, run_id, coordinator, final, args.json)
+    return _wait_for_run(settings, store, run_id, coordinator, final, args.json)
 
 
 def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
@@ -70,11 +73,11 @@ def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(str(exc)) from None
     print(f"run {record.id} resumed: workflow {record.workflow} v{record.workflow_version}"
           f" (resume {record.resumes})", file=sys.stderr, flush=True)
-    return _wait_for_run(store, record.id, coordinator, final, args.json)
+    return _wait_for_run(settings, store, record.id, coordinator, final, args.json)
 
 
 def _wait_for_run(
-    store: MetadataStore, run_id: str, coordinator: ActorHandle, final: ObjectRef, as_json: bool
+    settings: Settings, store: MetadataStore, run_id: str, coordinator: ActorHandle, final: ObjectRef, as_json: bool
 ) -> int:
     """Wait for a run's coordinator to end it; Ctrl-C or SIGTERM cancel the run."""
     import ray
@@ -102,7 +105,16 @@ def _wait_for_run(
         store.finish_run(run_id, "failed", error=f"run coordinator lost: {describe_error(exc)}")
     record = store.get_run(run_id)
     print_run(record, as_json)
+    if record.status == "failed":
+        _point_at_error_log(StoragePaths(settings), run_id)
     return EXIT_OK if record.status == "succeeded" else EXIT_FAILED
+
+
+def _point_at_error_log(paths: StoragePaths, run_id: str) -> None:
+    path = paths.run_log(run_id)
+    fs, local = paths.filesystem(path)
+    if fs.get_file_info(local).type != pafs.FileType.NotFound:
+        print(f"full error with its traceback: {path}", file=sys.stderr)
 
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:

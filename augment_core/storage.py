@@ -57,6 +57,10 @@ class StoragePaths:
     def quarantine(self, dataset: str, run_id: str) -> str:
         return join(self.root, "quarantine", dataset, f"run-{run_id}")
 
+    def run_log(self, run_id: str) -> str:
+        """A failed run's full error, traceback and all (its row holds the one-line reason)."""
+        return join(self.root, "runs", run_id, "error.log")
+
     def export_csv(self, dataset: str, version: int) -> str:
         return join(self.root, "exports", dataset, f"v{version}.csv")
 

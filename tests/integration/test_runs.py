@@ -220,3 +220,19 @@ def test_a_live_run_is_read_from_its_coordinator(ray_cluster, settings):
     assert live.steps[0].state in ("running", "succeeded")
     assert ray.get(final, timeout=300) == "succeeded"
     assert read_run(settings, run_id).status == "succeeded"
+
+
+def test_a_file_error_ends_the_run_in_one_line_and_its_traceback_goes_to_the_error_log(ray_cluster, tmp_path):
+    bad = tmp_path / "orgs.parquet"
+    bad.write_bytes(b"org_id,name\nORG-1,Acme\n")
+    spec = write_spec(tmp_path, {"source": {"kind": "parquet", "path": str(bad)}})
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.gcs_address}
+    result = subprocess.run([sys.executable, "-m", "augment_cli.main", "run", str(spec)],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert f"{bad}: not a Parquet file (Parquet magic bytes not found in footer)" in result.stdout
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    pointer = [line for line in result.stderr.splitlines() if line.startswith("full error with its traceback: ")]
+    assert len(pointer) == 1, result.stderr[-2000:]
+    log = Path(pointer[0].split(": ", 1)[1]).read_text(encoding="utf-8")
+    assert "not a Parquet file" in log and "Traceback (most recent call last)" in log
