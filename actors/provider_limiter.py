@@ -30,8 +30,8 @@ class ProviderLimiter:
         self.limiter.configure(limits)
 
     async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
-                      rank: int | None = None) -> Grant:
-        return await self.limiter.acquire(tokens, max_wait, hold, rank)
+                      rank: int | None = None, urgent: bool = False) -> Grant:
+        return await self.limiter.acquire(tokens, max_wait, hold, rank, urgent)
 
     async def release(self, permit: int, outcome: Outcome) -> None:
         self.limiter.release(permit, outcome)
@@ -55,8 +55,8 @@ class ActorPermits:
         self.handle = handle
 
     async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
-                      rank: int | None = None) -> Grant:
-        return await self.handle.acquire.remote(tokens, max_wait, hold, rank)
+                      rank: int | None = None, urgent: bool = False) -> Grant:
+        return await self.handle.acquire.remote(tokens, max_wait, hold, rank, urgent)
 
     async def release(self, permit: int, outcome: Outcome) -> None:
         await self.handle.release.remote(permit, outcome)

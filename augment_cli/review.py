@@ -64,7 +64,8 @@ def _workflows(settings: Settings) -> WorkflowFolder:
     from pipelines.workflows.folder import WorkflowFolder
 
     def context_for(spec: WorkflowSpec) -> RunContext:
-        return RunContext(providers=spec.providers, settings=settings, decisions=DecisionLookup(settings, spec.name))
+        return RunContext(providers=spec.providers, settings=settings, decisions=DecisionLookup(settings, spec.name),
+                          interactive=True)
 
     return WorkflowFolder(settings.workflows_dir, context_for=context_for)
 

@@ -25,6 +25,7 @@ LEASE_SECONDS = 600.0  # a permit whose holder vanished is reclaimed after this 
 LATE = 0.005  # a grant this much behind its slot keeps the pace instead of pushing the next one back
 TOKEN_RATIO_WEIGHT = 0.2  # how much each reply moves the learned used/estimated token ratio
 MIN_TOKEN_RATIO, MAX_TOKEN_RATIO = 0.01, 4.0
+URGENT_AHEAD = 10**15  # how far ahead an urgent caller's rank starts: before every caller that is not
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,10 @@ class RateLimiter:
 
     # taking permits ----------------------------------------------------------------------
     async def acquire(self, tokens: int = 0, max_wait: float | None = None, hold: float | None = None,
-                      rank: int | None = None) -> Grant:
+                      rank: int | None = None, urgent: bool = False) -> Grant:
         """Wait for a permit to send one request of about `tokens` tokens. Callers are served in
-        order of `rank` (a retry passes its grant's rank back to keep its place), then arrival.
+        order of `rank` (a retry passes its grant's rank back to keep its place), then arrival;
+        `urgent` callers (a person waits for the answer) go ahead of all others, in arrival order.
         Denied at once while the circuit is open; denied when the wait would exceed `max_wait`."""
         started = self.clock()
         self._reclaim()  # first: a probe whose holder vanished must not keep the circuit shut
@@ -116,7 +118,9 @@ class RateLimiter:
                 return Grant(False, reason=self._open_reason(now))
             probe = self._probe_out = True  # half-open: this one call tests the provider
         seq = next(self._ids)
-        waiter = _Waiter(seq if rank is None else rank, seq)
+        if rank is None:
+            rank = seq - URGENT_AHEAD if urgent else seq
+        waiter = _Waiter(rank, seq)
         heapq.heappush(self._queue, waiter)
         if self._queue[0] is waiter:
             self._poke()  # the old head must wait behind this one

@@ -274,6 +274,7 @@ class InferenceAugmenter(Augmenter):
                 request, self.permits, tokens=tokens_in_est + tokens_out_est, deadline_s=provider.timeout_seconds,
                 attempt_timeout_s=provider.attempt_timeout_seconds, max_retries=provider.max_retries,
                 queue_wait_s=provider.queue_timeout_seconds, stopped=self.context.gate.stopped,
+                urgent=self.context.interactive,
             )
             attempts += reply.attempts
             latency += reply.latency_ms

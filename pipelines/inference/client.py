@@ -85,12 +85,14 @@ async def call(
     max_retries: int = 4,
     queue_wait_s: float = 1800.0,
     stopped: Callable[[], Awaitable[str | None]] | None = None,
+    urgent: bool = False,
 ) -> Reply:
     """Send a request until it succeeds, fails for good, or the deadline passes. The deadline
     counts the call's own time — attempts, backoff — not the time it waits in the limiter's queue
     for its turn: that wait has a budget of its own, `queue_wait_s`, generous because under a low
     limit the last records of a batch wait behind all the others. `stopped` is asked once a
-    permit is granted: a run cancelled while the call waited for its turn sends nothing."""
+    permit is granted: a run cancelled while the call waited for its turn sends nothing.
+    `urgent` calls (someone waits for the answer) go ahead of the others in the limiter's queue."""
     started = time.monotonic()
     queued = 0.0  # time spent waiting for permits, which the deadline does not count
     rank: int | None = None  # the first attempt's place in the queue, kept by every retry
@@ -109,7 +111,7 @@ async def call(
         # driver) gives it back within LEASE_HOLD_SECONDS instead of after its whole deadline.
         asked = time.monotonic()
         grant = await permits.acquire(
-            tokens, max_wait=max(0.0, queue_wait_s - queued), hold=LEASE_HOLD_SECONDS, rank=rank)
+            tokens, max_wait=max(0.0, queue_wait_s - queued), hold=LEASE_HOLD_SECONDS, rank=rank, urgent=urgent)
         queued += time.monotonic() - asked
         rank = grant.rank
         if not grant.granted:  # the circuit is open, or the queue's wait ran out

@@ -61,6 +61,9 @@ class RunContext:
     gate: RunGate = field(default_factory=AlwaysOpen)
     # Handed in by whoever runs the workflow; None: every value is computed, none kept.
     decisions: Decisions | None = None
+    # Someone waits for these calls (an API request, a review rerun): they go ahead of batch
+    # runs' calls in the account's limiter, which would otherwise keep them behind a whole batch.
+    interactive: bool = False
 
     def cache(self) -> ResultCache:
         if self.settings is None or not self.use_cache:

@@ -20,11 +20,12 @@ from serve_apps.api_v1.errors import install_error_handlers
 
 def online_context(settings: Settings) -> Callable[[WorkflowSpec], RunContext]:
     """Online calls share the cluster-wide provider limiters with batch runs (when this process
-    is part of a cluster) and the result cache. No budget: budgets bound runs, not requests."""
+    is part of a cluster), ahead of their calls, and the result cache. No budget: budgets bound
+    runs, not requests."""
     def context_for(spec: WorkflowSpec) -> RunContext:
         permits = cluster_permits if ray.is_initialized() else local_permits
         return RunContext(providers=spec.providers, settings=settings, permits_for=permits,
-                          decisions=DecisionLookup(settings, spec.name))
+                          decisions=DecisionLookup(settings, spec.name), interactive=True)
 
     return context_for
 

@@ -24,6 +24,7 @@ from pipelines.engine.chain import StepError, setup_chain
 from pipelines.engine.inprocess import InProcessEngine
 from pipelines.inference.budget import LocalBudget
 from pipelines.inference.context import RunContext
+from pipelines.inference.permits import LocalPermits
 from pipelines.operations.preview import dry_chain
 from pipelines.spec.errors import SpecError
 from pipelines.workflows.loader import parse_spec
@@ -336,6 +337,25 @@ def test_records_are_augmented_with_typed_outputs_status_and_provenance(fake: Fa
     assert step["tokens_in"] == sum(provenance(r)["tokens_in"] for r in result.records)
     assert step["tokens_out"] == sum(provenance(r)["tokens_out"] for r in result.records)
     assert summary["total_usd"] == pytest.approx(sum(provenance(r)["cost_usd"] for r in result.records), abs=1e-6)
+
+
+@pytest.mark.parametrize("interactive", [False, True])
+def test_calls_someone_waits_for_go_ahead_in_the_limiters_queue(
+    fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, interactive: bool
+) -> None:
+    asked: list[bool] = []
+    acquire = LocalPermits.acquire
+
+    async def recording(self: LocalPermits, *args: Any, urgent: bool = False, **kwargs: Any) -> Any:
+        asked.append(urgent)
+        return await acquire(self, *args, urgent=urgent, **kwargs)
+
+    monkeypatch.setattr(LocalPermits, "acquire", recording)
+    spec = online_spec(fake)
+    context = RunContext(providers=spec.providers, interactive=interactive)
+    result = InProcessEngine(spec, context).augment([record(i, note=f"urgent {i}") for i in range(3)])
+    assert {row["profile_status"] for row in result.records} == {"ok"}
+    assert asked == [interactive] * 3
 
 
 def test_the_same_record_gets_the_same_answer(fake: FakeOpenAI) -> None:

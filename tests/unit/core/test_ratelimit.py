@@ -275,6 +275,31 @@ def test_a_retry_keeps_its_place_ahead_of_callers_that_came_later() -> None:
     assert run_virtual(main) == ["A", "B", "C", "D"]
 
 
+def test_urgent_callers_go_ahead_of_waiting_batch_callers_and_keep_their_order() -> None:
+    async def main(clock: VirtualClock) -> list[str]:
+        rl = limiter(clock, requests_per_minute=60, max_in_flight=100)  # one a second
+        order: list[str] = []
+
+        async def one(name: str, urgent: bool) -> None:
+            grant = await rl.acquire(urgent=urgent)
+            order.append(name)
+            if name == "online-1" and order.count(name) == 1:  # its first attempt fails: a retry keeps its place
+                rl.release(grant.permit, Outcome(status=500))
+                retry = await rl.acquire(rank=grant.rank)
+                order.append(name)
+                rl.release(retry.permit, Outcome(status=200))
+                return
+            rl.release(grant.permit, Outcome(status=200))
+
+        batch = [asyncio.ensure_future(one(f"batch-{i}", False)) for i in range(4)]
+        await asyncio.sleep(0.5)  # batch-0 went; the other three wait their turn
+        online = [asyncio.ensure_future(one(f"online-{i}", True)) for i in range(2)]
+        await asyncio.gather(*batch, *online)
+        return order
+
+    assert run_virtual(main) == ["batch-0", "online-0", "online-1", "online-1", "batch-1", "batch-2", "batch-3"]
+
+
 def test_a_waiter_that_gives_up_hands_the_turn_to_the_next() -> None:
     async def main(clock: VirtualClock) -> tuple[str, float]:
         rl = limiter(clock, requests_per_minute=60)

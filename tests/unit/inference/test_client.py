@@ -87,9 +87,9 @@ class RecordingPermits(LocalPermits):
         self.ranks: list[int | None] = []
 
     async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
-                      rank: int | None = None) -> Any:
+                      rank: int | None = None, urgent: bool = False) -> Any:
         self.ranks.append(rank)
-        return await super().acquire(tokens, max_wait, hold, rank)
+        return await super().acquire(tokens, max_wait, hold, rank, urgent)
 
 
 def test_every_retry_keeps_the_first_attempts_place_in_the_queue(fake: FakeOpenAI, fast_backoff: None) -> None:

@@ -105,6 +105,15 @@ def test_records_come_back_with_the_llm_outputs_status_and_provenance(client: Te
     assert fake.stats()["requests"] == 2
 
 
+def test_online_calls_go_ahead_of_batch_runs_in_the_limiter() -> None:
+    from pipelines.workflows.loader import parse_spec
+    from serve_apps.api_v1.app import online_context
+
+    spec = parse_spec({"name": "tiny", "source": {"kind": "csv", "path": "x.csv"},
+                       "schema": {"fields": {"id": {}}}, "steps": [], "sink": {"dataset": "tiny"}})
+    assert online_context(Settings())(spec).interactive is True
+
+
 def test_a_second_request_is_served_from_the_cache(client: TestClient, fake: FakeOpenAI) -> None:
     records = [{"id": "1", "name": "Acme", "employees": 120}]
     first = augment(client, "profile", records).json()["records"][0]
