@@ -30,7 +30,7 @@ class ProviderLimiter:
         self.limiter.configure(limits)
 
     async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
-                      rank: int | None = None, urgent: bool = False) -> Grant:
+                      rank: float | None = None, urgent: bool = False) -> Grant:
         return await self.limiter.acquire(tokens, max_wait, hold, rank, urgent)
 
     async def release(self, permit: int, outcome: Outcome) -> None:
@@ -55,7 +55,7 @@ class ActorPermits:
         self.handle = handle
 
     async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
-                      rank: int | None = None, urgent: bool = False) -> Grant:
+                      rank: float | None = None, urgent: bool = False) -> Grant:
         return await self.handle.acquire.remote(tokens, max_wait, hold, rank, urgent)
 
     async def release(self, permit: int, outcome: Outcome) -> None:

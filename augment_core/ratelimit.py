@@ -25,7 +25,10 @@ LEASE_SECONDS = 600.0  # a permit whose holder vanished is reclaimed after this 
 LATE = 0.005  # a grant this much behind its slot keeps the pace instead of pushing the next one back
 TOKEN_RATIO_WEIGHT = 0.2  # how much each reply moves the learned used/estimated token ratio
 MIN_TOKEN_RATIO, MAX_TOKEN_RATIO = 0.01, 4.0
-URGENT_AHEAD = 10**15  # how far ahead an urgent caller's rank starts: before every caller that is not
+# An urgent call (someone waits for it) goes ahead of calls that came up to this long before it.
+# Older ones still go first: batch runs next to a busy API are slowed, never stopped (a strict
+# priority starved two runs completely behind three API clients).
+URGENT_LEAD_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Grant:
     permit: int = 0
     reason: str = ""
     waited: float = 0.0
-    rank: int = 0  # the place in the queue: pass it back when retrying to keep it
+    rank: float = 0.0  # the place in the queue: pass it back when retrying to keep it
 
 
 @dataclass
@@ -72,7 +75,7 @@ class _Lease:
 
 @dataclass(order=True)
 class _Waiter:
-    rank: int  # its first attempt's ticket: a retry goes ahead of callers that came later
+    rank: float  # when its first attempt came (urgent: earlier): a retry goes ahead of callers that came later
     seq: int
     turn: asyncio.Event = field(compare=False, default_factory=asyncio.Event)  # set when it heads the queue
 
@@ -103,10 +106,11 @@ class RateLimiter:
 
     # taking permits ----------------------------------------------------------------------
     async def acquire(self, tokens: int = 0, max_wait: float | None = None, hold: float | None = None,
-                      rank: int | None = None, urgent: bool = False) -> Grant:
+                      rank: float | None = None, urgent: bool = False) -> Grant:
         """Wait for a permit to send one request of about `tokens` tokens. Callers are served in
-        order of `rank` (a retry passes its grant's rank back to keep its place), then arrival;
-        `urgent` callers (a person waits for the answer) go ahead of all others, in arrival order.
+        order of `rank`, the time they came (a retry passes its grant's rank back to keep its
+        place); `urgent` callers (a person waits for the answer) count as having come
+        URGENT_LEAD_SECONDS earlier.
         Denied at once while the circuit is open; denied when the wait would exceed `max_wait`."""
         started = self.clock()
         self._reclaim()  # first: a probe whose holder vanished must not keep the circuit shut
@@ -119,7 +123,7 @@ class RateLimiter:
             probe = self._probe_out = True  # half-open: this one call tests the provider
         seq = next(self._ids)
         if rank is None:
-            rank = seq - URGENT_AHEAD if urgent else seq
+            rank = started - URGENT_LEAD_SECONDS if urgent else started
         waiter = _Waiter(rank, seq)
         heapq.heappush(self._queue, waiter)
         if self._queue[0] is waiter:

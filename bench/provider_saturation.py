@@ -382,6 +382,7 @@ def scenario_shared(folder: Path, fake: FakeOpenAI, args: argparse.Namespace) ->
     stop = threading.Event()
     ids = itertools.count()
     lock = threading.Lock()
+    latencies: list[float] = []
 
     def client() -> None:
         with httpx.Client(timeout=600) as http:
@@ -390,10 +391,12 @@ def scenario_shared(folder: Path, fake: FakeOpenAI, args: argparse.Namespace) ->
                     batch = [{"id": f"api-{n}", "name": f"Online organisation {n:05d}"}
                              for n in itertools.islice(ids, 10)]
                     api.records += len(batch)
+                sent = time.perf_counter()
                 reply = http.post(url, json={"records": batch})
                 good = [r for r in reply.json()["records"] if r.get(f"{STEP}_status") == "ok"] \
                     if reply.status_code == 200 else []
                 with lock:
+                    latencies.append(time.perf_counter() - sent)
                     api.ok += len(good)
                     api.errors += len(batch) - len(good)
                     if reply.status_code != 200 and not api.note:
@@ -413,7 +416,9 @@ def scenario_shared(folder: Path, fake: FakeOpenAI, args: argparse.Namespace) ->
             for future in clients:
                 future.result()
         api.wall_s = time.perf_counter() - started
-        api.note = api.note or f"{api.records} records in {api.records // 10} requests of 10, 3 clients"
+        ordered = sorted(latencies) or [0.0]
+        api.note = api.note or (f"{api.records} records in {len(latencies)} requests of 10, 3 clients; latency "
+                                f"p50 {ordered[len(ordered) // 2]:.2f} s, max {ordered[-1]:.2f} s")
     finally:
         stop.set()
         serve.shutdown()

@@ -95,7 +95,7 @@ async def call(
     `urgent` calls (someone waits for the answer) go ahead of the others in the limiter's queue."""
     started = time.monotonic()
     queued = 0.0  # time spent waiting for permits, which the deadline does not count
-    rank: int | None = None  # the first attempt's place in the queue, kept by every retry
+    rank: float | None = None  # the first attempt's place in the queue, kept by every retry
     attempts = 0
     last_error = "no attempt was made"
 

@@ -61,8 +61,9 @@ class RunContext:
     gate: RunGate = field(default_factory=AlwaysOpen)
     # Handed in by whoever runs the workflow; None: every value is computed, none kept.
     decisions: Decisions | None = None
-    # Someone waits for these calls (an API request, a review rerun): they go ahead of batch
-    # runs' calls in the account's limiter, which would otherwise keep them behind a whole batch.
+    # Someone waits for these calls (an API request, a review rerun): in the account's limiter
+    # they go ahead of batch calls that came up to URGENT_LEAD_SECONDS before them, instead of
+    # waiting behind a whole batch.
     interactive: bool = False
 
     def cache(self) -> ResultCache:

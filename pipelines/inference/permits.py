@@ -11,7 +11,7 @@ from augment_core.ratelimit import Grant, Limits, Outcome, RateLimiter
 
 class Permits(Protocol):
     async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
-                      rank: int | None = None, urgent: bool = False) -> Grant: ...
+                      rank: float | None = None, urgent: bool = False) -> Grant: ...
 
     async def release(self, permit: int, outcome: Outcome) -> None: ...
 
@@ -32,7 +32,7 @@ class LocalPermits:
         self.limiter = limiter
 
     async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
-                      rank: int | None = None, urgent: bool = False) -> Grant:
+                      rank: float | None = None, urgent: bool = False) -> Grant:
         return await self.limiter.acquire(tokens, max_wait, hold, rank, urgent)
 
     async def release(self, permit: int, outcome: Outcome) -> None:

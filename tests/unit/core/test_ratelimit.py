@@ -263,7 +263,8 @@ def test_a_retry_keeps_its_place_ahead_of_callers_that_came_later() -> None:
             order.append(name)
             rl.release(grant.permit, Outcome(status=200))
 
-        waiting = [asyncio.ensure_future(later(name)) for name in "BCD"]
+        await asyncio.sleep(0.1)
+        waiting = [asyncio.ensure_future(later(name)) for name in "BCD"]  # they came after A
         await asyncio.sleep(0.2)
         rl.release(first.permit, Outcome(status=500))  # the first attempt failed: try again
         retry = await rl.acquire(rank=first.rank)
@@ -298,6 +299,34 @@ def test_urgent_callers_go_ahead_of_waiting_batch_callers_and_keep_their_order()
         return order
 
     assert run_virtual(main) == ["batch-0", "online-0", "online-1", "online-1", "batch-1", "batch-2", "batch-3"]
+
+
+def test_urgent_callers_never_starve_a_batch_caller_that_waited_longer_than_their_lead() -> None:
+    """A stream of urgent callers, one more arriving for every grant, beside one batch caller:
+    the batch caller goes once it has waited URGENT_LEAD_SECONDS longer than the urgent
+    newcomers, instead of never."""
+    async def main(clock: VirtualClock) -> float:
+        rl = limiter(clock, requests_per_minute=600, max_in_flight=100)  # ten a second
+        await rl.acquire()  # the pace is taken: everyone below waits
+        done = asyncio.Event()
+
+        async def urgent_stream() -> None:
+            while not done.is_set():
+                grant = await rl.acquire(urgent=True)
+                rl.release(grant.permit, Outcome(status=200))
+
+        streams = [asyncio.ensure_future(urgent_stream()) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        started = clock()
+        grant = await rl.acquire()
+        waited = clock() - started
+        done.set()
+        rl.release(grant.permit, Outcome(status=200))
+        await asyncio.gather(*streams)
+        return waited
+
+    waited = run_virtual(main)
+    assert ratelimit.URGENT_LEAD_SECONDS - 0.5 <= waited <= ratelimit.URGENT_LEAD_SECONDS + 0.5
 
 
 def test_a_waiter_that_gives_up_hands_the_turn_to_the_next() -> None:

@@ -84,10 +84,10 @@ def test_the_reply_tokens_go_back_to_the_limiter(fake: FakeOpenAI) -> None:
 class RecordingPermits(LocalPermits):
     def __init__(self) -> None:
         super().__init__(f"client-test-{next(_accounts)}", Limits())
-        self.ranks: list[int | None] = []
+        self.ranks: list[float | None] = []
 
     async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
-                      rank: int | None = None, urgent: bool = False) -> Any:
+                      rank: float | None = None, urgent: bool = False) -> Any:
         self.ranks.append(rank)
         return await super().acquire(tokens, max_wait, hold, rank, urgent)
 
