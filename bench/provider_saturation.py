@@ -115,12 +115,16 @@ class Scenario:
         return (last - first) if first and last else 0.0
 
     @property
+    def requests_per_minute(self) -> float:
+        """Admitted requests (all but 429s) per minute."""
+        return (self.requests - self.count("429")) / self.span_s * 60 if self.span_s > 0 else 0.0
+
+    @property
     def per_minute(self) -> float:
-        """Admitted requests, or admitted tokens, per minute."""
-        if self.binding == "tokens":
-            used = sum(self.server.get("tokens_per_second", {}).values())
-        else:
-            used = self.requests - self.count("429")
+        """Admitted units of the binding limit per minute."""
+        if self.binding == "requests":
+            return self.requests_per_minute
+        used = sum(self.server.get("tokens_per_second", {}).values())
         return used / self.span_s * 60 if self.span_s > 0 else 0.0
 
     @property
@@ -308,14 +312,12 @@ def scenario_requests(folder: Path, fake: FakeOpenAI, args: argparse.Namespace) 
         fake.reset()
         ray_side, _, settings_line = run_ray_data_llm(
             spec_path, rows, fake, args.ray_actors, 3, 64, 0.25, qps)
-        ray_stats = fake.stats()
-        ray_admitted = ray_stats["requests"] - ray_stats.get("by_status", {}).get("429", 0)
-        span = (ray_stats["last_at"] - ray_stats["first_at"]) if ray_stats.get("first_at") else 0
-        rate = ray_admitted / span * 60 if span else 0.0
+        ray_data_llm = Scenario("ray.data.llm", "requests", RPM, [ray_side], fake.stats())
         scenario.sides.append(ray_side)
         scenario.notes.append(
-            f"ray.data.llm on the same records ({settings_line}): {rate:,.0f} requests/min = "
-            f"{rate / RPM:.3f} of the limit, {ray_stats.get('by_status')}, {ray_side.wall_s:.0f} s; {ray_side.note}")
+            f"ray.data.llm on the same records ({settings_line}): {ray_data_llm.per_minute:,.0f} requests/min = "
+            f"{ray_data_llm.fraction:.3f} of the limit, {ray_data_llm.server.get('by_status')}, "
+            f"{ray_side.wall_s:.0f} s; {ray_side.note}")
     return scenario
 
 
@@ -338,10 +340,10 @@ def scenario_tokens(folder: Path, fake: FakeOpenAI, args: argparse.Namespace) ->
     fake.reset()
     side = run_once(fresh_settings(folder / "run"), spec_path)
     scenario = Scenario("tokens", "tokens", tpm, [side], fake.stats())
-    requests_rate = (scenario.requests - scenario.count("429")) / scenario.span_s * 60 if scenario.span_s else 0
     scenario.notes.append(
         f"tokens/min {tpm:,} (a call counts {per_call[0]:.0f} tokens in step 1, {per_call[1]:.0f} in step 2; "
-        f"the steps estimate {estimated:.0f}); requests reached {requests_rate:,.0f}/min of the {RPM:,} allowed")
+        f"the steps estimate {estimated:.0f}); requests reached {scenario.requests_per_minute:,.0f}/min "
+        f"of the {RPM:,} allowed")
     return scenario
 
 
