@@ -16,3 +16,6 @@ def consumer_name(workflow: str) -> str:
 def limiter_name(account: str) -> str:
     """The rate limiter of a provider account (detached, shared by every run and replica)."""
     return f"limiter-{account}"
+
+
+KEY_QUOTAS = "key-quotas"  # per-caller request rates and open streams of the gateway (detached, one per cluster)

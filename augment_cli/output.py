@@ -6,10 +6,13 @@ output can be piped as it is.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
+from augment_core.audit import AuditEntry
 from augment_core.events import Event
+from augment_core.identity import ApiKey, User
 from augment_core.reviews import ReviewItem
 from augment_core.store import DatasetVersion, RunRecord, StepState
 from pipelines.operations.diff import DatasetDiff
@@ -192,3 +195,36 @@ def print_diff(diff: DatasetDiff, before: DatasetVersion, after: DatasetVersion,
     shown = len(diff.changes) + len(diff.added_ids) + len(diff.removed_ids)
     if shown < diff.changed + diff.added + diff.removed:
         print(f"  (first {limit} of each kind shown: --limit N for more, --json for machines)")
+
+
+def _when(value: dt.datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M}" if value is not None else "-"
+
+
+def print_users(users: list[User]) -> None:
+    if not users:
+        print("no users: create the first admin with `augment users create-admin NAME`")
+        return
+    print(f"{'user':<24} {'role':<9} {'state':<9} {'password':<9} created")
+    for u in users:
+        print(f"{u.name:<24} {u.role.value:<9} {'disabled' if u.disabled else 'enabled':<9} "
+              f"{'yes' if u.has_password else 'no':<9} {_when(u.created_at)}")
+
+
+def print_keys(keys: list[ApiKey]) -> None:
+    if not keys:
+        print("no API keys")
+        return
+    print(f"{'prefix':<13} {'user':<18} {'name':<20} {'state':<8} {'expires':<16} last used")
+    for k in keys:
+        print(f"{k.prefix:<13} {k.user:<18} {k.name[:20]:<20} {k.state:<8} {_when(k.expires_at):<16} "
+              f"{_when(k.last_used_at)}")
+
+
+def print_audit(entries: list[AuditEntry]) -> None:
+    if not entries:
+        print("the audit log is empty")
+        return
+    for e in entries:
+        detail = f" — {e.detail}" if e.detail else ""
+        print(f"{e.id:>6} {e.at:%Y-%m-%d %H:%M:%S} {e.actor:<28} {e.action:<16} {e.outcome:<7} {e.target}{detail}")

@@ -15,6 +15,7 @@ from augment_cli.common import (
     positive_int,
 )
 from augment_cli.output import print_json, print_review_item, print_review_items
+from augment_core.audit import local_actor, record
 from augment_core.reviews import REVIEW_STATES, ReviewConflict, list_items
 from augment_core.settings import Settings
 from augment_core.store import open_store
@@ -32,21 +33,26 @@ def cmd_review(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.action == "list":
         return _list(args, settings)
+    actor, store, target = local_actor(), open_store(settings), f"review item {args.id}"
+    by = actor.removesuffix(" (local)")
     try:
         if args.action == "accept":
-            item = review_actions.accept(settings, args.id)
+            item = review_actions.accept(settings, args.id, by)
         elif args.action == "reject":
-            item = review_actions.reject(settings, args.id)
+            item = review_actions.reject(settings, args.id, by)
         elif args.action == "edit":
-            item = review_actions.edit(settings, args.id, _value(args.value))
+            item = review_actions.edit(settings, args.id, _value(args.value), by)
         else:
             item = review_actions.rerun(settings, _workflows(settings), args.id)
     except KeyError as exc:
         raise CommandError(str(exc.args[0])) from None
     except (ReviewConflict, review_actions.RerunFailed) as exc:
+        record(store, actor, f"review.{args.action}", target, "refused", str(exc))
         raise CommandError(str(exc)) from None
     except review_actions.InvalidValue as exc:
+        record(store, actor, f"review.{args.action}", target, "refused", str(exc))
         raise CommandError(f"value rejected: {exc}") from None
+    record(store, actor, f"review.{args.action}", target, detail=f"now {item.state}")
     print_review_item(item, args.json)
     return EXIT_OK
 
@@ -85,6 +91,8 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
         result = promote(settings, args.dataset, args.from_version)
     except KeyError as exc:
         raise CommandError(str(exc.args[0])) from None
+    record(open_store(settings), local_actor(), "dataset.promote", f"{result.dataset} v{result.from_version}",
+           detail=f"to v{result.version}: {result.applied} decision(s) applied")
     if args.json:
         print_json(vars(result))
         return EXIT_OK

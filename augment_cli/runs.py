@@ -26,6 +26,8 @@ from augment_cli.common import (
     resolve_source,
 )
 from augment_cli.output import describe_event, print_json, print_run, print_runs
+from augment_core.audit import local_actor
+from augment_core.audit import record as audit
 from augment_core.errors import describe_error
 from augment_core.events import follow_run
 from augment_core.settings import Settings
@@ -53,8 +55,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         run_id = record.id
         print(f"run {run_id} resumed: workflow {spec.name} v{spec.version} (its last attempt ended:"
               f" {earlier.error}; --fresh starts a new run instead)", file=sys.stderr, flush=True)
+        audit(store, local_actor(), "run.resume", run_id, detail=f"workflow {spec.name} v{spec.version}")
     else:
         run_id, (coordinator, final) = start_run(settings, spec, os.path.abspath(args.spec))
+        audit(store, local_actor(), "run.start", run_id, detail=f"workflow {spec.name} v{spec.version}")
         # Progress goes to stderr: stdout holds the result (plain or --json) alone.
         print(f"run {run_id} started: workflow {spec.name} v{spec.version}", file=sys.stderr, flush=True)
     return _wait_for_run(settings, store, run_id, coordinator, final, args.json)
@@ -70,7 +74,9 @@ def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
         connect_ray(cluster_address(settings))
         record, (coordinator, final) = resume_run(settings, args.run_id)
     except ResumeError as exc:
+        audit(store, local_actor(), "run.resume", args.run_id, "refused", str(exc))
         raise CommandError(str(exc)) from None
+    audit(store, local_actor(), "run.resume", record.id, detail=f"resume {record.resumes}")
     print(f"run {record.id} resumed: workflow {record.workflow} v{record.workflow_version}"
           f" (resume {record.resumes})", file=sys.stderr, flush=True)
     return _wait_for_run(settings, store, record.id, coordinator, final, args.json)
@@ -150,12 +156,15 @@ def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     from actors.runs import CancelError, cancel_run
 
     join_cluster_or_fail(settings, "no cluster is up here: set AUGMENT_RAY_ADDRESS to the run's cluster")
+    store = open_store(settings)
     try:
         record = cancel_run(settings, args.run_id)
     except KeyError as exc:
         raise CommandError(str(exc.args[0])) from None
     except CancelError as exc:
+        audit(store, local_actor(), "run.cancel", args.run_id, "refused", str(exc))
         raise CommandError(str(exc)) from None
+    audit(store, local_actor(), "run.cancel", record.id, detail=f"now {record.status}")
     print_run(record, args.json)
     return EXIT_OK if record.status == "cancelled" else EXIT_FAILED
 

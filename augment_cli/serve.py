@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from augment_cli.common import EXIT_OK, EXIT_USAGE, CommandError, SubParsers
+from augment_cli.users import bootstrap_hint
 from augment_core.settings import Settings
 
 
@@ -26,6 +28,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     print("Serve applications running:")
     for name, url in urls.items():
         print(f"  {name:<12} {url}")
+    hint = bootstrap_hint(settings)
+    if hint:
+        print(f"augment serve: {hint}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -44,6 +44,7 @@ class ReviewItem(BaseModel):
     state: str
     decided_value: Any = None
     decided_at: dt.datetime | None = None
+    decided_by: str | None = None
     created_at: dt.datetime
 
 
@@ -114,9 +115,11 @@ def get_item(store: MetadataStore, item_id: int) -> ReviewItem:
     return _item(row)
 
 
-def decide(store: MetadataStore, item_id: int, state: str, value: Any = None) -> tuple[ReviewItem, bool]:
-    """Accept (value: the proposal), edit (value: the person's) or reject an item. Returns the
-    item and whether anything changed; ReviewConflict when it already carries another decision."""
+def decide(store: MetadataStore, item_id: int, state: str, value: Any = None,
+           by: str | None = None) -> tuple[ReviewItem, bool]:
+    """Accept (value: the proposal), edit (value: the person's) or reject an item, as user `by`.
+    Returns the item and whether anything changed; ReviewConflict when it already carries another
+    decision."""
     assert state in ("accepted", "edited", "rejected"), state
     table, decisions = review_items_table, review_decisions_table
     item = get_item(store, item_id)
@@ -128,7 +131,7 @@ def decide(store: MetadataStore, item_id: int, state: str, value: Any = None) ->
     with store.engine.begin() as conn:
         # Only a pending item takes a decision: two people deciding at once cannot both win.
         moved = conn.execute(table.update().where(table.c.id == item_id, table.c.state == "pending")
-                             .values(state=state, decided_value=value, decided_at=now)).rowcount
+                             .values(state=state, decided_value=value, decided_at=now, decided_by=by)).rowcount
         if moved:
             key = (decisions.c.workflow == item.workflow, decisions.c.record_uuid == item.record_uuid,
                    decisions.c.field == item.field)
@@ -156,7 +159,7 @@ def repropose(store: MetadataStore, item_id: int, after: Any, provenance: dict[s
     table, decisions = review_items_table, review_decisions_table
     with store.engine.begin() as conn:
         conn.execute(table.update().where(table.c.id == item_id).values(
-            after=after, provenance=provenance, state="pending", decided_value=None, decided_at=None,
+            after=after, provenance=provenance, state="pending", decided_value=None, decided_at=None, decided_by=None,
         ))
         conn.execute(decisions.delete().where(decisions.c.item_id == item_id))
     return get_item(store, item_id)

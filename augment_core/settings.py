@@ -38,6 +38,26 @@ class Settings(BaseSettings):
         default="database", pattern="^(database|redis|off)$",
         description="Where provider results are cached: the metadata store, Redis, or nowhere.",
     )
+    # The gateway (serve_apps/gateway): who may reach the API and panels, and how much.
+    allowed_hosts: str = Field(
+        default="127.0.0.1,localhost,[::1]",
+        description="Host names the API and panels answer, comma-separated (any port); '*' for any.",
+    )
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="How long a login lasts.")
+    cookie_secure: bool | None = Field(
+        default=None, description="Send the session cookie only over https; unset: when the request came by https."
+    )
+    api_rate_per_minute: int = Field(
+        default=600, ge=1, description="Requests per minute of each key (or user's sessions), over every replica."
+    )
+    api_burst: int = Field(default=30, ge=1, description="Requests a caller may send at once above that pace.")
+    max_streams_per_caller: int = Field(default=8, ge=1, description="Event streams one key or user holds open.")
+    stream_idle_seconds: float = Field(
+        default=300.0, gt=0, description="An event stream with no event for this long is closed."
+    )
+    auth_cache_seconds: float = Field(
+        default=2.0, ge=0, description="How long a replica trusts a key or session it checked (revocation delay)."
+    )
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     stale_after_seconds: float = Field(
         default=30.0, gt=0, description="A running run without a heartbeat for this long is failed."
@@ -58,6 +78,10 @@ class Settings(BaseSettings):
             sqlite_path = Path("data/augment.db").resolve()
             object.__setattr__(self, "database_url", f"sqlite:///{sqlite_path}")
         return self
+
+    @property
+    def host_names(self) -> frozenset[str]:
+        return frozenset(h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip())
 
     def exported(self) -> dict[str, str]:
         """The settings as AUGMENT_* variables, for processes started on our behalf."""

@@ -86,6 +86,7 @@ review_items_table = sa.Table(
     sa.Column("state", sa.String(16), nullable=False, index=True),
     sa.Column("decided_value", sa.JSON),
     sa.Column("decided_at", sa.DateTime(timezone=True)),
+    sa.Column("decided_by", sa.String(200)),  # the user who decided it (null for items decided before the gateway)
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_review_items_dataset_record", "dataset", "record_uuid"),
 )
@@ -100,6 +101,55 @@ review_decisions_table = sa.Table(
     sa.Column("value", sa.JSON),
     sa.Column("item_id", sa.BigInteger, nullable=False),
     sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+# The gateway (queries in augment_core/identity.py and augment_core/audit.py): users with one
+# role each, their API keys and login sessions (stored as hashes only), and the audit log.
+users_table = sa.Table(
+    "users",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.Text),  # argon2id; null for a user who signs in with keys only
+    sa.Column("disabled", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+api_keys_table = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("prefix", sa.String(32), primary_key=True),  # the key's public start, shown in lists
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),  # sha256 of the whole key
+    sa.Column("user_name", sa.String(100), nullable=False, index=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("rate_per_minute", sa.Integer),  # null: the gateway's default
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("last_used_at", sa.DateTime(timezone=True)),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+sessions_table = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),  # sha256 of the cookie's value
+    sa.Column("user_name", sa.String(100), nullable=False, index=True),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+audit_table = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("actor", sa.String(200), nullable=False, index=True),  # user, and how: "ana (key aug_1a2b)"
+    sa.Column("action", sa.String(64), nullable=False, index=True),
+    sa.Column("target", sa.String(300), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # ok | refused | failed
+    sa.Column("detail", sa.Text),
 )
 
 
@@ -464,7 +514,7 @@ def _add_missing_columns(engine: sa.Engine) -> None:
     """Columns added to a table after a database was created (create_all does not alter tables).
     Only nullable columns are ever added, so old rows stay valid."""
     inspector = sa.inspect(engine)
-    for table in (runs_table, dataset_versions_table):
+    for table in (runs_table, dataset_versions_table, review_items_table):
         present = {c["name"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
             if column.name not in present:

@@ -23,6 +23,7 @@ from ray.serve.schema import ServeDeploySchema
 from pipelines.spec.errors import format_loc
 
 SHELL_IMPORT_PATH = "serve_apps.shell:build_app"
+API_IMPORT_PATH = "serve_apps.api:build_app"
 PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
 POLL_SECONDS = 1.0
 
@@ -73,7 +74,9 @@ def load_config(path: str | Path, prefix: str | None = None, port: int | None = 
             continue
         if root:
             app["route_prefix"] = root if route == "/" else root + route.rstrip("/")
-        if app.get("import_path") == SHELL_IMPORT_PATH:
+        import_path = str(app.get("import_path", ""))
+        if import_path.startswith("serve_apps.") and import_path != API_IMPORT_PATH:
+            # The shell and the panels link to each other and to the login page below the prefix.
             app["args"] = {**(app.get("args") or {}), "prefix": root}
     if port is not None:
         config["http_options"] = {**(config.get("http_options") or {}), "port": port}

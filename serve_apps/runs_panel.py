@@ -2,7 +2,8 @@
 
 Gradio's app must be created in the replica, after the constructor, so that its lifespan (which
 starts the queue) runs there: `__serve_build_asgi_app__` is Serve's hook for that. One replica
-only: Gradio's queue state is per process and Serve routes without session affinity.
+only: Gradio's queue state is per process and Serve routes without session affinity. Only
+signed-in viewers (and above) get in: the gateway's PageGuard, and Gradio's auth_dependency.
 """
 
 from __future__ import annotations
@@ -16,14 +17,19 @@ from ray import serve
 from ray.serve import Application, Deployment
 
 from actors.runs import read_run
+from augment_core.identity import Role
 from augment_core.settings import Settings
 from augment_core.store import RunRecord, open_store
+from serve_apps.gateway.gate import Gate
+from serve_apps.gateway.pages import HostCheck, PageGuard, gradio_user
+from serve_apps.shell import ROUTE_OR_EMPTY
 from ui.runs import build_runs_panel
 
 
 class RunsPanelArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    prefix: str = Field(default="", pattern=ROUTE_OR_EMPTY, description="Set by `augment serve`: where login is.")
     limit: int = Field(default=100, ge=1, le=1000, description="Runs listed, newest first.")
     refresh_seconds: float = Field(default=5.0, ge=1, le=300)
 
@@ -45,7 +51,10 @@ class RunsPanel:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         blocks = build_runs_panel(self.list_runs, self.get_run, refresh_seconds=self.args.refresh_seconds)
-        return gr.mount_gradio_app(FastAPI(), blocks, path="/")
+        app = gr.mount_gradio_app(FastAPI(), blocks, path="/", auth_dependency=gradio_user)
+        app.add_middleware(PageGuard, gate=Gate(self.settings), prefix=self.args.prefix, role=Role.viewer)
+        app.add_middleware(HostCheck, settings=self.settings)
+        return app
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -35,27 +35,27 @@ class RerunFailed(Exception):
     """The record could not be augmented again (its workflow is gone or broken, or it is invalid)."""
 
 
-def accept(settings: Settings, item_id: int) -> ReviewItem:
-    return _decide(settings, item_id, "accepted", None, "review.accepted")
+def accept(settings: Settings, item_id: int, by: str | None = None) -> ReviewItem:
+    return _decide(settings, item_id, "accepted", None, "review.accepted", by)
 
 
-def reject(settings: Settings, item_id: int) -> ReviewItem:
-    return _decide(settings, item_id, "rejected", None, "review.rejected")
+def reject(settings: Settings, item_id: int, by: str | None = None) -> ReviewItem:
+    return _decide(settings, item_id, "rejected", None, "review.rejected", by)
 
 
-def edit(settings: Settings, item_id: int, value: Any) -> ReviewItem:
+def edit(settings: Settings, item_id: int, value: Any, by: str | None = None) -> ReviewItem:
     """Accept a person's value instead of the proposal; InvalidValue when it does not fit the field."""
     item = get_item(open_store(settings), item_id)
     arrow_type = field_type(settings, item)
     checked = to_json(check_value(value, arrow_type, item.field))
-    return _decide(settings, item_id, "edited", checked, "review.edited")
+    return _decide(settings, item_id, "edited", checked, "review.edited", by)
 
 
-def _decide(settings: Settings, item_id: int, state: str, value: Any, event: str) -> ReviewItem:
-    item, changed = decide(open_store(settings), item_id, state, value)
+def _decide(settings: Settings, item_id: int, state: str, value: Any, event: str, by: str | None) -> ReviewItem:
+    item, changed = decide(open_store(settings), item_id, state, value, by)
     if changed:  # one event per decision: an idempotent repeat publishes nothing
         open_bus(settings).publish(item.run_id, event, {"item": item.id, "record_uuid": item.record_uuid,
-                                                        "field": item.field})
+                                                        "field": item.field, "by": by})
     return item
 
 

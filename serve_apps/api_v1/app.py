@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import ray
 from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from actors.provider_limiter import cluster_permits
 from augment_core.settings import Settings
@@ -14,8 +16,11 @@ from pipelines.inference.permits import local_permits
 from pipelines.review.decisions import DecisionLookup
 from pipelines.spec.workflow import WorkflowSpec
 from pipelines.workflows.folder import WorkflowFolder
-from serve_apps.api_v1 import datasets, health, reviews, runs, workflows
+from serve_apps.api_v1 import audit, datasets, health, me, reviews, runs, workflows
 from serve_apps.api_v1.errors import install_error_handlers
+from serve_apps.gateway.api_auth import Viewer, install_gateway
+from serve_apps.gateway.gate import Gate
+from serve_apps.gateway.pages import HostCheck
 
 
 def online_context(settings: Settings) -> Callable[[WorkflowSpec], RunContext]:
@@ -36,12 +41,30 @@ def create_app(settings: Settings, max_body_bytes: int) -> FastAPI:
         summary="Augment records online with a workflow's validation and augmenters; read runs.",
         version="1",
         max_body_size=max_body_bytes,
+        # Served below by routes that check the caller, like every other route but health.
+        openapi_url=None, docs_url=None, redoc_url=None,
     )
     app.state.settings = settings
     app.state.workflows = WorkflowFolder(settings.workflows_dir, context_for=online_context(settings))
     v1 = APIRouter(prefix="/v1")
-    for module in (health, workflows, runs, datasets, reviews):
+    for module in (health, me, workflows, runs, datasets, reviews, audit):
         v1.include_router(module.router)
     app.include_router(v1)
+    _document(app)
     install_error_handlers(app)
+    install_gateway(app, Gate(settings))
+    app.add_middleware(HostCheck, settings=settings)
     return app
+
+
+def _document(app: FastAPI) -> None:
+    """The OpenAPI document and its reference page, for signed-in users and keys."""
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_: Viewer) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(_: Viewer) -> HTMLResponse:
+        # Relative to this page, so it works below any route prefix.
+        return get_swagger_ui_html(openapi_url="openapi.json", title="augment API")

@@ -10,18 +10,19 @@ from augment_core.storage import StoragePaths
 from pipelines.operations.diff import as_json, diff_versions
 from serve_apps.api_v1.deps import SettingsDep, StoreDep
 from serve_apps.api_v1.schemas import DatasetVersionOut
+from serve_apps.gateway.api_auth import Viewer
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
 @router.get("", response_model=list[DatasetVersionOut])
-def list_versions(store: StoreDep) -> list[DatasetVersionOut]:
+def list_versions(_: Viewer, store: StoreDep) -> list[DatasetVersionOut]:
     """Every version of every dataset, by dataset then version."""
     return [DatasetVersionOut.from_version(v) for v in store.list_dataset_versions()]
 
 
 @router.get("/{dataset}", response_model=list[DatasetVersionOut], responses={404: {"description": "No such dataset"}})
-def dataset_versions(dataset: str, store: StoreDep) -> list[DatasetVersionOut]:
+def dataset_versions(dataset: str, _: Viewer, store: StoreDep) -> list[DatasetVersionOut]:
     versions = store.list_dataset_versions(dataset)
     if not versions:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {dataset!r}")
@@ -31,6 +32,7 @@ def dataset_versions(dataset: str, store: StoreDep) -> list[DatasetVersionOut]:
 @router.get("/{dataset}/diff", responses={404: {"description": "No such dataset or version"}})
 def diff(
     dataset: str,
+    _: Viewer,
     settings: SettingsDep,
     store: StoreDep,
     v1: Annotated[int, Query(ge=1, description="The earlier version.")],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -12,8 +13,11 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
+from augment_core.store import describe_db_error
 from pipelines.io.json_records import beyond_json_limits
 from pipelines.spec.errors import format_loc
+
+log = logging.getLogger(__name__)
 
 
 def validation_detail(errors: list[dict[str, Any]], json_body: bool) -> list[dict[str, Any]]:
@@ -72,9 +76,10 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    # The driver's words name hosts and ports: they go to the replica's log, not to the caller.
+    log.warning("%s %s: metadata store unavailable: %s", _request.method, _request.url.path, describe_db_error(exc))
     return JSONResponse(
-        {"detail": f"metadata store unavailable: {type(exc).__name__}: {first_line}"},
+        {"detail": f"metadata store unavailable ({type(exc).__name__}); the API's log has the reason"},
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
     )
 

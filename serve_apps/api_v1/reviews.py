@@ -12,11 +12,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 
+from augment_core.audit import record
+from augment_core.identity import Principal
 from augment_core.reviews import ReviewConflict, ReviewItem, get_item, list_items
 from pipelines.operations import review_actions
 from serve_apps.api_v1.deps import SettingsDep, StoreDep, WorkflowsDep
 from serve_apps.api_v1.errors import JsonBodyRoute
 from serve_apps.api_v1.schemas import ReviewEdit, ReviewItemOut, ReviewPage
+from serve_apps.gateway.api_auth import Operator, Viewer
 
 router = APIRouter(prefix="/reviews", tags=["reviews"], route_class=JsonBodyRoute)
 # Ids the database's BIGINT holds: a larger one is a 422, not a database error.
@@ -32,13 +35,14 @@ def _out(item: ReviewItem) -> ReviewItemOut:
 
 @router.get("", response_model=ReviewPage)
 def list_queue(
+    _: Viewer,
     store: StoreDep,
     dataset: Annotated[str | None, Query(description="Only items of this dataset.")] = None,
     state: Annotated[Literal["pending", "accepted", "edited", "rejected"] | None, Query()] = None,
     run_id: Annotated[str | None, Query(description="Only items this run proposed.")] = None,
     workflow: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> ReviewPage:
     """Items oldest first, filtered, one page at a time."""
     items, total = list_items(store, dataset=dataset, state=state, run_id=run_id, workflow=workflow,
@@ -47,7 +51,7 @@ def list_queue(
 
 
 @router.get("/{item_id}", response_model=ReviewItemOut, responses={404: {"description": "No such item"}})
-def get_one(item_id: ItemId, store: StoreDep) -> ReviewItemOut:
+def get_one(item_id: ItemId, _: Viewer, store: StoreDep) -> ReviewItemOut:
     try:
         return _out(get_item(store, item_id))
     except KeyError as exc:
@@ -55,38 +59,46 @@ def get_one(item_id: ItemId, store: StoreDep) -> ReviewItemOut:
 
 
 @router.post("/{item_id}/accept", response_model=ReviewItemOut, responses=ACTION_RESPONSES)
-def accept(item_id: ItemId, settings: SettingsDep) -> ReviewItemOut:
+def accept(item_id: ItemId, caller: Operator, settings: SettingsDep, store: StoreDep) -> ReviewItemOut:
     """Keep the proposed value. Accepting again changes nothing."""
-    return _act(lambda: review_actions.accept(settings, item_id))
+    return _act(store, caller, "review.accept", item_id, lambda: review_actions.accept(settings, item_id, caller.user))
 
 
 @router.post("/{item_id}/reject", response_model=ReviewItemOut, responses=ACTION_RESPONSES)
-def reject(item_id: ItemId, settings: SettingsDep) -> ReviewItemOut:
+def reject(item_id: ItemId, caller: Operator, settings: SettingsDep, store: StoreDep) -> ReviewItemOut:
     """Drop the proposed value: promote writes null there and keeps the record."""
-    return _act(lambda: review_actions.reject(settings, item_id))
+    return _act(store, caller, "review.reject", item_id, lambda: review_actions.reject(settings, item_id, caller.user))
 
 
 @router.post("/{item_id}/edit", response_model=ReviewItemOut,
              responses={**ACTION_RESPONSES, 422: {"description": "The value does not fit the field's type"}})
-def edit(item_id: ItemId, body: ReviewEdit, settings: SettingsDep) -> ReviewItemOut:
+def edit(item_id: ItemId, body: ReviewEdit, caller: Operator, settings: SettingsDep, store: StoreDep) -> ReviewItemOut:
     """Keep this value instead of the proposal."""
-    return _act(lambda: review_actions.edit(settings, item_id, body.value))
+    return _act(store, caller, "review.edit", item_id,
+                lambda: review_actions.edit(settings, item_id, body.value, caller.user))
 
 
 @router.post("/{item_id}/rerun", response_model=ReviewItemOut,
              responses={404: {"description": "No such item"},
                         409: {"description": "The record cannot be augmented again (workflow gone or broken)"}})
-def rerun(item_id: ItemId, settings: SettingsDep, workflows: WorkflowsDep) -> ReviewItemOut:
+def rerun(item_id: ItemId, caller: Operator, settings: SettingsDep, store: StoreDep,
+          workflows: WorkflowsDep) -> ReviewItemOut:
     """Augment the record again now with the workflow; the result is the new proposal, pending."""
-    return _act(lambda: review_actions.rerun(settings, workflows, item_id))
+    return _act(store, caller, "review.rerun", item_id, lambda: review_actions.rerun(settings, workflows, item_id))
 
 
-def _act(action: Callable[[], ReviewItem]) -> ReviewItemOut:
+def _act(store: StoreDep, caller: Principal, action: str, item_id: int, do: Callable[[], ReviewItem]) -> ReviewItemOut:
+    """Do a review action and write its audit entry, whatever the outcome."""
+    target = f"review item {item_id}"
     try:
-        return _out(action())
+        item = do()
     except KeyError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
     except (ReviewConflict, review_actions.RerunFailed) as exc:
+        record(store, caller.label, action, target, "refused", str(exc))
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except review_actions.InvalidValue as exc:
+        record(store, caller.label, action, target, "refused", str(exc))
         raise RequestValidationError([{"type": "value_error", "loc": ("body", "value"), "msg": str(exc)}]) from None
+    record(store, caller.label, action, target, detail=f"now {item.state}")
+    return _out(item)

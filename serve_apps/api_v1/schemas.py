@@ -15,8 +15,7 @@ MAX_RECORDS = 1000
 
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
-    store: str = Field(description='"ok", or why the metadata store did not answer.')
-    workflows: int | None = Field(description="Spec files found; null when the folder cannot be read.")
+    store: Literal["ok", "unavailable"] = Field(description="Whether the metadata store answered a query.")
 
 
 class StepOut(BaseModel):
@@ -161,6 +160,7 @@ class ReviewItemOut(BaseModel):
     state: Literal["pending", "accepted", "edited", "rejected"]
     decided_value: Any
     decided_at: dt.datetime | None
+    decided_by: str | None = Field(default=None, description="The user who decided it.")
     created_at: dt.datetime
 
 
@@ -175,3 +175,22 @@ class ReviewEdit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     value: Any = Field(description="The value to keep instead of the proposal, of the field's type.")
+
+
+class CallerOut(BaseModel):
+    user: str
+    role: Literal["viewer", "operator", "admin"]
+    via: Literal["key", "session", "local"]
+    key_prefix: str | None = Field(description="The API key's public start, when the caller used one.")
+
+
+class AuditEntryOut(BaseModel):
+    """One state-changing action: who, when, what and how it ended."""
+
+    id: int
+    at: dt.datetime
+    actor: str = Field(description="The user and how they came: 'ana (key aug_1a2b3c4d)', 'ana (session)'.")
+    action: str
+    target: str
+    outcome: Literal["ok", "refused", "failed"]
+    detail: str | None

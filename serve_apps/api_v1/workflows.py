@@ -15,6 +15,7 @@ from serve_apps.api_v1.schemas import (
     Counts,
     WorkflowOut,
 )
+from serve_apps.gateway.api_auth import Operator, Viewer
 
 router = APIRouter(prefix="/workflows", tags=["workflows"], route_class=JsonBodyRoute)
 
@@ -22,7 +23,7 @@ WorkflowName = Annotated[str, Path(description="The workflow's `name` from its s
 
 
 @router.get("", response_model=list[WorkflowOut])
-def list_workflows(workflows: WorkflowsDep) -> list[WorkflowOut]:
+def list_workflows(_: Viewer, workflows: WorkflowsDep) -> list[WorkflowOut]:
     """Every spec in the workflows folder; those that fail to load are listed with their errors."""
     try:
         entries = workflows.entries()
@@ -36,7 +37,7 @@ def list_workflows(workflows: WorkflowsDep) -> list[WorkflowOut]:
     response_model=AugmentResponse,
     responses={404: {"description": "No such workflow"}, 409: {"description": "The workflow's spec is broken"}},
 )
-def augment(name: WorkflowName, body: AugmentRequest, workflows: WorkflowsDep) -> AugmentResponse:
+def augment(name: WorkflowName, body: AugmentRequest, _: Operator, workflows: WorkflowsDep) -> AugmentResponse:
     """Validate and augment records with the batch path's code; invalid records come back one by one."""
     try:
         workflow = workflows.online(name)

@@ -28,7 +28,7 @@ from augment_core.events import END_GRACE_SECONDS, Event, open_bus
 from augment_core.settings import Settings
 from augment_core.store import open_store, utcnow
 from serve_apps.api_v1.app import create_app
-from tests.conftest import ROOT
+from tests.conftest import ROOT, api_key
 from tests.integration.private_services import PrivateRedis, free_port
 
 DEADLINE_S = 60
@@ -301,9 +301,14 @@ def test_publishing_while_redis_is_down_logs_a_warning_and_does_not_raise(
 
 
 # the SSE endpoint ---------------------------------------------------------------------------------
+API_HEADERS: dict[str, str] = {}  # the key of the `api` fixture's caller
+
+
 @pytest.fixture
 def api(bus_settings: Settings) -> Iterator[str]:
     """The API app served by uvicorn on a free port (real streaming, as a browser sees it)."""
+    global API_HEADERS
+    API_HEADERS = {"Authorization": f"Bearer {api_key(bus_settings, 'viewer')}"}
     server = uvicorn.Server(uvicorn.Config(create_app(bus_settings, max_body_bytes=1 << 20), host="127.0.0.1",
                                           port=free_port(), log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -336,7 +341,7 @@ def test_sse_streams_live_and_a_reconnect_resumes_exactly_after_the_last_event(
     run_id = new_run(bus_settings)
     for i in range(3):
         bus.publish(run_id, "step.progress", {"steps": {"validate": {"state": "running", "rows": i}}})
-    with httpx.Client(timeout=DEADLINE_S) as client:
+    with httpx.Client(timeout=DEADLINE_S, headers=API_HEADERS) as client:
         with client.stream("GET", f"{api}/runs/{run_id[:10]}/events") as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
@@ -357,7 +362,7 @@ def test_sse_streams_live_and_a_reconnect_resumes_exactly_after_the_last_event(
 
 
 def test_sse_of_an_unknown_run_is_404_and_a_bad_last_event_id_is_422(bus_settings: Settings, api: str) -> None:
-    with httpx.Client(timeout=DEADLINE_S) as client:
+    with httpx.Client(timeout=DEADLINE_S, headers=API_HEADERS) as client:
         missing = client.get(f"{api}/runs/no-such-run/events")
         assert missing.status_code == 404 and missing.json()["detail"] == "no run 'no-such-run'"
         run_id = new_run(bus_settings)

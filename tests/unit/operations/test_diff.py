@@ -110,11 +110,9 @@ def test_cli_datasets_lists_versions(two_versions: str, capsys: pytest.CaptureFi
 
 
 def test_api_lists_versions_and_diffs_them(settings: Settings, two_versions: str) -> None:
-    from fastapi.testclient import TestClient
+    from tests.conftest import api_client
 
-    from serve_apps.api_v1.app import create_app
-
-    client = TestClient(create_app(settings, max_body_bytes=64 * 1024))
+    client = api_client(settings, max_body_bytes=64 * 1024)
     listed = client.get(f"/v1/datasets/{two_versions}")
     assert listed.status_code == 200
     assert [(v["version"], v["row_count"], v["columns"]["name"]) for v in listed.json()] == [

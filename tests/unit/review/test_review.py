@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from fastapi.testclient import TestClient
 
 from augment_cli.main import main as cli
 from augment_core.events import open_bus
@@ -37,7 +36,7 @@ from pipelines.spec.errors import SpecError
 from pipelines.spec.workflow import WorkflowSpec
 from pipelines.workflows.folder import WorkflowFolder
 from pipelines.workflows.loader import load_spec, parse_spec
-from serve_apps.api_v1.app import create_app
+from tests.conftest import api_client
 
 OUTPUTS = {"industry": {"enum": ["software", "retail", "finance", "other"]}, "b2b": {"type": "boolean"},
            "headcount": {"type": "integer"}}
@@ -290,7 +289,7 @@ def test_accept_is_idempotent_and_publishes_one_event(settings: Settings, fake: 
     assert first.state == again.state == "accepted" and first.decided_value == item.after
     assert again.decided_at == first.decided_at
     accepted = [e for e in open_bus(settings).read(out["run_id"]) if e.type == "review.accepted"]
-    assert len(accepted) == 1 and accepted[0].data == {"item": item.id, "record_uuid": item.record_uuid,
+    assert len(accepted) == 1 and accepted[0].data == {"item": item.id, "record_uuid": item.record_uuid, "by": None,
                                                        "field": item.field}
 
 
@@ -418,7 +417,7 @@ def test_promote_applies_decisions_drops_rejected_values_and_keeps_every_record(
 # API -------------------------------------------------------------------------------------------------
 def test_the_api_lists_shows_and_acts_on_items(settings: Settings, fake: FakeOpenAI) -> None:
     spec, out, items = queued(settings, fake, {"rules": [{"step": "slug"}, {"field": "score", "below": 0.15}]}, n=3)
-    client = TestClient(create_app(settings, max_body_bytes=1024 * 1024))
+    client = api_client(settings, max_body_bytes=1024 * 1024)
     page = client.get("/v1/reviews", params={"dataset": spec.sink.dataset, "limit": 2, "offset": 1})
     assert page.status_code == 200, page.text
     body = page.json()

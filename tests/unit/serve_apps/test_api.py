@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from augment_core.settings import Settings
 from serve_apps.api_v1.app import create_app
+from tests.conftest import api_client
 
 SPEC = """\
 name: typed
@@ -28,7 +29,7 @@ sink: {dataset: typed}
 def client(tmp_path: Path) -> TestClient:
     (tmp_path / "typed.yaml").write_text(SPEC, encoding="utf-8")
     settings = Settings(workflows_dir=str(tmp_path), database_url=f"sqlite:///{tmp_path / 'augment.db'}")
-    return TestClient(create_app(settings, max_body_bytes=64 * 1024))
+    return api_client(settings, max_body_bytes=64 * 1024)
 
 
 def test_dates_and_times_come_back_as_iso_strings(client: TestClient) -> None:
@@ -66,20 +67,22 @@ def test_an_oversized_body_is_413(client: TestClient) -> None:
 
 def test_an_unreachable_store_is_503_with_the_reason(tmp_path: Path) -> None:
     settings = Settings(workflows_dir=str(tmp_path), database_url="postgresql://nobody@127.0.0.1:9/none")
-    client = TestClient(create_app(settings, max_body_bytes=1024 * 1024))
+    client = TestClient(create_app(settings, max_body_bytes=1024 * 1024), base_url="http://127.0.0.1",
+                        headers={"Authorization": "Bearer aug_00000000_unknown"})
     health = client.get("/v1/health")
     assert health.status_code == 503
-    assert health.json()["status"] == "unavailable" and "OperationalError" in health.json()["store"]
-    runs = client.get("/v1/runs")
-    assert runs.status_code == 503 and runs.json()["detail"].startswith("metadata store unavailable: OperationalError")
+    assert health.json() == {"status": "unavailable", "store": "unavailable"}  # no driver words, no host names
+    runs = client.get("/v1/runs")  # the key cannot even be checked
+    assert runs.status_code == 503 and runs.json()["detail"].startswith("metadata store unavailable (OperationalError)")
+    assert "127.0.0.1" not in runs.text
 
 
 def test_a_missing_workflows_folder_is_503_not_an_empty_list(tmp_path: Path) -> None:
     settings = Settings(workflows_dir=str(tmp_path / "missing"), database_url=f"sqlite:///{tmp_path / 'a.db'}")
-    client = TestClient(create_app(settings, max_body_bytes=1024 * 1024))
+    client = api_client(settings, max_body_bytes=1024 * 1024)
     response = client.get("/v1/workflows")
     assert response.status_code == 503 and "does not exist" in response.json()["detail"]
-    assert client.get("/v1/health").json()["workflows"] is None
+    assert client.get("/v1/health").json() == {"status": "ok", "store": "ok"}
 
 
 @pytest.mark.parametrize(
@@ -109,7 +112,7 @@ def test_cancel_answers_404_for_unknown_runs_and_409_for_ended_or_unreachable_on
     store.finish_run("done-1", "succeeded")
     store.create_run("live-1", "w", 1, "w.yaml", ["validate", "write"])
     store.mark_running("live-1")
-    client = TestClient(create_app(settings, max_body_bytes=64 * 1024))
+    client = api_client(settings, max_body_bytes=64 * 1024)
     assert client.post("/v1/runs/nope/cancel").status_code == 404
     ended = client.post("/v1/runs/done-1/cancel")
     assert ended.status_code == 409 and ended.json()["detail"] == "run done-1 already ended: succeeded"

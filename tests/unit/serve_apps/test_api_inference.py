@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from augment_core.settings import Settings
 from devtools.fake_openai import FakeOpenAI
-from serve_apps.api_v1.app import create_app
+from tests.conftest import api_client
 
 INDUSTRIES = ["software", "retail", "finance", "other"]
 
@@ -75,7 +75,7 @@ def client(fake: FakeOpenAI, tmp_path: Path) -> Iterator[TestClient]:
     (folder / "broken.yaml").write_text(BROKEN, encoding="utf-8")
     settings = Settings(storage_root=str(tmp_path / "data"), database_url=f"sqlite:///{tmp_path / 'a.db'}",
                         workflows_dir=str(folder))
-    with TestClient(create_app(settings, max_body_bytes=1024 * 1024)) as test_client:
+    with api_client(settings, max_body_bytes=1024 * 1024) as test_client:
         yield test_client
 
 

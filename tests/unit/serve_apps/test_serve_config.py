@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from augment_core.identity import Principal, Role
 from serve_apps import deploy
 from serve_apps.shell import ShellArgs, render_page
 from tests.conftest import ROOT
@@ -38,7 +39,8 @@ def test_every_route_goes_under_the_prefix(prefix: str | None, expected: dict[st
 def test_the_shell_page_links_below_the_prefix() -> None:
     config = deploy.load_config(SERVE_YAML, prefix="/augment")
     shell = next(app for app in config["applications"] if app["name"] == "shell")
-    page = render_page(ShellArgs.model_validate(shell["args"]))
+    ana = Principal(user="ana", role=Role.viewer, via="session", csrf_token="t")
+    page = render_page(ShellArgs.model_validate(shell["args"]), ana)
     assert 'href="/augment/ui/runs/"' in page and 'href="/augment/api/v1/health"' in page
 
 

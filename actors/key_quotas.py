@@ -1,0 +1,34 @@
+"""The gateway's per-caller quotas in one named actor, so every replica of every app counts together."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import ray
+from ray.actor import ActorHandle
+
+from actors.naming import KEY_QUOTAS, NAMESPACE
+from augment_core.quotas import KeyQuotas
+
+# Restarted when it dies: callers start from a clean slate, which only ever lets a little more through.
+KeyQuotasActor = ray.remote(  # type: ignore[call-overload]  # Ray's overloads omit max_concurrency
+    num_cpus=0, max_restarts=-1, max_concurrency=1)(KeyQuotas)
+CALL_TIMEOUT_SECONDS = 5.0
+
+
+class ActorQuotas:
+    """The Quotas of augment_core.quotas, answered by the cluster's KeyQuotas actor."""
+
+    def __init__(self) -> None:
+        self.handle: ActorHandle = KeyQuotasActor.options(
+            name=KEY_QUOTAS, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        ).remote()
+
+    def admit(self, who: str, per_minute: int, burst: int) -> float:
+        return cast(float, ray.get(self.handle.admit.remote(who, per_minute, burst), timeout=CALL_TIMEOUT_SECONDS))
+
+    def open_stream(self, who: str, cap: int) -> bool:
+        return cast(bool, ray.get(self.handle.open_stream.remote(who, cap), timeout=CALL_TIMEOUT_SECONDS))
+
+    def close_stream(self, who: str) -> None:
+        self.handle.close_stream.remote(who)

@@ -1,0 +1,103 @@
+"""Per-caller request rates and open event streams, counted once for every replica of every app.
+
+`KeyQuotas` is the logic (GCRA: each request books 60/rate seconds on the caller's clock, and a
+caller may run `burst` requests ahead of it). The gateway uses it in one named actor on a cluster
+(actors/key_quotas.py), or `RedisQuotas` when Redis is configured, never per process: a per-process
+limit multiplies by the number of replicas.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import redis
+
+
+class Quotas(Protocol):
+    def admit(self, who: str, per_minute: int, burst: int) -> float:
+        """0 when the request may go; else the seconds to wait before the next one would."""
+
+    def open_stream(self, who: str, cap: int) -> bool:
+        """Count an event stream as open for `who`; False (counting nothing) when `cap` are open."""
+
+    def close_stream(self, who: str) -> None: ...
+
+
+class KeyQuotas:
+    """In memory: the state of the named actor (or of one process, in tests without a cluster)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.tat: dict[str, float] = {}  # the theoretical arrival time of each caller's next request
+        self.streams: dict[str, int] = {}
+
+    def admit(self, who: str, per_minute: int, burst: int) -> float:
+        now = self.clock()
+        interval = 60.0 / per_minute
+        tat = max(self.tat.get(who, now), now)
+        allowed_at = tat + interval - max(burst, 1) * interval
+        if allowed_at > now:
+            return allowed_at - now
+        self.tat[who] = tat + interval
+        if len(self.tat) > 100_000:  # forget callers who are idle (their clocks are in the past)
+            self.tat = {k: v for k, v in self.tat.items() if v > now}
+        return 0.0
+
+    def open_stream(self, who: str, cap: int) -> bool:
+        if self.streams.get(who, 0) >= cap:
+            return False
+        self.streams[who] = self.streams.get(who, 0) + 1
+        return True
+
+    def close_stream(self, who: str) -> None:
+        left = self.streams.get(who, 0) - 1
+        if left > 0:
+            self.streams[who] = left
+        else:
+            self.streams.pop(who, None)
+
+
+# The same GCRA on Redis's clock, in one script so replicas cannot interleave between read and write.
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local allowed_at = tat + interval - burst * interval
+if allowed_at > now then return tostring(allowed_at - now) end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil((tat + interval - now) * 1000) + 1000)
+return '0'
+"""
+_OPEN = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then return 0 end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+# A replica that died with streams open leaves them counted until this long after the last change.
+STREAM_COUNT_TTL_SECONDS = 3600
+
+
+class RedisQuotas:
+    def __init__(self, url: str, namespace: str = "augment:quota") -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.namespace = namespace
+        self._admit = self.client.register_script(_ADMIT)
+        self._open = self.client.register_script(_OPEN)
+
+    def admit(self, who: str, per_minute: int, burst: int) -> float:
+        wait = self._admit(keys=[f"{self.namespace}:rate:{who}"], args=[60.0 / per_minute, max(burst, 1)])
+        return float(wait)
+
+    def open_stream(self, who: str, cap: int) -> bool:
+        return bool(self._open(keys=[f"{self.namespace}:streams:{who}"], args=[cap, STREAM_COUNT_TTL_SECONDS]))
+
+    def close_stream(self, who: str) -> None:
+        key = f"{self.namespace}:streams:{who}"
+        if int(self.client.decr(key)) <= 0:
+            self.client.delete(key)

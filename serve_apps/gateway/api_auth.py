@@ -1,0 +1,100 @@
+"""The API's side of the gateway: `requires(role)` on every router, and the refusals it answers.
+
+A caller is an API key (`Authorization: Bearer aug_...`) or a login session (the shell's cookie).
+A session's state-changing requests must carry its CSRF token in `X-CSRF-Token`: a page of another
+site can make the browser send the cookie, but cannot read the token. Keys are not sent by
+browsers on their own, so they need none.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+
+from augment_core.identity import Principal, Role
+from serve_apps.gateway.gate import COOKIE, CSRF_HEADER, SAFE_METHODS, Gate
+
+bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
+                    description="An API key: `augment keys create USER NAME` prints one, once.")
+session_cookie = APIKeyCookie(name=COOKIE, auto_error=False, scheme_name="session",
+                              description="A login session from the shell's /login page; state-changing "
+                                          f"requests must also send its CSRF token in {CSRF_HEADER}.")
+
+
+class Refusal(Exception):
+    """An answer of the gateway: 401, 403 or 429 with a JSON body saying why."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None, **extra: str) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.headers, self.extra = status, detail, headers or {}, extra
+
+
+def get_gate(request: Request) -> Gate:
+    return request.app.state.gate
+
+
+def requires(role: Role) -> Callable[..., Principal]:
+    """The dependency that lets only callers of `role` (or above) through, within their rate."""
+
+    def caller(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+        session: Annotated[str | None, Security(session_cookie)],
+    ) -> Principal:
+        gate = get_gate(request)
+        principal = authenticate(gate, credentials, session)
+        if not principal.role.allows(role):
+            raise Refusal(403, f"this needs the {role.value} role (or above); {principal.user} is "
+                               f"{principal.role.value}", needed_role=role.value, role=principal.role.value)
+        if principal.via == "session" and request.method not in SAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not (principal.csrf_token and hmac.compare_digest(sent, principal.csrf_token)):
+                raise Refusal(403, f"a request with the session cookie must carry the session's {CSRF_HEADER}"
+                                   " header (GET /session of the shell gives it)")
+        per_minute = principal.rate_per_minute or gate.settings.api_rate_per_minute
+        wait = gate.admit(principal.quota_id, per_minute, gate.settings.api_burst)
+        if wait > 0:
+            raise Refusal(429, f"rate limit of {per_minute} requests/minute reached; retry in {wait:.1f}s",
+                          headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        request.state.principal = principal
+        return principal
+
+    return caller
+
+
+def authenticate(gate: Gate, credentials: HTTPAuthorizationCredentials | None, session: str | None) -> Principal:
+    """The key's principal (a key wins over a cookie), else the session's; Refusal 401 otherwise."""
+    if credentials is not None:
+        principal = gate.from_key(credentials.credentials) if credentials.scheme.lower() == "bearer" else None
+        if principal is None:
+            raise Refusal(401, "the API key is not valid: unknown, revoked or expired, or its user is disabled",
+                          headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return principal
+    if session:
+        principal = gate.from_session(session)
+        if principal is None:
+            raise Refusal(401, "the login session has ended: sign in again", headers={"WWW-Authenticate": "Bearer"})
+        return principal
+    raise Refusal(401, "authentication required: send Authorization: Bearer <API key>, or sign in",
+                  headers={"WWW-Authenticate": "Bearer"})
+
+
+Viewer = Annotated[Principal, Depends(requires(Role.viewer))]
+Operator = Annotated[Principal, Depends(requires(Role.operator))]
+Admin = Annotated[Principal, Depends(requires(Role.admin))]
+
+
+async def _refused(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Refusal)
+    return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status, headers=exc.headers)
+
+
+def install_gateway(app: FastAPI, gate: Gate) -> None:
+    app.state.gate = gate
+    app.add_exception_handler(Refusal, _refused)

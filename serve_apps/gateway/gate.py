@@ -1,0 +1,119 @@
+"""`Gate`: a replica's view of who is asking — API keys and login sessions checked against the
+metadata store, briefly cached so that a revoked key or an ended session stops working on every
+replica within `auth_cache_seconds` — and the quotas every replica shares."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
+
+import ray
+
+from augment_core.identity import Identity, Principal, digest
+from augment_core.quotas import KeyQuotas, Quotas, RedisQuotas
+from augment_core.settings import Settings
+from augment_core.store import open_store
+
+COOKIE = "augment_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+log = logging.getLogger(__name__)
+
+
+class Gate:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+        self._quotas: Quotas | None = None
+
+    def identity(self) -> Identity:
+        return Identity(open_store(self.settings))
+
+    def from_key(self, secret: str) -> Principal | None:
+        return self._cached("key:" + digest(secret), lambda: self.identity().resolve_key(secret))
+
+    def from_session(self, token: str) -> Principal | None:
+        return self._cached("session:" + digest(token), lambda: self.identity().resolve_session(token))
+
+    def forget_session(self, token: str) -> None:
+        """After a logout here: this replica refuses the session at once, the others within the cache time."""
+        with self._lock:
+            self._cache.pop("session:" + digest(token), None)
+
+    def _cached(self, key: str, resolve: Callable[[], Principal | None]) -> Principal | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        principal = resolve()
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = (now + self.settings.auth_cache_seconds, principal)
+        return principal
+
+    # quotas ---------------------------------------------------------------------------------
+    def quotas(self) -> Quotas:
+        """Redis when configured, else the cluster's named actor; one process's own counts only
+        where there is no cluster (tests of the app in-process)."""
+        if self._quotas is None:
+            if self.settings.redis_url:
+                self._quotas = RedisQuotas(self.settings.redis_url)
+            elif ray.is_initialized():
+                from actors.key_quotas import ActorQuotas
+
+                self._quotas = ActorQuotas()
+            else:
+                self._quotas = KeyQuotas()
+        return self._quotas
+
+    def admit(self, who: str, per_minute: int, burst: int) -> float:
+        """Seconds to wait (0: go). A quota store that cannot answer lets the request through, logged:
+        an outage of Redis must not take the API down with it."""
+        try:
+            return self.quotas().admit(who, per_minute, burst)
+        except Exception as exc:  # noqa: BLE001 - Redis or actor errors of any kind
+            log.warning("rate limit not checked for %s: %s", who, type(exc).__name__)
+            return 0.0
+
+
+    def open_stream(self, who: str, cap: int) -> bool:
+        try:
+            return self.quotas().open_stream(who, cap)
+        except Exception as exc:  # noqa: BLE001 - as admit: an outage lets the stream open, logged
+            log.warning("open streams not counted for %s: %s", who, type(exc).__name__)
+            return True
+
+    def close_stream(self, who: str) -> None:
+        try:
+            self.quotas().close_stream(who)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("closed stream not counted for %s: %s", who, type(exc).__name__)
+
+
+def host_allowed(settings: Settings, host_header: str | None) -> bool:
+    """Whether the Host header names one of the configured hosts (any port)."""
+    names = settings.host_names
+    if "*" in names:
+        return True
+    host = (host_header or "").strip().lower()
+    if host.startswith("["):
+        name = host[: host.find("]") + 1] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return bool(name) and name in names
+
+
+def same_origin(headers: Mapping[str, str]) -> bool:
+    """Whether a browser's state-changing request came from our own pages: its Origin names the host
+    it was sent to (without Origin, Sec-Fetch-Site must not say cross-site). A request carrying
+    neither came from no browser, and cross-site request forgery needs a browser."""
+    origin = headers.get("origin")
+    if origin:
+        return origin != "null" and urlsplit(origin).netloc.lower() == (headers.get("host") or "").lower()
+    return headers.get("sec-fetch-site") in (None, "same-origin", "none")
