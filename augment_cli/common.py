@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from augment_core.settings import Settings
 from augment_core.store import MetadataStore
-from cluster.local import LocalCluster, is_up
+from cluster.local import LocalCluster, adopt_auth_mode, is_up
 from pipelines.io.dataset_source import resolve_dataset_source
 from pipelines.io.files import SourceError
 from pipelines.spec.workflow import WorkflowSpec
@@ -68,7 +68,10 @@ def cluster_address(settings: Settings) -> str | None:
     if address:
         return address
     default = LocalCluster()
-    return default.gcs_address if is_up(default) else None
+    if not is_up(default):
+        return None
+    adopt_auth_mode(default.dashboard_url)  # its token, when `augment cluster up` kept token auth on
+    return default.gcs_address
 
 
 def connect_ray(address: str | None) -> None:

@@ -11,9 +11,11 @@ from augment_core.settings import Settings
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from cluster.local import adopt_auth_mode
     from serve_apps import deploy
 
     address = args.address
+    adopt_auth_mode(address)  # send the cluster's token when it asks for one
     try:
         if args.stop:
             deploy.stop(address)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from augment_core.settings import Settings
 
@@ -22,6 +25,7 @@ class LocalCluster:
     agent_port: int = 52365
     num_cpus: int | None = None
     object_store_bytes: int = 500_000_000
+    token_auth: bool = True  # Ray's own token authentication; off only by an explicit choice
 
     @property
     def dashboard_url(self) -> str:
@@ -32,15 +36,38 @@ class LocalCluster:
         return f"127.0.0.1:{self.gcs_port}"
 
 
-def cluster_env(settings: Settings) -> dict[str, str]:
+AuthMode = Literal["token", "disabled"]
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+
+
+def token_path() -> Path:
+    """Where Ray's clients look for the cluster's token (Ray's own default and override)."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def ensure_token() -> Path | None:
+    """The token file, written (owner-only) when there is none; None when RAY_AUTH_TOKEN holds it."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = token_path()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))  # 256 bits, as `ray get-auth-token --generate`
+    return path
+
+
+def cluster_env(settings: Settings, token_auth: bool = True) -> dict[str, str]:
     """The environment of the head node: its jobs, actors and Serve replicas inherit it.
 
     Settings go in as absolute values so a job's working directory does not move the data.
-    Token auth is off because the node binds to 127.0.0.1 only; keep it on in production.
+    With token auth every client (jobs API, dashboard, `ray.init`) must present the token, so
+    nobody else on the machine can run code on the cluster.
     """
     env = dict(os.environ)
     env.update(settings.exported())
-    env["RAY_AUTH_MODE"] = "disabled"
+    env[AUTH_MODE_ENV] = "token" if token_auth else "disabled"
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     return env
@@ -70,7 +97,10 @@ def head_command(cluster: LocalCluster) -> list[str]:
 
 def up(settings: Settings, cluster: LocalCluster) -> None:
     """Start the head node in the background; `down()` (ray stop) ends it."""
-    result = subprocess.run(head_command(cluster), env=cluster_env(settings), capture_output=True, text=True)
+    if cluster.token_auth:
+        ensure_token()
+    env = cluster_env(settings, cluster.token_auth)
+    result = subprocess.run(head_command(cluster), env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(
             f"ray start failed (exit {result.returncode}):\n{result.stderr[-3000:] or result.stdout[-3000:]}"
@@ -81,10 +111,11 @@ def up(settings: Settings, cluster: LocalCluster) -> None:
 def start_attached(settings: Settings, cluster: LocalCluster, log_path: Path) -> subprocess.Popen:
     """Start a head node tied to the returned process: terminating it stops only this cluster
     (`ray start --block`), unlike `ray stop`, which stops every Ray process on the machine."""
+    if cluster.token_auth:
+        ensure_token()
+    env = cluster_env(settings, cluster.token_auth)
     with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [*head_command(cluster), "--block"], env=cluster_env(settings), stdout=log, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen([*head_command(cluster), "--block"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_dashboard(cluster.dashboard_url)
     except RuntimeError:
@@ -95,16 +126,39 @@ def start_attached(settings: Settings, cluster: LocalCluster, log_path: Path) ->
 
 def wait_for_dashboard(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
+    while dashboard_auth_mode(url) is None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the Ray dashboard did not answer at {url} within {timeout:g}s")
         time.sleep(0.5)
+
+
+def dashboard_auth_mode(url: str) -> AuthMode | None:
+    """How the dashboard at `url` lets clients in, asked without a token: it answers 401 when it
+    wants one. None when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/version", timeout=2) as response:
+            return "disabled" if response.status == 200 else None
+    except urllib.error.HTTPError as exc:
+        return "token" if exc.code == 401 else None
+    except OSError:
+        return None
+
+
+def adopt_auth_mode(url: str) -> None:
+    """Make this process's Ray clients speak the way the cluster at `url` listens: Ray sends its
+    token only when RAY_AUTH_MODE=token is set. An explicit RAY_AUTH_MODE is left alone."""
+    if AUTH_MODE_ENV in os.environ:
+        return
+    mode = dashboard_auth_mode(url)
+    if mode is None:
+        return
+    os.environ[AUTH_MODE_ENV] = mode
+    if "ray" in sys.modules:
+        # Ray's C++ config read RAY_AUTH_MODE when ray was imported; re-read it, as Ray itself does
+        # when `ray.init()` turns token auth on (authentication_token_setup._enable_token_auth).
+        from ray._raylet import Config  # type: ignore[attr-defined]  # a compiled module without stubs
+
+        Config.initialize("")
 
 
 def down() -> None:
@@ -112,8 +166,4 @@ def down() -> None:
 
 
 def is_up(cluster: LocalCluster) -> bool:
-    try:
-        with urllib.request.urlopen(f"{cluster.dashboard_url}/api/version", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+    return dashboard_auth_mode(cluster.dashboard_url) is not None

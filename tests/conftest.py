@@ -96,6 +96,7 @@ def ray_cluster(settings: Settings, tmp_path_factory: pytest.TempPathFactory):
     cluster = local.LocalCluster(
         dashboard_port=TEST_DASHBOARD_PORT, gcs_port=TEST_GCS_PORT,
         client_server_port=TEST_CLIENT_PORT, agent_port=TEST_AGENT_PORT, num_cpus=4,
+        token_auth=False,  # the test cluster is private to this session; README flows keep it on
     )
     if local.is_up(cluster):
         pytest.fail(f"something already listens on {cluster.dashboard_url}: stop it before the tests")
