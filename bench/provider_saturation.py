@@ -166,7 +166,7 @@ def spec_dict(name: str, data: Path | None, base_url: str, limits: dict[str, Any
         "name": name,
         "source": {"kind": "csv", "path": str(data or "unused.csv")},
         "providers": {"fake": {
-            "kind": "openai", "base_url": base_url, "model": "m1", "account": account,
+            "kind": "openai", "base_url": base_url, "allow_hosts": ["127.0.0.1"], "model": "m1", "account": account,
             "limits": {"max_in_flight": 64, **limits},
             "prices": {"input_per_million": 1, "output_per_million": 2},
         }},

@@ -213,6 +213,8 @@ class _Tally:
     completion_tokens: int = 0
     first_at: float | None = None
     last_at: float | None = None
+    # Requests received per Idempotency-Key header: the attempts of one call share a key, calls do not.
+    idempotency_keys: Counter[str] = field(default_factory=Counter)
 
 
 Reply = tuple[int, Json, int]  # status, body, completion tokens
@@ -392,6 +394,8 @@ class FakeOpenAI:
             tally.max_in_flight = max(tally.max_in_flight, tally.in_flight)
             tally.first_at = tally.first_at or now
             tally.last_at = now
+            if key := request.headers.get("idempotency-key"):
+                tally.idempotency_keys[key] += 1
         status = 500
         try:
             response = await self._answer(request)

@@ -26,7 +26,7 @@ from pipelines.inference.templates import (
     template_hash,
 )
 from pipelines.spec.base import StrictModel, check_names
-from pipelines.spec.providers import ENV_NAME, ProviderKind, check_host
+from pipelines.spec.providers import ENV_NAME, ProviderKind, ProviderSpec, check_host
 
 PATH_STEP = re.compile(r"[A-Za-z0-9_\-]+|\[\d+\]")
 
@@ -101,7 +101,9 @@ class HttpParams(InferenceParams):
 class Http(InferenceAugmenter):
     """Calls a JSON API once per record (GET or POST) and maps reply fields to columns by path.
     A path absent from the reply gives null; a value of the wrong type makes the record 'error'.
-    The provider's host must not be loopback, link-local or private unless its allow_hosts names it.
+    The provider's host must not be loopback, link-local or private unless its allow_hosts names it
+    (checked at setup, and again for the address each connection is opened to). Header variables
+    must be allowed for the provider in the providers file (`allow_secrets`).
 
     Reads: every {{field}} of `path`, `query` and `body`, and `skip_if_empty`.
     Adds: each of `outputs` (typed), `<step>_status`, `<step>_error`, `<step>_provenance`.
@@ -127,6 +129,14 @@ class Http(InferenceAugmenter):
     def identity(self) -> dict[str, Any]:
         return {"outputs": {k: v.model_dump() for k, v in self.params.outputs.items()}}
 
+    def check_provider(self, provider: ProviderSpec) -> list[tuple[str, str]]:
+        allowed = provider.allowed_secrets()
+        return [
+            (f"headers.{header}", f"environment variable {env!r} may not be sent to provider {self.params.provider!r}:"
+                                  " the providers file lists the variables a provider may receive (allow_secrets)")
+            for header, env in self.params.headers.items() if env not in allowed
+        ]
+
     def setup(self) -> None:
         super().setup()
         assert self.provider is not None
@@ -145,8 +155,8 @@ class Http(InferenceAugmenter):
         headers = {**self.auth_headers(), **{name: self.secret(env) for name, env in self.params.headers.items()}}
         return Request(self.params.method, url, json=body, params=query or None, headers=headers)
 
-    def usage(self, body: Any) -> tuple[int, int]:
-        return 0, 0
+    def usage(self, body: Any) -> tuple[int, int] | None:
+        return None  # a JSON API bills per request (prices.per_request), for each answered one
 
     def parse(self, body: Any) -> dict[str, Any]:
         values = {}

@@ -12,6 +12,7 @@ import asyncio
 import json
 import math
 import os
+import secrets
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from pydantic import Field
 
 from augment_core.cache import cache_key
 from pipelines.augmenters.base import Augmenter, AugmenterParams, values_of
-from pipelines.inference.client import Reply, Request, call
+from pipelines.inference.client import Attempt, Reply, Request, call
 from pipelines.inference.context import RunContext
 from pipelines.inference.loop import run_sync
 from pipelines.spec.base import IDENTIFIER
@@ -32,6 +33,7 @@ from pipelines.spec.providers import (
     ProviderKind,
     ProviderSpec,
     account_of,
+    check_host,
     secret_names,
 )
 
@@ -84,11 +86,11 @@ class InferenceAugmenter(Augmenter):
     def parse(self, body: Any) -> dict[str, Any]:
         """Values for `outputs()` from a reply body; raises InvalidReply when it does not fit."""
 
-    def usage(self, body: Any) -> tuple[int, int]:
-        """(tokens in, tokens out) a reply was billed for."""
+    def usage(self, body: Any) -> tuple[int, int] | None:
+        """(tokens in, tokens out) a reply (or an error reply) says it was billed for; None when it says nothing."""
         usage = body.get("usage") if isinstance(body, dict) else None
         if not isinstance(usage, dict):
-            return 0, 0
+            return None
         return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
     def estimate(self, request: Request) -> tuple[int, int]:
@@ -159,10 +161,18 @@ class InferenceAugmenter(Augmenter):
         if provider is None:
             raise ProviderError(f"unknown provider {name!r}")
         self.provider = provider
+        # Configuration errors fail the run before any record: a host written as a private address...
+        check_host(provider, provider.base_url, resolve=False)
+        # ...a secret this provider may not receive (the loader refuses it too; a spec built otherwise
+        # meets this)...
+        names = self.secret_names(self.context.providers)
+        foreign = sorted(set(names) - provider.allowed_secrets())
+        if foreign:
+            raise ProviderError(f"provider {name!r} may not receive environment variable(s) {', '.join(foreign)}")
         self.permits = self.context.permits_for(account_of(name, provider), provider.limits.limits())
         self.cache = self.context.cache()
-        if not self.context.dry_run:  # a missing key is a configuration error: fail before any record
-            missing = [n for n in self.secret_names(self.context.providers) if not self._resolve_secret(n)]
+        if not self.context.dry_run:  # ...or a missing key
+            missing = [n for n in names if not self._resolve_secret(n)]
             if missing:
                 raise ProviderError(f"environment variable(s) {', '.join(missing)} are not set")
 
@@ -235,7 +245,7 @@ class InferenceAugmenter(Augmenter):
             if key in cached:
                 return self._from_cache(cached[key])
             async with gate:
-                outcome = await self._call(request)
+                outcome = await self._call(request, key)
             value = outcome.provenance.pop("_cache_value", None)
             if value is not None and key:  # stored at once: a worker lost mid-batch repeats no answered call
                 await asyncio.to_thread(self.cache.put_many, {key: value})
@@ -254,11 +264,37 @@ class InferenceAugmenter(Augmenter):
             request.method, request.url, request.params, request.json,
         )
 
-    async def _call(self, request: Request) -> Outcome:
+    def charged(self, attempt: Attempt, estimate: tuple[int, int]) -> tuple[int, int, float]:
+        """(tokens in, tokens out, US dollars) one attempt is charged: what its reply says it used;
+        else, for a success or a request that went out without an answer (the provider may have
+        done the work), the most it could cost; else (an error reply, nothing sent) nothing."""
+        assert self.provider is not None
+        prices = self.provider.prices
+        used = self.usage(attempt.body) if attempt.body is not None else None
+        if used is not None:
+            return used[0], used[1], prices.cost(*used)
+        if attempt.unanswered or (attempt.status is not None and attempt.status < 400):
+            return 0, 0, prices.cost(*estimate)
+        return 0, 0, 0.0
+
+    def _idempotency_key(self, key: str | None) -> str | None:
+        """The same on every attempt of one call; another for the next call, even of the same request
+        (an invalid reply is asked again: the provider must not answer it from its idempotency store)."""
+        assert self.provider is not None
+        if not self.provider.sends_idempotency_keys():
+            return None
+        return f"augment-{(key or 'request')[:32]}-{secrets.token_hex(8)}"
+
+    async def _call(self, request: Request, key: str | None = None) -> Outcome:
+        """The record's calls. Each attempt is covered by a reservation of the most one attempt can
+        cost: the first is reserved here, every retry by `call` before it is sent (a reservation
+        for every possible retry up front would hold max_retries+1 times the cost per record in
+        flight, and stop a run near its budget while most of it is never spent). Every attempt is
+        charged (`charged`), the failed ones included."""
         assert self.provider is not None
         provider = self.provider
-        tokens_in_est, tokens_out_est = self.estimate(request)
-        reserve = provider.prices.cost(tokens_in_est, tokens_out_est)
+        estimate = self.estimate(request)
+        reserve = provider.prices.cost(*estimate)
         attempts, tokens_in, tokens_out, cost, latency = 0, 0, 0, 0.0, 0.0
         problem = "no reply"
         for _ in range(1 + self.invalid_retries):
@@ -270,29 +306,45 @@ class InferenceAugmenter(Augmenter):
                 await self.context.budget.settle(self.step_name, 0.0, {"skipped": 1})
                 return Outcome("skipped", error="skipped: budget", provenance=self._provenance(
                     attempts=attempts, tokens_in=tokens_in, tokens_out=tokens_out, cost=cost, latency=latency))
+            reserved = reserve
+
+            async def reserve_retry() -> bool:
+                nonlocal reserved
+                if not await self.context.budget.reserve(reserve):
+                    return False
+                reserved += reserve
+                return True
+
             reply: Reply = await call(
-                request, self.permits, tokens=tokens_in_est + tokens_out_est, deadline_s=provider.timeout_seconds,
+                request, self.permits, tokens=sum(estimate), deadline_s=provider.timeout_seconds,
                 attempt_timeout_s=provider.attempt_timeout_seconds, max_retries=provider.max_retries,
                 queue_wait_s=provider.queue_timeout_seconds, stopped=self.context.gate.stopped,
-                urgent=self.context.interactive,
+                urgent=self.context.interactive, allow_hosts=provider.allow_hosts,
+                idempotency_key=self._idempotency_key(key),
+                reserve_retry=reserve_retry,
             )
             attempts += reply.attempts
             latency += reply.latency_ms
-            t_in, t_out = self.usage(reply.body) if reply.ok else (0, 0)
-            spent = provider.prices.cost(t_in, t_out) if reply.ok else 0.0
+            charges = [self.charged(attempt, estimate) for attempt in reply.tried]
+            t_in, t_out = sum(c[0] for c in charges), sum(c[1] for c in charges)
+            spent = sum(c[2] for c in charges)
             tokens_in, tokens_out, cost = tokens_in + t_in, tokens_out + t_out, cost + spent
             usage = {"calls": reply.attempts, "tokens_in": t_in, "tokens_out": t_out, "cost_usd": spent}
+            if reply.budget_refused:
+                await self.context.budget.settle(self.step_name, reserved, {**usage, "skipped": 1})
+                return Outcome("skipped", error=f"skipped: budget ({reply.error})", provenance=self._provenance(
+                    attempts=attempts, tokens_in=tokens_in, tokens_out=tokens_out, cost=cost, latency=latency))
             if not reply.ok:
-                await self.context.budget.settle(self.step_name, reserve, {**usage, "failed": 1})
+                await self.context.budget.settle(self.step_name, reserved, {**usage, "failed": 1})
                 return Outcome("error", error=reply.error, provenance=self._provenance(
                     attempts=attempts, tokens_in=tokens_in, tokens_out=tokens_out, cost=cost, latency=latency))
             try:
                 values = self.parse(reply.body)
             except InvalidReply as exc:
                 problem = str(exc)
-                await self.context.budget.settle(self.step_name, reserve, usage)
+                await self.context.budget.settle(self.step_name, reserved, usage)
                 continue
-            await self.context.budget.settle(self.step_name, reserve, usage)
+            await self.context.budget.settle(self.step_name, reserved, usage)
             provenance = self._provenance(
                 attempts=attempts, tokens_in=tokens_in, tokens_out=tokens_out, cost=cost, latency=latency
             )

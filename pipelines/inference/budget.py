@@ -1,8 +1,9 @@
 """What provider calls cost a run, per step, and the budget that stops them.
 
-Before each call the caller reserves the most it could cost; when that reservation would take
-spending past the budget, the call is not sent, and no later call is either: the remaining
-records are marked 'skipped: budget'. After the call the reservation becomes the real cost.
+Before each attempt of a call (each retry too) the caller reserves the most it could cost; when
+that reservation would take spending past the budget, the attempt is not sent, and no later one is
+either: the remaining records are marked 'skipped: budget'. After the call its reservations become
+what its attempts were charged, failed ones included (pipelines.augmenters.inference_base).
 """
 
 from __future__ import annotations

@@ -5,6 +5,13 @@ allows, each retry keeping the first attempt's place in the limiter's queue; oth
 at once with the provider's own message. Every attempt takes a permit
 from the account's limiter and returns it with what the reply said (status, Retry-After,
 x-ratelimit-*), so one slow-down reaches every worker.
+
+Every connection goes through the address guard (`safe_transport`): a host that is or resolves to
+a loopback, private, link-local... address is refused at once, unless the provider's allow_hosts
+names it. Non-idempotent requests carry the caller's Idempotency-Key on every attempt, so that a
+provider that did the work of an attempt whose reply was lost does not do it (and bill it) again.
+What each attempt may have cost travels back in `Reply.tried`; a retry first asks the caller's
+`reserve_retry` (the run's budget) for room, so that the budget covers every attempt sent.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import asyncio
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -22,12 +29,16 @@ import httpx
 
 from augment_core.ratelimit import Outcome
 from pipelines.inference.permits import Permits
+from pipelines.inference.safe_transport import RefusedAddress, guarded_client
 
 RETRYABLE = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 20.0
 LEASE_HOLD_SECONDS = 15.0  # how long a permit outlives its last renewal
 LEASE_RENEW_SECONDS = 5.0
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Errors after the whole request went out: the provider may have done (and billed) the work.
+_UNANSWERED = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,17 @@ class Request:
         return out
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt sent, as far as what it cost goes: the status and JSON body of its reply (the
+    body's usage is what was billed), or no reply although the request went out in full (a read
+    timeout, a dropped connection), when the provider may have billed it all the same."""
+
+    status: int | None = None
+    body: Any = None
+    unanswered: bool = False
+
+
 @dataclass
 class Reply:
     ok: bool
@@ -60,18 +82,20 @@ class Reply:
     error: str | None = None
     attempts: int = 0
     latency_ms: float = 0.0
+    tried: list[Attempt] = field(default_factory=list)  # every attempt sent, the last one included
+    budget_refused: bool = False  # a retry found no room in the budget: the call stopped there
 
 
-_CLIENTS: dict[int, httpx.AsyncClient] = {}
+_CLIENTS: dict[tuple[int, frozenset[str]], httpx.AsyncClient] = {}
 
 
-def http_client() -> httpx.AsyncClient:
-    """One pooled client per event loop (the background loop holds one for the process)."""
-    loop = id(asyncio.get_running_loop())
-    client = _CLIENTS.get(loop)
+def http_client(allow_hosts: Collection[str] = ()) -> httpx.AsyncClient:
+    """One pooled, guarded client per event loop and allow-list (the background loop holds them for
+    the process): a connection one provider may open is never lent to one that may not."""
+    key = (id(asyncio.get_running_loop()), frozenset(allow_hosts))
+    client = _CLIENTS.get(key)
     if client is None:
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        client = _CLIENTS[loop] = httpx.AsyncClient(limits=limits, follow_redirects=False)
+        client = _CLIENTS[key] = guarded_client(allow_hosts)
     return client
 
 
@@ -86,27 +110,42 @@ async def call(
     queue_wait_s: float = 1800.0,
     stopped: Callable[[], Awaitable[str | None]] | None = None,
     urgent: bool = False,
+    allow_hosts: Collection[str] = (),
+    idempotency_key: str | None = None,
+    reserve_retry: Callable[[], Awaitable[bool]] | None = None,
 ) -> Reply:
     """Send a request until it succeeds, fails for good, or the deadline passes. The deadline
     counts the call's own time — attempts, backoff — not the time it waits in the limiter's queue
     for its turn: that wait has a budget of its own, `queue_wait_s`, generous because under a low
     limit the last records of a batch wait behind all the others. `stopped` is asked once a
     permit is granted: a run cancelled while the call waited for its turn sends nothing.
-    `urgent` calls (someone waits for the answer) go ahead of the others in the limiter's queue."""
+    `urgent` calls (someone waits for the answer) go ahead of the others in the limiter's queue.
+    `allow_hosts`: the provider's hosts that may be private. `idempotency_key` is sent on every
+    attempt of a POST. `reserve_retry` is asked before each retry: False ends the call
+    (`budget_refused`) without sending it."""
     started = time.monotonic()
     queued = 0.0  # time spent waiting for permits, which the deadline does not count
     rank: float | None = None  # the first attempt's place in the queue, kept by every retry
     attempts = 0
     last_error = "no attempt was made"
+    tried: list[Attempt] = []
+    headers = dict(request.headers)
+    if idempotency_key is not None and request.method.upper() == "POST":
+        headers[IDEMPOTENCY_HEADER] = idempotency_key
+
+    def failed(error: str, status: int | None = None) -> Reply:
+        return _failed(error, attempts, started, status, tried)
 
     def used() -> float:
         return time.monotonic() - started - queued
 
     while True:
         if used() >= deadline_s:
-            return _failed(
-                f"deadline of {deadline_s:g}s passed after {attempts} attempt(s); last: {last_error}", attempts, started
-            )
+            return failed(f"deadline of {deadline_s:g}s passed after {attempts} attempt(s); last: {last_error}")
+        if attempts and reserve_retry is not None and not await reserve_retry():
+            reply = failed(f"the budget leaves no room for attempt {attempts + 1}; last: {last_error}")
+            reply.budget_refused = True
+            return reply
         # The place is held while the attempt renews it: a caller killed mid-call (a lost worker or
         # driver) gives it back within LEASE_HOLD_SECONDS instead of after its whole deadline.
         asked = time.monotonic()
@@ -115,11 +154,11 @@ async def call(
         queued += time.monotonic() - asked
         rank = grant.rank
         if not grant.granted:  # the circuit is open, or the queue's wait ran out
-            return _failed(grant.reason, attempts, started)
+            return failed(grant.reason)
         reason = await stopped() if stopped is not None else None
         if reason is not None:
             await permits.release(grant.permit, Outcome(sent=False))
-            return _failed(reason, attempts, started)
+            return failed(reason)
         attempts += 1
         outcome = Outcome()
         retry_after: float | None = None
@@ -129,47 +168,48 @@ async def call(
                 timeout = min(timeout, attempt_timeout_s)
             renewing = asyncio.create_task(_keep_lease(permits, grant.permit))
             try:
-                response = await http_client().request(
+                response = await http_client(allow_hosts).request(
                     request.method, request.url, json=request.json, params=request.params,
-                    headers=request.headers, timeout=timeout,
+                    headers=headers, timeout=timeout,
                 )
             finally:
                 renewing.cancel()
-        except httpx.TimeoutException:
-            last_error = "timed out"
+        except RefusedAddress as exc:  # nothing was sent, and another try would be refused alike
+            await permits.release(grant.permit, Outcome(sent=False))
+            return failed(str(exc))
         except httpx.HTTPError as exc:
-            last_error = f"{type(exc).__name__}: {exc}"[:300]
+            timed_out = isinstance(exc, httpx.TimeoutException)
+            last_error = "timed out" if timed_out else f"{type(exc).__name__}: {exc}"[:300]
+            tried.append(Attempt(unanswered=isinstance(exc, _UNANSWERED)))
         except BaseException:  # a body that cannot be encoded, a cancelled caller: the permit goes back
             await permits.release(grant.permit, Outcome(sent=False))
             raise
         else:
             outcome = _outcome(response)
             retry_after = outcome.retry_after
+            body = _json(response)
+            tried.append(Attempt(response.status_code, None if body is _NOT_JSON else body))
             if response.status_code < 400:
-                body = _json(response)
                 outcome.tokens = _total_tokens(body)
                 await permits.release(grant.permit, outcome)
                 if body is _NOT_JSON:
-                    return _failed(
-                        f"provider replied {response.status_code} with a body that is not JSON",
-                        attempts,
-                        started,
-                        response.status_code,
+                    return failed(
+                        f"provider replied {response.status_code} with a body that is not JSON", response.status_code
                     )
-                return Reply(True, response.status_code, body, attempts=attempts, latency_ms=_ms(started))
+                return Reply(True, response.status_code, body, attempts=attempts, latency_ms=_ms(started), tried=tried)
             last_error = f"HTTP {response.status_code}: {provider_message(response)}"
             if response.status_code not in RETRYABLE:
                 await permits.release(grant.permit, outcome)
-                return _failed(last_error, attempts, started, response.status_code)
+                return failed(last_error, response.status_code)
         await permits.release(grant.permit, outcome)
         if attempts > max_retries:
-            return _failed(f"gave up after {attempts} attempts; last: {last_error}", attempts, started, outcome.status)
+            return failed(f"gave up after {attempts} attempts; last: {last_error}", outcome.status)
         backoff = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
         wait = max(backoff, retry_after or 0.0)
         if wait >= deadline_s - used():
-            return _failed(
+            return failed(
                 f"deadline of {deadline_s:g}s leaves no time to retry after {attempts} attempt(s); last: {last_error}",
-                attempts, started, outcome.status,
+                outcome.status,
             )
         await asyncio.sleep(wait)
 
@@ -201,8 +241,8 @@ def _total_tokens(body: Any) -> int | None:
     return None
 
 
-def _failed(error: str, attempts: int, started: float, status: int | None = None) -> Reply:
-    return Reply(False, status, error=error, attempts=attempts, latency_ms=_ms(started))
+def _failed(error: str, attempts: int, started: float, status: int | None, tried: list[Attempt]) -> Reply:
+    return Reply(False, status, error=error, attempts=attempts, latency_ms=_ms(started), tried=tried)
 
 
 def _ms(started: float) -> float:

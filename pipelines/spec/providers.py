@@ -1,13 +1,15 @@
 """Providers: the endpoints inference augmenters call, declared once with limits and prices.
 
-Declared in configs/providers.yaml (AUGMENT_PROVIDERS_FILE) or under `providers:` in a
-workflow; a workflow's declaration wins over the file's for the same name. Keys never appear
-here: a provider names the environment variable that holds its key.
+Declared in configs/providers.yaml (AUGMENT_PROVIDERS_FILE), by the operator, or under
+`providers:` in a workflow. A workflow may not redeclare a provider of the file (it would send the
+file's key elsewhere), and only the file's providers may name secrets: environment variables whose
+values go to that provider alone (`api_key_env`, and `allow_secrets` for the http steps' headers).
+Keys never appear here: a provider names the environment variable that holds its key.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import re
 import socket
 from enum import Enum
 from pathlib import Path
@@ -17,6 +19,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from augment_core.ratelimit import Limits
+from pipelines.spec.addresses import parse_address, refusal
 from pipelines.spec.base import IDENTIFIER, StrictModel
 from pipelines.spec.errors import pydantic_errors
 
@@ -78,7 +81,19 @@ class ProviderSpec(StrictModel):
     )
     max_retries: int = Field(default=4, ge=0, le=20)
     allow_hosts: list[str] = Field(
-        default_factory=list, description="Loopback/private hosts an http provider may call."
+        default_factory=list,
+        description="Hosts (names or addresses) this provider may reach although they are loopback, private,"
+                    " link-local...; every other address is refused when the connection is opened.",
+    )
+    allow_secrets: list[str] = Field(
+        default_factory=list, max_length=50,
+        description="Providers file only: environment variables, besides api_key_env, whose values steps may"
+                    " send to this provider (the http step's headers).",
+    )
+    idempotency_keys: bool | None = Field(
+        default=None,
+        description="Send an Idempotency-Key header, the same on every attempt of one call, with POSTs;"
+                    " default: yes for openai providers, no for http ones.",
     )
 
     @field_validator("base_url")
@@ -88,6 +103,22 @@ class ProviderSpec(StrictModel):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("allow_secrets")
+    @classmethod
+    def _env_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.match(ENV_NAME, name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return names
+
+    def allowed_secrets(self) -> set[str]:
+        """The environment variables whose values may be sent to this provider."""
+        return {*([self.api_key_env] if self.api_key_env else []), *self.allow_secrets}
+
+    def sends_idempotency_keys(self) -> bool:
+        # OpenAI-compatible APIs accept the header (others ignore it); a JSON API may reject one it does not know.
+        return self.idempotency_keys if self.idempotency_keys is not None else self.kind == ProviderKind.openai
 
 
 class ProviderError(ValueError):
@@ -127,20 +158,28 @@ def secret_names(provider: ProviderSpec) -> list[str]:
     return [provider.api_key_env] if provider.api_key_env else []
 
 
-def check_host(provider: ProviderSpec, url: str) -> None:
-    """Refuse loopback, link-local and private addresses unless the allow-list names the host:
-    a record must not be able to steer a call into the cluster's own network."""
+def check_host(provider: ProviderSpec, url: str, *, resolve: bool = True) -> None:
+    """Refuse loopback, link-local, private... addresses unless the allow-list names the host: a
+    spec must not be able to steer calls into the cluster's own network. An early check, so that a
+    misdeclared provider fails its run at once; the connection itself is guarded again when it is
+    opened (pipelines.inference.safe_transport), whatever the name resolves to then. Without
+    `resolve`, only a host written as an address is checked."""
     host = urlsplit(url).hostname or ""
-    if host in provider.allow_hosts:
+    allowed = {name.strip("[]").lower() for name in provider.allow_hosts}
+    if host.lower() in allowed:
         return
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except socket.gaierror as exc:
-        raise ProviderError(f"cannot resolve {host!r}: {exc}") from None
+    literal = parse_address(host)
+    if literal is not None:
+        addresses = [str(literal)]
+    elif not resolve:
+        return
+    else:
+        try:
+            addresses = list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, None)))
+        except socket.gaierror as exc:
+            raise ProviderError(f"cannot resolve {host!r}: {exc}") from None
     for address in addresses:
-        ip = ipaddress.ip_address(str(address).split("%")[0])
-        if not ip.is_global:  # loopback, private, link-local, shared (CGNAT), reserved...
-            raise ProviderError(
-                f"{host} resolves to {ip}, a private/loopback/link-local address;"
-                " list it in the provider's allow_hosts to call it"
-            )
+        ip = parse_address(address)
+        why = refusal(ip) if ip is not None and str(ip) not in allowed else None
+        if why:
+            raise ProviderError(f"{host} resolves to {ip}, {why}; list {host} in the provider's allow_hosts to call it")

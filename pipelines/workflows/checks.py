@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from pipelines.augmenters.base import Augmenter, NestedParamsError
 from pipelines.augmenters.registry import augmenters, build_step
 from pipelines.spec.errors import pydantic_errors
+from pipelines.spec.providers import ProviderSpec
 from pipelines.spec.workflow import StepSpec, WorkflowSpec
 
 
@@ -40,6 +41,29 @@ def check_params(raw_steps: Any) -> list[str]:
         except ValidationError:
             continue  # its structure is among the errors already
         errors.extend(_built(step, step.name or f"{step.use}_{i}", i, known)[1])
+    return errors
+
+
+def check_own_providers(
+    own: dict[str, ProviderSpec], declared: dict[str, ProviderSpec], providers_file: str
+) -> list[str]:
+    """The workflow's own providers against the operator's file. A workflow may not redeclare a
+    provider of the file (its key and allow-lists would go wherever the workflow points it), and
+    names no secret: the file alone says which variables go to which endpoint (a secret allowed
+    for one provider, named by a provider a workflow points elsewhere, would leave with it)."""
+    errors = []
+    for name, provider in own.items():
+        where = f"providers.{name}"
+        if name in declared:
+            if provider != declared[name]:  # the file's own declaration, carried by a stored spec, is fine
+                errors.append(f"{where}: {name!r} is declared in the providers file ({providers_file}); a workflow"
+                              " may not redeclare it: remove it here to use the file's")
+            continue
+        if provider.api_key_env:
+            errors.append(f"{where}.api_key_env: {provider.api_key_env!r}: a provider declared in a workflow may"
+                          f" name no secret; the operator declares providers with keys in {providers_file}")
+        if provider.allow_secrets:
+            errors.append(f"{where}.allow_secrets: only the providers file ({providers_file}) allows secrets")
     return errors
 
 

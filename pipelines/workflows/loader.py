@@ -19,7 +19,7 @@ from pipelines.review.policy import check_review
 from pipelines.spec.errors import SpecError, pydantic_errors
 from pipelines.spec.providers import ProviderError, load_providers_file
 from pipelines.spec.workflow import FileSource, RedisStreamSource, WorkflowSpec
-from pipelines.workflows.checks import check_params, check_steps
+from pipelines.workflows.checks import check_own_providers, check_params, check_steps
 
 
 def parse_spec(
@@ -27,7 +27,8 @@ def parse_spec(
 ) -> WorkflowSpec:
     """Validate a spec given as Python data; relative paths resolve against base_dir. Providers
     the steps name and the spec does not declare come from the providers file (default:
-    AUGMENT_PROVIDERS_FILE), so that the spec carries every provider it uses to the workers."""
+    AUGMENT_PROVIDERS_FILE), so that the spec carries every provider it uses to the workers; the
+    spec's own providers may neither redeclare the file's nor name secrets (`check_own_providers`)."""
     if data is None:
         raise SpecError(source, ["(top level): the spec is empty"])
     if not isinstance(data, dict):
@@ -78,7 +79,7 @@ def _add_file_providers(spec: WorkflowSpec, providers_file: str | Path | None) -
         name for step in spec.steps if step.use in known
         for name in known[step.use].provider_names(step.params) if name not in spec.providers
     }
-    if not wanted:
+    if not wanted and not spec.providers:
         return []
     if providers_file is None:
         providers_file = Settings().providers_file
@@ -86,8 +87,9 @@ def _add_file_providers(spec: WorkflowSpec, providers_file: str | Path | None) -
         declared = load_providers_file(providers_file)
     except ProviderError as exc:
         return [f"providers: {exc}"]
+    errors = check_own_providers(spec.providers, declared, str(providers_file))
     spec.providers.update({name: declared[name] for name in sorted(wanted) if name in declared})
-    return []
+    return errors
 
 
 def resolve_path(value: str, base_dir: Path) -> str:

@@ -33,7 +33,8 @@ def company_llm_spec(
     name = f"{prefix}_{uuid.uuid4().hex[:6]}"
     spec = {
         "name": name,
-        "providers": {"fake": {"kind": "openai", "base_url": base_url, "model": "m", "account": name,
+        "providers": {"fake": {"kind": "openai", "base_url": base_url, "allow_hosts": ["127.0.0.1"], "model": "m",
+                               "account": name,
                                "limits": limits or {}}},
         "source": {"kind": "csv", "path": str(data)},
         "schema": {"key": "id", "fields": {"id": {"required": True}, "name": {}}},

@@ -32,7 +32,7 @@ from augment_core.store import RunRecord, open_store
 from devtools.fake_openai import FakeOpenAI
 from pipelines.engine.inprocess import InProcessEngine
 from pipelines.inference.context import RunContext
-from pipelines.workflows.loader import load_spec
+from pipelines.workflows.loader import load_spec, parse_spec
 from tests.integration.conftest import run_spec
 
 PRICES = {"input_per_million": 0.15, "output_per_million": 0.60}
@@ -86,7 +86,8 @@ def write_csv(path: Path, records: list[dict[str, str]]) -> Path:
 
 
 def provider(base_url: str, account: str, **changes: Any) -> dict[str, Any]:
-    return {"kind": "openai", "base_url": base_url, "model": "fake-small", "account": account, "prices": PRICES,
+    return {"kind": "openai", "base_url": base_url, "allow_hosts": ["127.0.0.1"], "model": "fake-small",
+            "account": account, "prices": PRICES,
             "limits": {"max_in_flight": 16}, "timeout_seconds": 20, "max_retries": 3, **changes}
 
 
@@ -130,9 +131,18 @@ class Pending:
         return open_store(settings).get_run(self.run_id)
 
 
-def start(settings: Settings, spec: Path) -> Pending:
-    run_id, (_, final) = start_run(settings, load_spec(spec), str(spec))
+def start(settings: Settings, spec: Path, providers_file: Path | None = None) -> Pending:
+    loaded = load_spec(spec) if providers_file is None else parse_spec(
+        yaml.safe_load(spec.read_text(encoding="utf-8")), str(spec), spec.parent, providers_file=providers_file)
+    run_id, (_, final) = start_run(settings, loaded, str(spec))
     return Pending(run_id, final)
+
+
+def operator_file(folder: Path, providers: dict[str, Any]) -> Path:
+    """A providers file of the operator's: only its providers may name a key."""
+    path = folder / "providers.yaml"
+    path.write_text(yaml.safe_dump({"providers": providers}), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -153,21 +163,22 @@ def keyed_fake(fake_providers: Callable[..., FakeOpenAI]) -> FakeOpenAI:
     return fake_providers(api_key=RUN_KEY)
 
 
-def keyed_spec(folder: Path, fake: FakeOpenAI, name: str) -> Path:
+def keyed_spec(folder: Path, fake: FakeOpenAI, name: str) -> tuple[Path, Path]:
+    """(the spec, the providers file declaring its keyed provider)."""
     data = write_csv(folder / "in.csv", rows(8, name))
-    return write_spec(folder, name, data, {"fake": provider(fake.base_url, unique("keyed"), api_key_env=RUN_KEY_ENV)},
-                      [llm_step("profile", f"Profile ({name}).")])
+    file = operator_file(folder, {"fake": provider(fake.base_url, unique("keyed"), api_key_env=RUN_KEY_ENV)})
+    return write_spec(folder, name, data, {}, [llm_step("profile", f"Profile ({name}).")]), file
 
 
 @pytest.fixture(scope="module", autouse=True)
 def early_runs(ray_cluster, settings: Settings, faults_fake: FakeOpenAI, budget_fake: FakeOpenAI,
                keyed_fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pending]:
-    keyless = start(settings, keyed_spec(tmp_path_factory.mktemp("keyless"), keyed_fake, unique("llm_keyless")))
+    keyless = start(settings, *keyed_spec(tmp_path_factory.mktemp("keyless"), keyed_fake, unique("llm_keyless")))
     # The key is in the driver's environment only, as after `export` in a user's shell: the
     # cluster's workers, started before, never had it.
     os.environ[RUN_KEY_ENV] = RUN_KEY
     try:
-        keyed = start(settings, keyed_spec(tmp_path_factory.mktemp("keyed"), keyed_fake, unique("llm_keyed")))
+        keyed = start(settings, *keyed_spec(tmp_path_factory.mktemp("keyed"), keyed_fake, unique("llm_keyed")))
     finally:
         del os.environ[RUN_KEY_ENV]
     return {"faults": start(settings, faults_spec(tmp_path_factory.mktemp("faults"), faults_fake)),
@@ -470,9 +481,10 @@ def test_preview_masks_the_key_and_still_estimates(ray_cluster, fake: FakeOpenAI
     monkeypatch.setenv("AUGMENT_TEST_PREVIEW_KEY", secret)  # set in this process, as a user's shell would
     name = unique("llm_preview_key")
     data = write_csv(tmp_path / "orgs.csv", rows(6, name))
-    spec = write_spec(tmp_path, name, data,
-                      {"fake": provider(fake.base_url, unique("acct"), api_key_env="AUGMENT_TEST_PREVIEW_KEY")},
-                      [llm_step("profile", f"Profile ({name}).")])
+    file = operator_file(tmp_path, {"fake": provider(fake.base_url, unique("acct"),
+                                                     api_key_env="AUGMENT_TEST_PREVIEW_KEY")})
+    monkeypatch.setenv("AUGMENT_PROVIDERS_FILE", str(file))  # the operator's providers, as `augment preview` reads them
+    spec = write_spec(tmp_path, name, data, {}, [llm_step("profile", f"Profile ({name}).")])
     capsys.readouterr()
     shown = preview_json(spec, capsys, monkeypatch)
     assert secret not in json.dumps(shown)

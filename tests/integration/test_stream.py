@@ -64,7 +64,8 @@ def write_spec(info: dict[str, Any], batch_size: int = 10, llm_url: str | None =
         "sink": {"dataset": info["name"]},
     }
     if llm_url:
-        spec["providers"] = {"fake": {"kind": "openai", "base_url": llm_url, "model": "m", "account": info["name"]}}
+        spec["providers"] = {"fake": {"kind": "openai", "base_url": llm_url, "model": "m", "account": info["name"],
+                                      "allow_hosts": ["127.0.0.1"]}}
         spec["steps"].append({"use": "llm", "name": "profile", "params": {
             "provider": "fake", "user": "About {{name}}", "outputs": {"summary": {}}}})
     path = info["folder"] / f"{info['name']}.yaml"

@@ -47,6 +47,7 @@ def spec_of(base_url: str, **params: Any) -> WorkflowSpec:
                 "oa": {
                     "kind": "openai",
                     "base_url": base_url,
+                    "allow_hosts": ["127.0.0.1"],
                     "model": "emb-small",
                     "max_retries": 1,
                     "timeout_seconds": 10,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import yaml
 
 from devtools.fake_openai import FakeOpenAI
 from pipelines.engine.chain import StepError
@@ -49,6 +51,14 @@ def spec_of(params: dict[str, Any], providers: dict[str, Any] | None = None,
 
 def parsed(params: dict[str, Any], providers: dict[str, Any] | None = None) -> WorkflowSpec:
     return parse_spec(spec_of(params, providers), providers_file=NO_PROVIDERS_FILE)
+
+
+def from_file(params: dict[str, Any], providers: dict[str, Any]) -> WorkflowSpec:
+    """The spec with its providers in the operator's providers file: only there may they receive secrets."""
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / "providers.yaml"
+        file.write_text(yaml.safe_dump({"providers": providers}), encoding="utf-8")
+        return parse_spec(spec_of(params, {}), providers_file=file)
 
 
 def online(fake: FakeOpenAI, params: dict[str, Any], **provider_extra: Any) -> InProcessEngine:
@@ -117,9 +127,9 @@ def test_a_good_spec_declares_typed_outputs_and_status_columns() -> None:
 def test_a_missing_header_variable_fails_setup_before_any_record(
         fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AUGMENT_TEST_NO_SUCH_TOKEN", raising=False)
-    spec = parsed(
+    spec = from_file(
         {**ENRICH, "outputs": {"x": {"path": "domain"}}, "headers": {"X-Auth-Token": "AUGMENT_TEST_NO_SUCH_TOKEN"}},
-        {"api": provider(fake.base_url)},
+        {"api": provider(fake.base_url, allow_secrets=["AUGMENT_TEST_NO_SUCH_TOKEN"])},
     )
     missing = r"step 'e' \(http\) setup failed: ProviderError: .*AUGMENT_TEST_NO_SUCH_TOKEN.* not set"
     with pytest.raises(StepError, match=missing):
@@ -302,14 +312,14 @@ SECRET = "tok-4f9c2e-very-secret"
 def test_header_values_come_from_the_environment_and_never_show(
         fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUGMENT_TEST_ENRICH_TOKEN", SECRET)
-    workflow = online(
-        fake,
+    workflow = InProcessEngine(from_file(
         {
             **ENRICH,
             "headers": {"X-Auth-Token": "AUGMENT_TEST_ENRICH_TOKEN"},
             "outputs": {"industry": {"path": "company.industry"}, "n": {"path": "company.industry", "type": "integer"}},
         },
-    )
+        {"api": provider(fake.base_url, allow_secrets=["AUGMENT_TEST_ENRICH_TOKEN"])},
+    ))
     step = workflow.chain[0]
     request = step.build_request({"domain": "acme.com"})
     assert request.headers == {"X-Auth-Token": SECRET}  # sent with the request
@@ -325,9 +335,43 @@ def test_previews_do_not_show_header_values(monkeypatch: pytest.MonkeyPatch) -> 
     preview` prints the value of any other http header, e.g. X-Auth-Token, although every http
     header value comes from an environment variable precisely because it is a secret."""
     monkeypatch.setenv("AUGMENT_TEST_ENRICH_TOKEN", SECRET)
-    spec = parsed({**ENRICH, "headers": {"X-Auth-Token": "AUGMENT_TEST_ENRICH_TOKEN"},
-                   "outputs": {"industry": {"path": "company.industry"}}},
-                  {"api": {"kind": "http", "base_url": "http://93.184.216.34/v1"}})
+    spec = from_file({**ENRICH, "headers": {"X-Auth-Token": "AUGMENT_TEST_ENRICH_TOKEN"},
+                      "outputs": {"industry": {"path": "company.industry"}}},
+                     {"api": {"kind": "http", "base_url": "http://93.184.216.34/v1",
+                              "allow_secrets": ["AUGMENT_TEST_ENRICH_TOKEN"]}})
     workflow = InProcessEngine(spec)
     shown = workflow.chain[0].build_request({"domain": "acme.com"}).public()
     assert SECRET not in json.dumps(shown), shown
+
+
+# --- secrets: which variables may go where -----------------------------------------------------
+
+
+def test_a_header_may_send_only_what_the_providers_file_allows_its_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step naming any other variable (a cloud key, another provider's key) is a spec error."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    params = {**ENRICH, "headers": {"X-Auth-Token": "AUGMENT_TEST_ENRICH_TOKEN", "X-Steal": "AWS_SECRET_ACCESS_KEY"},
+              "outputs": {"industry": {"path": "company.industry"}}}
+    providers = {"api": {"kind": "http", "base_url": "http://93.184.216.34/v1", "api_key_env": "ENRICH_KEY",
+                         "allow_secrets": ["AUGMENT_TEST_ENRICH_TOKEN"]}}
+    with pytest.raises(SpecError) as caught:
+        from_file(params, providers)
+    assert caught.value.errors == [
+        "steps[0].params.headers.X-Steal: environment variable 'AWS_SECRET_ACCESS_KEY' may not be sent to provider"
+        " 'api': the providers file lists the variables a provider may receive (allow_secrets)"]
+    # The provider's own key may go in a header too; the spec's own providers may send none.
+    from_file({**params, "headers": {"X-Key": "ENRICH_KEY"}}, providers)
+    with pytest.raises(SpecError, match=r"steps\[0\]\.params\.headers\.X-Auth-Token: environment variable"):
+        parsed({**params, "headers": {"X-Auth-Token": "AUGMENT_TEST_ENRICH_TOKEN"}})
+
+
+def test_setup_refuses_a_secret_the_provider_may_not_receive() -> None:
+    """A spec built without the loader (its checks) still cannot send a variable elsewhere."""
+    spec = from_file({**ENRICH, "headers": {"X-Auth-Token": "AUGMENT_TEST_ENRICH_TOKEN"},
+                      "outputs": {"industry": {"path": "company.industry"}}},
+                     {"api": {"kind": "http", "base_url": "http://93.184.216.34/v1",
+                              "allow_secrets": ["AUGMENT_TEST_ENRICH_TOKEN"]}})
+    spec.providers["api"] = spec.providers["api"].model_copy(update={"allow_secrets": []})
+    refused = r"provider 'api' may not receive environment variable\(s\) AUGMENT_TEST_ENRICH_TOKEN"
+    with pytest.raises(StepError, match=refused):
+        InProcessEngine(spec)

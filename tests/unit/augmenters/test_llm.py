@@ -7,6 +7,7 @@ import copy
 import itertools
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,8 @@ def spec_data(base_url: str = "http://127.0.0.1:9/v1", **step_params: Any) -> di
     return {
         "name": "llm_unit",
         "providers": {"fake": {
-            "kind": "openai", "base_url": base_url, "model": "fake-small", "account": f"llmunit{next(_accounts)}",
-            "prices": PRICES, "timeout_seconds": 10, "max_retries": 2,
+            "kind": "openai", "base_url": base_url, "allow_hosts": ["127.0.0.1"], "model": "fake-small",
+            "account": f"llmunit{next(_accounts)}", "prices": PRICES, "timeout_seconds": 10, "max_retries": 2,
         }},
         "source": {"kind": "csv", "path": "unused.csv"},
         "schema": {"key": "id", "fields": {
@@ -173,13 +174,32 @@ def test_a_provider_missing_from_the_spec_comes_from_the_providers_file(tmp_path
     assert "unused" not in spec.providers  # only what the steps name travels with the spec
 
 
-def test_the_specs_own_provider_wins_over_the_files(tmp_path: Path) -> None:
+def test_a_spec_cannot_redeclare_a_provider_of_the_file(tmp_path: Path) -> None:
+    """Else a workflow could point the operator's provider, and the key the file gives it, elsewhere."""
     file = write_providers(tmp_path / "providers.yaml", {
-        "fake": {"kind": "openai", "base_url": "http://from-file.example/v1", "model": "file-model"},
+        "fake": {"kind": "openai", "base_url": "http://from-file.example/v1", "model": "file-model",
+                 "api_key_env": "OPENAI_API_KEY"},
     })
-    spec = parse_spec(spec_data(base_url="http://from-spec.example/v1"), providers_file=file)
-    assert spec.providers["fake"].base_url == "http://from-spec.example/v1"
-    assert spec.providers["fake"].model == "fake-small"
+    errors = errors_of(spec_data(base_url="http://evil.example/v1"), providers_file=file)
+    assert errors == [f"providers.fake: 'fake' is declared in the providers file ({file}); a workflow may not"
+                      " redeclare it: remove it here to use the file's"]
+    # The file's own declaration, as a stored spec carries it, is no redeclaration.
+    spec = parse_spec(spec_data(provider="fake") | {"providers": {}}, providers_file=file)
+    again = spec.model_dump(mode="json", by_alias=True)
+    assert parse_spec(again, providers_file=file).providers["fake"].base_url == "http://from-file.example/v1"
+
+
+def test_a_provider_declared_in_a_spec_names_no_secret(tmp_path: Path) -> None:
+    file = write_providers(tmp_path / "providers.yaml", {
+        "openai": {"kind": "openai", "base_url": "https://api.openai.example/v1", "api_key_env": "OPENAI_API_KEY"},
+    })
+    data = spec_data(base_url="http://evil.example/v1")
+    data["providers"]["fake"] |= {"api_key_env": "OPENAI_API_KEY", "allow_secrets": ["AWS_SECRET_ACCESS_KEY"]}
+    assert errors_of(data, providers_file=file) == [
+        "providers.fake.api_key_env: 'OPENAI_API_KEY': a provider declared in a workflow may name no secret;"
+        f" the operator declares providers with keys in {file}",
+        f"providers.fake.allow_secrets: only the providers file ({file}) allows secrets",
+    ]
 
 
 def test_a_broken_providers_file_is_reported(tmp_path: Path) -> None:
@@ -285,10 +305,17 @@ def key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, SECRET)
 
 
+def keyed_spec(data: dict[str, Any], key_env: str) -> Any:
+    """The spec with its provider, given a key, moved to a providers file: only the operator's
+    providers may name a secret."""
+    providers = data.pop("providers")
+    providers["fake"]["api_key_env"] = key_env
+    with tempfile.TemporaryDirectory() as folder:
+        return parse_spec(data, providers_file=write_providers(Path(folder) / "providers.yaml", providers))
+
+
 def online_spec(fake: FakeOpenAI, **step_params: Any) -> Any:
-    data = spec_data(fake.base_url, **step_params)
-    data["providers"]["fake"]["api_key_env"] = KEY_ENV
-    return parse_spec(data, providers_file=NO_FILE)
+    return keyed_spec(spec_data(fake.base_url, **step_params), KEY_ENV)
 
 
 def workflow(spec: Any, budget: LocalBudget | None = None, settings: Settings | None = None,
@@ -476,9 +503,7 @@ def test_the_api_key_never_shows(fake: FakeOpenAI, capsys: pytest.CaptureFixture
     assert shown["headers"] == {"Authorization": "***"}
     assert SECRET not in json.dumps(shown)
     # A wrong key: the provider's 401, without the key.
-    data = spec_data(fake.base_url)
-    data["providers"]["fake"]["api_key_env"] = "AUGMENT_TEST_WRONG_KEY"
-    wrong = parse_spec(data, providers_file=NO_FILE)
+    wrong = keyed_spec(spec_data(fake.base_url), "AUGMENT_TEST_WRONG_KEY")
     monkeypatch.setenv("AUGMENT_TEST_WRONG_KEY", SECRET + "-wrong")
     row = workflow(wrong).augment([record(4, "wrong key")]).records[0]
     assert row["profile_status"] == "error" and row["profile_error"] == "HTTP 401: Incorrect API key provided."

@@ -37,7 +37,8 @@ def providers(base_url: str) -> dict[str, Any]:
     return {
         "api": {"kind": "http", "base_url": base_url, "allow_hosts": ["127.0.0.1"], "max_retries": 1,
                 "timeout_seconds": 10, "prices": {"per_request": 0.001}},
-        "oa": {"kind": "openai", "base_url": base_url, "model": "fake-small", "max_retries": 1, "timeout_seconds": 10,
+        "oa": {"kind": "openai", "base_url": base_url, "allow_hosts": ["127.0.0.1"], "model": "fake-small",
+               "max_retries": 1, "timeout_seconds": 10,
                "prices": {"input_per_million": 1.0, "output_per_million": 2.0}},
     }
 

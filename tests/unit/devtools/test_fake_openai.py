@@ -267,6 +267,15 @@ def test_stats_count_requests(client: httpx.Client, fake: FakeOpenAI) -> None:
     assert httpx.get(fake.root_url + "/_stats").json() == stats
 
 
+def test_stats_count_requests_per_idempotency_key(client: httpx.Client, fake: FakeOpenAI) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi #500x1"}]}
+    for key in ("call-1", "call-1", "call-2", None):
+        client.post("/chat/completions", json=body, headers={"Idempotency-Key": key} if key else {})
+    assert fake.stats()["idempotency_keys"] == {"call-1": 2, "call-2": 1}
+    fake.reset()
+    assert fake.stats()["idempotency_keys"] == {}
+
+
 def test_reset_and_control_over_http(client: httpx.Client, fake: FakeOpenAI) -> None:
     assert chat(client, "Soylent #500").status_code == 500
     assert chat(client, "Soylent #500").status_code == 200

@@ -51,7 +51,11 @@ def chat(fake: FakeOpenAI, text: str, headers: dict[str, str] | None = None) -> 
     }, headers=headers or {})
 
 
+LOOPBACK = ("127.0.0.1",)  # the fake provider's host, allowed as a provider's allow_hosts would
+
+
 def send(request: Request, p: LocalPermits | None = None, **kwargs: Any) -> tuple[Reply, float]:
+    kwargs.setdefault("allow_hosts", LOOPBACK)
     started = time.monotonic()
     reply = asyncio.run(call(request, p or permits(), **kwargs))
     return reply, time.monotonic() - started
@@ -261,7 +265,7 @@ def test_a_cancelled_call_returns_its_permit(fake: FakeOpenAI) -> None:
     p = permits(max_in_flight=1)
 
     async def cancel_midway() -> None:
-        task = asyncio.ensure_future(call(chat(fake, "stall #timeoutx1"), p, deadline_s=10))
+        task = asyncio.ensure_future(call(chat(fake, "stall #timeoutx1"), p, deadline_s=10, allow_hosts=LOOPBACK))
         await asyncio.sleep(0.3)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

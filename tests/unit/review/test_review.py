@@ -49,6 +49,7 @@ def spec_data(name: str, base_url: str = "http://127.0.0.1:9/v1", review: Any = 
             "fake": {
                 "kind": "openai",
                 "base_url": base_url,
+                "allow_hosts": ["127.0.0.1"],
                 "model": "fake-small",
                 "max_retries": 1,
                 "timeout_seconds": 10,
