@@ -19,3 +19,8 @@ def limiter_name(account: str) -> str:
 
 
 KEY_QUOTAS = "key-quotas"  # per-caller request rates and open streams of the gateway (detached, one per cluster)
+
+
+def reaper_name(store_key: str) -> str:
+    """The reaper of one metadata store (detached, one per store and cluster; see actors/reaper.py)."""
+    return f"reaper-{store_key}"

@@ -1,8 +1,12 @@
 """RunCoordinator: one named actor per run that drives its steps and records every transition.
 
 It is what `augment status` and the API read while a run is live. It beats a heartbeat into the
-metadata store; when the driver dies the actor dies with it, the beats stop, and readers reap
-the run as failed (see MetadataStore.reap_stale_runs).
+metadata store; when the driver dies the actor dies with it, the beats stop, and the cluster's
+reaper fails the run (actors/reaper.py). Once the run has ended (reaped, cancelled) the store
+refuses its writes (RunEnded): the coordinator stops, and catalogues nothing.
+
+Its output becomes a dataset version last: the version is reserved (pending), the CSV export and
+the review items are written, and the final write publishes the version with the run's success.
 
 The class is plain Python (unit tests drive it in-process); `RunCoordinatorActor` is the actor.
 """
@@ -30,9 +34,16 @@ from augment_core.errors import describe_error
 from augment_core.events import BackgroundPublisher, open_bus
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
-from augment_core.store import FINAL_STATUSES, StepState, durably, open_store, utcnow
-from pipelines.engine.batch import BatchPlan, PlanResult, quiet_ray_data
-from pipelines.engine.outputs import Outcomes, catalog_output, check_reconciled, count_outcomes, failed_too_many
+from augment_core.store import FINAL_STATUSES, RunEnded, StepState, durably, open_store, utcnow
+from pipelines.engine.batch import BatchPlan, quiet_ray_data
+from pipelines.engine.outputs import (
+    Outcomes,
+    check_reconciled,
+    count_outcomes,
+    failed_too_many,
+    reserve_output,
+    reserved_version,
+)
 from pipelines.inference.budget import CostLedger
 from pipelines.inference.context import RunContext
 from pipelines.io.dataset_source import resolve_dataset_source
@@ -74,6 +85,7 @@ class RunCoordinator:
         self._finished_sent = False
         self._failed_events = 0  # record.failed reported by workers, sent or not
         self._progress_sent: list[tuple[str, str, int]] = []
+        self.output_path = StoragePaths(settings).dataset_run(spec.sink.dataset, run_id)  # see _output_folder
 
     # read by status/API while live ------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -119,7 +131,7 @@ class RunCoordinator:
             steps = [s.model_dump() for s in self.steps.values()]
             read = self.steps["validate"].rows
         paths = StoragePaths(self.settings)
-        output_path = paths.dataset_run(self.spec.sink.dataset, self.run_id)
+        output_path = self.output_path
         try:
             written: int | None = complete_parquet_rows(*paths.filesystem(output_path))
         except OSError as exc:  # storage unreachable: the cancel goes on, without the count
@@ -186,8 +198,9 @@ class RunCoordinator:
                 secrets=CoordinatorSecrets(me), gate=CoordinatorGate(me),
                 decisions=DecisionLookup(self.settings, self.spec.name),
             )
+            self.output_path = self._output_folder()
             plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, CoordinatorReporter(me), context,
-                             resume=self.resume)
+                             resume=self.resume, output_path=self.output_path)
             plan.check_chain()
             self._check_input()
             current = "validate"
@@ -197,10 +210,9 @@ class RunCoordinator:
             current = "write"
             for name in [*self.spec.step_names(), "write"]:
                 self._start(name)
-            if not (self.resume and self._catalogued_by_this_run(plan.output_path)):
-                self.store.refuse_catalogued(plan.output_path)  # a catalogued version is never overwritten
-            # else: the last attempt catalogued its output and died before the final write; the
-            # resumed write finds every record done and adds nothing to the version.
+            # A catalogued version is never overwritten (_output_folder chose a folder that holds
+            # none); an earlier attempt's own pending version is this run's to write on.
+            self.store.refuse_catalogued(plan.output_path, run_id=self.run_id)
             result = plan.write()
             for name in self.spec.step_names():
                 self._finish(name)
@@ -218,7 +230,8 @@ class RunCoordinator:
                 output = {"dataset": self.spec.sink.dataset, "path": result.output_path,
                           "quarantine_path": result.quarantine_path, "partial": True, "rows_written": result.valid}
                 return "failed", {"error": too_many, "counts": counts, "output": output, "cost": self.ledger.summary()}
-            output = self._catalog(result)
+            # Catalogued last: reserved here, the export and review items written, published by _end.
+            output = reserve_output(self.settings, self.spec, self.run_id, result)
             output["review_items"] = enqueue_review(self.settings, self.spec, self.run_id, output)
             if source_version is not None:
                 output["source"] = {"dataset": source_version.dataset, "version": source_version.version}
@@ -274,15 +287,20 @@ class RunCoordinator:
                 " its records done so far would not match it; start a new run (augment run --fresh)"
             )
 
-    def _catalogued_by_this_run(self, path: str) -> bool:
-        return any(v.run_id == self.run_id and v.path == path
-                   for v in self.store.list_dataset_versions(self.spec.sink.dataset))
+    def _output_folder(self) -> str:
+        """The folder this attempt writes: the run's own, unless a catalogued version holds it
+        (a run catalogued before versions were published with its success, then lost): a resume
+        never deletes nor rewrites a catalogued version's files, so it writes the next folder of
+        the run that holds none, carrying on in it if an earlier resume began it."""
+        paths, dataset = StoragePaths(self.settings), self.spec.sink.dataset
+        folder, attempt = paths.dataset_run(dataset, self.run_id), 0
+        while self.resume and self.store.catalogued_version(folder) is not None:
+            attempt += 1
+            folder = paths.dataset_run(dataset, f"{self.run_id}-resume{attempt}")
+        return folder
 
     def _self(self) -> ActorHandle:
         return ray.get_runtime_context().current_actor
-
-    def _catalog(self, result: PlanResult) -> dict[str, Any]:
-        return catalog_output(self.settings, self.spec, self.run_id, result)
 
     def _start(self, name: str) -> None:
         with self._lock:
@@ -295,11 +313,18 @@ class RunCoordinator:
     def _end(self, status: str, **fields: Any) -> None:
         with self._lock:
             steps = [s.model_dump() for s in self.steps.values()]
-        # Waits out a database restart: a run whose final write is lost stays 'running' until reaped.
-        what = f"final state of run {self.run_id}"
-        if not durably(lambda: self.store.finish_run(self.run_id, status, steps=steps, **fields), what):
+        output = fields.get("output") or {}
+        publish = reserved_version(output) if status == "succeeded" and "version" in output else None
+        # Waits out a database restart (for less than the stale-run window: the reaper does not
+        # take the wait for a lost driver); a run whose final write is lost is reaped later.
+        what, window = f"final state of run {self.run_id}", self.settings.durable_write_window
+        if not durably(lambda: self.store.finish_run(self.run_id, status, steps=steps, publish=publish, **fields),
+                       what, window):
             # Reaped or stopped meanwhile (or this write's reply was lost): the stored status stands.
-            status = durably(lambda: self.store.get_run(self.run_id).status, what)
+            stored = durably(lambda: self.store.get_run(self.run_id).status, what, window)
+            if publish is not None and stored != "succeeded":  # ended meanwhile: its version stays unpublished
+                durably(lambda: self.store.withdraw_review_items(self.run_id), what, window)  # and its items go
+            status = stored
         with self._lock:
             self.status = status
         self._announce_finished(status, fields.get("counts"), fields.get("error"))
@@ -347,8 +372,19 @@ class RunCoordinator:
             try:
                 # The cost too: a run whose driver dies keeps what it spent, and resume goes on from it.
                 self.store.update_run(self.run_id, heartbeat_at=utcnow(), steps=steps, cost=self.ledger.summary())
+            except RunEnded as ended:  # reaped or cancelled meanwhile: stop, and let workers stop
+                self._lost(ended)
+                return
             except Exception as exc:  # a missed beat is retried on the next tick
                 log.warning("heartbeat of run %s not stored: %s", self.run_id, exc)
+
+    def _lost(self, ended: RunEnded) -> None:
+        """The run ended under this coordinator (its beats went stale, e.g. through a long database
+        outage, and the reaper failed it): workers send no more provider calls (see `stopped`), and
+        the run's end finds the stored outcome standing."""
+        log.warning("%s; run %s stops", ended, self.run_id)
+        with self._lock:
+            self.status = ended.status
 
 
 # The actor: every method above, called with `.remote()`. Threads, not asyncio: `execute` blocks on

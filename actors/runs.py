@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from ray.actor import ActorHandle
 
 from actors.naming import NAMESPACE, consumer_name, run_actor_name
+from actors.reaper import ensure_reaper
 from actors.run_coordinator import RunCoordinatorActor
 from augment_core.settings import Settings
 from augment_core.store import FINAL_STATUSES, RunRecord, StepState, open_store, utcnow
@@ -42,7 +43,9 @@ def spec_data(spec: WorkflowSpec) -> dict[str, Any]:
 
 
 def _launch(settings: Settings, run_id: str, spec: WorkflowSpec, resume: bool) -> Launched:
-    """The run's named coordinator and the ref of its final status."""
+    """The run's named coordinator and the ref of its final status; the cluster's reaper, which
+    fails the run if its coordinator dies, is started first if it is not there."""
+    ensure_reaper(settings)
     try:
         coordinator = RunCoordinatorActor.options(
             name=run_actor_name(run_id), namespace=NAMESPACE
@@ -100,7 +103,6 @@ def resumable_run(settings: Settings, spec: WorkflowSpec) -> RunRecord | None:
     """The run a re-submitted job carries on: the latest run of this workflow, if it ran this very
     spec and did not end by itself (its driver or coordinator was lost)."""
     store = open_store(settings)
-    store.reap_stale_runs(settings.stale_after_seconds)
     latest = next(iter(store.list_runs(workflow=spec.name, limit=1)), None)
     if latest is None or latest.spec != spec_data(spec):
         return None
@@ -153,7 +155,6 @@ def cancel_run(settings: Settings, run_id: str, reason: str = "cancelled by user
     """Cancel a pending or running run on this cluster: it ends 'cancelled', with what it wrote
     kept and reported, and its coordinator and Ray Data work stop."""
     store = open_store(settings)
-    store.reap_stale_runs(settings.stale_after_seconds)
     record = store.find_run(run_id)
     if record.status in FINAL_STATUSES:
         raise CancelError(f"run {record.id} already ended: {record.status}")
@@ -192,6 +193,6 @@ def live_view(record: RunRecord) -> RunRecord:
 
 
 def read_run(settings: Settings, run_id: str) -> RunRecord:
-    store = open_store(settings)
-    store.reap_stale_runs(settings.stale_after_seconds)
-    return live_view(store.find_run(run_id))
+    """A run as stored (a read: runs whose driver died are failed by the reaper, not here), with
+    live step progress while it runs on this cluster."""
+    return live_view(open_store(settings).find_run(run_id))

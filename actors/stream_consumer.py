@@ -7,8 +7,9 @@ files are durable. On start it first takes over the messages a dead consumer lef
 (XAUTOCLAIM): those already in the files are acknowledged without being written again.
 
 Its run row shows it: 'running' with counts updated per micro-batch and a heartbeat (a killed
-consumer is reaped like a lost driver); a stop ends it 'succeeded' with its folder catalogued as
-a dataset version. The counts describe the folder, which a restart after a crash continues.
+consumer is reaped like a lost driver, and a reaped one's writes are refused); a stop ends it
+'succeeded' with its folder catalogued as a dataset version, published by the final write. The
+counts describe the folder, which a restart after a crash continues.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from augment_core.errors import describe_error
 from augment_core.events import BackgroundPublisher, open_bus
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
-from augment_core.store import COUNT_NAMES, StepState, durably, open_store, utcnow
+from augment_core.store import COUNT_NAMES, RunEnded, StepState, durably, open_store, utcnow
 from pipelines.engine.batch import PlanResult
 from pipelines.engine.inprocess import InProcessEngine
-from pipelines.engine.outputs import catalog_output, check_reconciled, count_outcomes
+from pipelines.engine.outputs import check_reconciled, count_outcomes, reserve_output, reserved_version
 from pipelines.inference.budget import LocalBudget
 from pipelines.inference.context import RunContext
 from pipelines.io.parquet import count_parquet_rows, write_empty_parquet
@@ -285,7 +286,7 @@ class StreamConsumer:
             write_empty_parquet(q_fs, q_path, QUARANTINE_SCHEMA)
         result = PlanResult(rows_in=counted[0], valid=valid, quarantined=quarantined, output_path=self.output_path,
                             quarantine_path=self.quarantine_path, schema=self.workflow.schema)
-        return catalog_output(self.settings, self.spec, self.run_id, result)
+        return reserve_output(self.settings, self.spec, self.run_id, result)  # published by _end
 
     def _save_progress(self) -> None:
         """Counts, steps and the heartbeat into the run row (a missed one is retried next time)."""
@@ -297,6 +298,11 @@ class StreamConsumer:
             steps = {s.name: {"state": s.state, "rows": s.rows} for s in self.steps.values()}
             try:
                 self.store.update_run(self.run_id, output=self._stream_output_locked(), **fields)
+            except RunEnded as ended:  # reaped meanwhile: its stored outcome stands, nothing more is written
+                log.warning("%s; stream run %s stops", ended, self.run_id)
+                self.status = ended.status
+                self._stop.set()  # the consume loop ends; _finish finds the run ended and catalogues nothing
+                return
             except Exception as exc:
                 log.warning("progress of stream run %s not stored: %s", self.run_id, exc)
         self.events.send("step.progress", {"steps": steps, "counts": fields["counts"]})
@@ -325,8 +331,9 @@ class StreamConsumer:
                       "cost": self.budget.ledger.summary(),
                       "output": output | where if output else self._stream_output_locked()}
             self.status = status
-        stored = durably(lambda: self.store.finish_run(self.run_id, status, error=error, **fields),
-                         f"final state of stream run {self.run_id}")
+        publish = reserved_version(output) if status == "succeeded" and output else None
+        stored = durably(lambda: self.store.finish_run(self.run_id, status, error=error, publish=publish, **fields),
+                         f"final state of stream run {self.run_id}", self.settings.durable_write_window)
         if not stored:  # reaped meanwhile: the stored status stands
             with self._lock:
                 self.status = self.store.get_run(self.run_id).status

@@ -17,6 +17,7 @@ import ray
 from ray.actor import ActorHandle
 
 from actors.naming import NAMESPACE, consumer_name
+from actors.reaper import ensure_reaper
 from actors.runs import new_run_id, run_secrets
 from actors.stream_consumer import CrashHook, StreamConsumerActor
 from augment_core.errors import describe_error
@@ -25,7 +26,6 @@ from augment_core.storage import StoragePaths
 from augment_core.store import (
     FINAL_STATUSES,
     MetadataStore,
-    PathCatalogued,
     RunRecord,
     open_store,
 )
@@ -54,7 +54,7 @@ def start_stream(settings: Settings, spec: WorkflowSpec, spec_path: str, crash: 
     if not settings.redis_url:
         raise StreamError("AUGMENT_REDIS_URL is not set: a redis_stream source is read from that Redis")
     store = open_store(settings)
-    store.reap_stale_runs(settings.stale_after_seconds)
+    ensure_reaper(settings)  # it fails the run if the consumer dies
     name = consumer_name(spec.name)
     live = _snapshot(name)
     if live is not None:
@@ -102,7 +102,6 @@ def stop_stream(settings: Settings, workflow: str, timeout: float = 60.0) -> Run
 
 def stream_status(settings: Settings, workflow: str) -> StreamStatus:
     store = open_store(settings)
-    store.reap_stale_runs(settings.stale_after_seconds)
     run = latest_stream_run(store, workflow)
     live = _snapshot(consumer_name(workflow)) if ray.is_initialized() else None
     if run is not None and live is not None and live["run_id"] == run.id and run.status == "running":
@@ -119,16 +118,16 @@ def latest_stream_run(store: MetadataStore, workflow: str) -> RunRecord | None:
 
 def _open_folder(store: MetadataStore, spec: WorkflowSpec, previous: RunRecord | None) -> str | None:
     """The run whose folder the new run writes on into: the previous run's, unless it was
-    catalogued (a version is immutable) or belongs to another sink or stream."""
+    catalogued (a version is immutable) or belongs to another sink or stream. A folder whose
+    version was reserved but never published (its run was reaped before its final write) is
+    written on into: its acknowledged messages are in no version yet."""
     if previous is None or not previous.output.get("partial"):
         return None
     out, source = previous.output, spec.source
     assert isinstance(source, RedisStreamSource)
     if (out.get("dataset"), out.get("stream"), out.get("group")) != (spec.sink.dataset, source.stream, source.group):
         return None
-    try:
-        store.refuse_catalogued(out["path"])
-    except PathCatalogued:
+    if store.catalogued_version(out["path"]) is not None:
         return None
     return out.get("folder_run")
 

@@ -74,6 +74,14 @@ def cluster_address(settings: Settings) -> str | None:
     return default.gcs_address
 
 
+def reap_when_no_cluster(settings: Settings, store: MetadataStore) -> None:
+    """Fail runs whose heartbeat stopped, once, when no cluster is up: then no reaper runs
+    anywhere (actors/reaper.py) and this command is the only process that can tell `augment
+    status` and `augment runs` that a run's driver died. With a cluster up, its reaper does it."""
+    if cluster_address(settings) is None:
+        store.reap_stale_runs(settings.stale_after_seconds)
+
+
 def connect_ray(address: str | None) -> None:
     """Join `address`, or start a private local instance for this command when it is None."""
     import ray

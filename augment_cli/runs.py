@@ -23,6 +23,7 @@ from augment_cli.common import (
     join_cluster_or_fail,
     non_negative_int,
     positive_int,
+    reap_when_no_cluster,
     resolve_source,
 )
 from augment_cli.output import describe_event, print_json, print_run, print_runs
@@ -46,7 +47,6 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     spec = load_spec(args.spec)
     preflight(spec, args.spec)
     store = open_store(settings)
-    store.reap_stale_runs(settings.stale_after_seconds)
     resolve_source(spec, store)
     connect_ray(cluster_address(settings))
     earlier = None if args.fresh else resumable_run(settings, spec)
@@ -68,7 +68,6 @@ def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
     from actors.runs import ResumeError, refuse_unresumable, resume_run
 
     store = open_store(settings)
-    store.reap_stale_runs(settings.stale_after_seconds)
     try:
         refuse_unresumable(store.find_run(args.run_id))  # before starting Ray for nothing
         connect_ray(cluster_address(settings))
@@ -125,7 +124,7 @@ def _point_at_error_log(paths: StoragePaths, run_id: str) -> None:
 
 def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
-    store.reap_stale_runs(settings.stale_after_seconds)
+    reap_when_no_cluster(settings, store)
     records = store.list_runs(limit=args.limit, workflow=args.workflow)
     if args.json:
         print_json([r.model_dump(mode="json") for r in records])
@@ -136,7 +135,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
-    store.reap_stale_runs(settings.stale_after_seconds)
+    reap_when_no_cluster(settings, store)
     try:
         record = store.find_run(args.run_id)
     except KeyError as exc:

@@ -27,7 +27,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from augment_core.settings import Settings
-from augment_core.store import FINAL_STATUSES, insert_ignoring, metadata, open_store, utcnow
+from augment_core.store import FINAL_STATUSES, RunRecord, insert_ignoring, metadata, open_store, utcnow
 
 EVENT_TYPES = (
     "run.started", "step.progress", "record.failed", "run.finished",
@@ -468,7 +468,6 @@ def _row_event(row: sa.RowMapping) -> Event:
 
 
 END_GRACE_SECONDS = 15.0  # how long after its row turned final a run's last events may still arrive
-REAP_EVERY_SECONDS = 5.0  # how often a follower looks for runs whose driver died
 
 
 def tail(
@@ -476,8 +475,8 @@ def tail(
     block_seconds: float = 1.0, limit: int = 1000,
 ) -> Iterator[list[Event]]:
     """A run's events after `after`, in batches, oldest first. Without `follow`, those there are
-    now. With it, until run.finished; or, for a run that ended without one (reaped: its driver
-    died), once END_GRACE_SECONDS passed since it ended and nothing more came. (The row turns
+    now. With it, until run.finished; or, for a run that ended without one (its driver died),
+    once END_GRACE_SECONDS passed since it ended and nothing more came. (The row turns
     final before run.finished is published, so a follower must not stop at the row alone.)
     An empty batch each `block_seconds` of quiet lets the caller check on its own client."""
     draining = not follow  # read what there is, without waiting, then stop
@@ -507,22 +506,24 @@ def _ends_an_attempt(events: list[Event]) -> bool:
     return bool(marks) and marks[-1] == "run.finished"
 
 
+def ended_or_lost_at(record: RunRecord, stale_after_seconds: float) -> dt.datetime | None:
+    """When a run ended, as a follower sees it: its finish, or, for a live row whose heartbeat
+    has been silent past the stale window (its driver died; the reaper fails it soon, or never
+    when no cluster is up), the moment it went stale. A read: it never writes the row."""
+    if record.status in FINAL_STATUSES:
+        return record.finished_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    stale_at = (record.heartbeat_at or record.created_at) + dt.timedelta(seconds=stale_after_seconds)
+    return stale_at if utcnow() >= stale_at else None
+
+
 def follow_run(
     settings: Settings, run_id: str, after: int = 0, *, follow: bool, block_seconds: float = 1.0
 ) -> Iterator[list[Event]]:
     """`tail` of a stored run (`run_id` exact), for `augment events` and the SSE endpoint."""
     store = open_store(settings)
 
-    reaped = [float("-inf")]
-
     def ended_at() -> dt.datetime | None:
-        if time.monotonic() - reaped[0] >= REAP_EVERY_SECONDS:  # a write: not on every look
-            store.reap_stale_runs(settings.stale_after_seconds)  # a run whose driver died ends here
-            reaped[0] = time.monotonic()
-        record = store.get_run(run_id)
-        if record.status not in FINAL_STATUSES:
-            return None
-        return record.finished_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+        return ended_or_lost_at(store.get_run(run_id), settings.stale_after_seconds)
 
     return tail(open_bus(settings), run_id, after, follow=follow, ended_at=ended_at, block_seconds=block_seconds)
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MAX_DURABLE_WRITE_SECONDS = 60.0  # the derived durable-write window never waits longer than this
+
 
 class Settings(BaseSettings):
     """Where augment keeps its state. Relative paths are resolved against the working directory
@@ -51,6 +53,11 @@ class Settings(BaseSettings):
         default=600, ge=1, description="Requests per minute of each key (or user's sessions), over every replica."
     )
     api_burst: int = Field(default=30, ge=1, description="Requests a caller may send at once above that pace.")
+    api_daily_spend_usd: float = Field(
+        default=5.0, ge=0, le=1_000_000,
+        description="Provider spend (USD) per key (or user's sessions) and UTC day on online calls and review"
+                    " reruns, unless the key has its own cap; 0: no paid provider calls online.",
+    )
     max_streams_per_caller: int = Field(default=8, ge=1, description="Event streams one key or user holds open.")
     stream_idle_seconds: float = Field(
         default=300.0, gt=0, description="An event stream with no event for this long is closed."
@@ -61,6 +68,11 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     stale_after_seconds: float = Field(
         default=30.0, gt=0, description="A running run without a heartbeat for this long is failed."
+    )
+    durable_write_seconds: float | None = Field(
+        default=None, gt=0,
+        description="How long a write that must not be lost (a run's final state, its catalogue entry) waits"
+        " for the database to come back; unset: stale_after_seconds - 2 x heartbeat_seconds, at most 60.",
     )
 
     @field_validator("storage_root", "workflows_dir", "providers_file")
@@ -77,7 +89,30 @@ class Settings(BaseSettings):
         if not self.database_url:
             sqlite_path = Path("data/augment.db").resolve()
             object.__setattr__(self, "database_url", f"sqlite:///{sqlite_path}")
+        self._check_run_windows()
         return self
+
+    def _check_run_windows(self) -> None:
+        """A live run is never reaped while it waits out a database restart: its writes give up
+        (and fail the run) before the reaper could take its silence for a lost driver. The two
+        heartbeats of margin are the one that missed and the one that lands once the database is back."""
+        margin = 2 * self.heartbeat_seconds
+        if self.stale_after_seconds <= margin:
+            raise ValueError(
+                f"AUGMENT_STALE_AFTER_SECONDS ({self.stale_after_seconds:g}) must exceed two heartbeats"
+                f" (2 x AUGMENT_HEARTBEAT_SECONDS = {margin:g}): a live run would be reaped between its beats")
+        if self.durable_write_seconds is not None and self.durable_write_seconds > self.stale_after_seconds - margin:
+            raise ValueError(
+                f"AUGMENT_DURABLE_WRITE_SECONDS ({self.durable_write_seconds:g}) must be at most"
+                f" AUGMENT_STALE_AFTER_SECONDS - 2 x AUGMENT_HEARTBEAT_SECONDS"
+                f" ({self.stale_after_seconds - margin:g}): a run waiting for the database would be reaped")
+
+    @property
+    def durable_write_window(self) -> float:
+        """How long a write that must not be lost retries while the database is unreachable."""
+        if self.durable_write_seconds is not None:
+            return self.durable_write_seconds
+        return min(MAX_DURABLE_WRITE_SECONDS, self.stale_after_seconds - 2 * self.heartbeat_seconds)
 
     @property
     def host_names(self) -> frozenset[str]:

@@ -1,7 +1,9 @@
 """The metadata store: runs and the dataset catalog, on SQLite (default) or PostgreSQL.
 
 Same code for both through SQLAlchemy Core. The run coordinator is the only writer of a live
-run's row; readers reap runs whose heartbeat stopped so that no run stays 'running' forever.
+run's row, and only while it is live: once a run has ended (reaped, cancelled) its writers are told
+so (RunEnded). The cluster's reaper (actors/reaper.py) fails runs whose heartbeat stopped, so that
+no run stays 'running' forever; readers never write.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from sqlalchemy.exc import IntegrityError
 from augment_core.settings import Settings
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+LIVE_STATUSES = ("pending", "running")
 COUNT_NAMES = ("in", "valid", "quarantined", "augmented", "failed", "skipped")
-# How long a write that must not be lost (a run's final state, its catalog entry) waits for the
-# database to come back, e.g. through a PostgreSQL restart. Shorter than a typical stale_after.
-DURABLE_WRITE_SECONDS = 60.0
+CONNECT_TIMEOUT_SECONDS = 10  # PostgreSQL: how long connecting to the store may take
+# PostgreSQL: how long one statement of the store may run. Every statement of ours is short; one
+# stuck behind a lock (or a pathological query) fails instead of holding a worker for ever.
+STATEMENT_TIMEOUT_SECONDS = 60.0
+QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE of a statement cut by statement_timeout
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,9 @@ dataset_versions_table = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False, index=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("imported_from", sa.Text),  # the file(s) `augment import` read; null for a run's output
+    # True while the run that wrote it has not succeeded: its number is taken, its folder is
+    # refused to other writers, but readers do not see it (finish_run publishes it with the run).
+    sa.Column("pending", sa.Boolean),
 )
 
 # Review (queries in augment_core/reviews.py): one item per record and field a run proposed, and
@@ -124,6 +132,7 @@ api_keys_table = sa.Table(
     sa.Column("user_name", sa.String(100), nullable=False, index=True),
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("rate_per_minute", sa.Integer),  # null: the gateway's default
+    sa.Column("daily_spend_usd", sa.Float),  # provider spend per UTC day; null: the gateway's default
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True)),
     sa.Column("last_used_at", sa.DateTime(timezone=True)),
@@ -217,6 +226,15 @@ class DatasetVersion(BaseModel):
     model_config = {"populate_by_name": True}
 
 
+def postgres_connect_args(url: str, statement_timeout_seconds: float = STATEMENT_TIMEOUT_SECONDS) -> dict[str, Any]:
+    """libpq's connect arguments of the store: a bounded connect and statement_timeout, the
+    latter added to the URL's own `options` (an argument given here replaces the URL's)."""
+    own = sa.engine.make_url(url).query.get("options", "")
+    own = " ".join(own) if isinstance(own, tuple) else own
+    timeout = f"-c statement_timeout={max(1, round(statement_timeout_seconds * 1000))}"
+    return {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "options": f"{own} {timeout}".strip()}
+
+
 def engine_url(database_url: str) -> str:
     """Route plain PostgreSQL URLs to psycopg 3, the driver we ship."""
     for prefix in ("postgresql://", "postgres://"):
@@ -235,8 +253,9 @@ class MetadataStore:
             self.engine = sa.create_engine(url, connect_args={"timeout": 30})
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            # pre_ping replaces connections a server restart killed; connect_timeout bounds a dead host.
-            self.engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+            # pre_ping replaces connections a server restart killed; connect_timeout bounds a dead
+            # host, statement_timeout a statement stuck behind a lock or a runaway query.
+            self.engine = sa.create_engine(url, pool_pre_ping=True, connect_args=postgres_connect_args(url))
         try:
             metadata.create_all(self.engine)
         except sa.exc.DBAPIError:
@@ -266,12 +285,13 @@ class MetadataStore:
         return self.get_run(run_id)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
+        """Write fields of a live (pending or running) run: heartbeats, progress, its input.
+        RunEnded once it has ended, so that a late write never changes a reaped or cancelled
+        run; KeyError if there is no such run."""
         if "steps" in fields:
             fields["steps"] = [StepState.model_validate(s).model_dump() for s in fields["steps"]]
         with self.engine.begin() as conn:
-            result = conn.execute(runs_table.update().where(runs_table.c.id == run_id).values(**fields))
-        if result.rowcount == 0:
-            raise KeyError(f"no run {run_id!r}")
+            _write_live_run(conn, run_id, **fields)
 
     def mark_running(self, run_id: str) -> bool:
         """Move a pending run to running; False if it already ended (reaped, or its driver
@@ -298,17 +318,30 @@ class MetadataStore:
         return result.rowcount == 1
 
     def finish_run(
-        self, run_id: str, status: str, *, error: str | None = None, **fields: Any
+        self, run_id: str, status: str, *, error: str | None = None, publish: tuple[str, int] | None = None,
+        **fields: Any,
     ) -> bool:
-        """Move a run to a final status once; returns False if it had already ended."""
+        """Move a run to a final status once; returns False if it had already ended. `publish`
+        (dataset, version): the version the run reserved, made visible in the same transaction,
+        so that a version is catalogued exactly when its run succeeded."""
         assert status in FINAL_STATUSES, status
+        assert publish is None or status == "succeeded", "only a run that succeeded publishes its version"
         with self.engine.begin() as conn:
             result = conn.execute(
                 runs_table.update()
-                .where(runs_table.c.id == run_id, runs_table.c.status.not_in(FINAL_STATUSES))
-                .values(status=status, error=error, finished_at=utcnow(), **fields)
+                .where(runs_table.c.id == run_id, runs_table.c.status.in_(LIVE_STATUSES))
+                .values(**{"finished_at": utcnow(), **fields, "status": status, "error": error})
             )
+            if result.rowcount == 1 and publish is not None:
+                _publish_version(conn, run_id, *publish)
+            elif result.rowcount == 1 and status != "succeeded":
+                withdraw_review_items(conn, run_id)
         return result.rowcount == 1
+
+    def withdraw_review_items(self, run_id: str) -> None:
+        """The undecided review items of a run that ended without its version (see finish_run)."""
+        with self.engine.begin() as conn:
+            withdraw_review_items(conn, run_id)
 
     def get_run(self, run_id: str) -> RunRecord:
         with self.engine.connect() as conn:
@@ -338,33 +371,36 @@ class MetadataStore:
         return [_run_record(r) for r in rows]
 
     def reap_stale_runs(self, stale_after_seconds: float) -> list[str]:
-        """Fail runs whose coordinator stopped beating: their driver is gone."""
+        """Fail runs whose coordinator stopped beating: their driver is gone. Called by the
+        cluster's reaper on a timer (actors/reaper.py) and by reap_once_without_a_cluster, never by
+        a reader. Returns the ids of the runs it failed."""
         cutoff = utcnow() - dt.timedelta(seconds=stale_after_seconds)
-        live = runs_table.c.status.in_(("pending", "running"))
-        last_sign = sa.func.coalesce(runs_table.c.heartbeat_at, runs_table.c.created_at)
+        # Both conditions again in each UPDATE: a beat (or a catalogue write) that lands between the
+        # SELECT and the UPDATE keeps its run alive (PostgreSQL re-checks them on the locked row).
+        stale = (runs_table.c.status.in_(LIVE_STATUSES),
+                 sa.func.coalesce(runs_table.c.heartbeat_at, runs_table.c.created_at) < cutoff)
+        reaped = []
         with self.engine.begin() as conn:
-            ids = conn.execute(sa.select(runs_table.c.id).where(live, last_sign < cutoff)).scalars().all()
-            for run_id in ids:
-                conn.execute(
+            for run_id in conn.execute(sa.select(runs_table.c.id).where(*stale)).scalars().all():
+                result = conn.execute(
                     runs_table.update()
-                    .where(runs_table.c.id == run_id, live)
+                    .where(runs_table.c.id == run_id, *stale)
                     .values(
                         status="failed",
                         finished_at=utcnow(),
                         error=f"driver lost: no heartbeat for more than {stale_after_seconds:g}s",
                     )
                 )
-        return list(ids)
+                if result.rowcount == 1:
+                    withdraw_review_items(conn, run_id)
+                    reaped.append(run_id)
+        return reaped
 
     # datasets -------------------------------------------------------------------------------
     def next_dataset_version(self, dataset: str) -> int:
+        """The number after every version, pending ones included (their numbers are taken)."""
         with self.engine.connect() as conn:
-            latest = conn.execute(
-                sa.select(sa.func.max(dataset_versions_table.c.version)).where(
-                    dataset_versions_table.c.dataset == dataset
-                )
-            ).scalar()
-        return (latest or 0) + 1
+            return _next_version(conn, dataset)
 
     def add_dataset_version(
         self, dataset: str, version: int, path: str, schema: dict[str, str], row_count: int, run_id: str,
@@ -407,13 +443,39 @@ class MetadataStore:
                 continue
         raise RuntimeError(f"could not claim a version of {dataset} after {tries} tries")
 
-    def refuse_catalogued(self, path: str) -> None:
-        """Raise PathCatalogued when writing to `path` could change a catalogued version."""
+    def reserve_run_version(
+        self, dataset: str, path: str, schema: dict[str, str], row_count: int, run_id: str, tries: int = 5,
+    ) -> DatasetVersion:
+        """A live run's written folder as the next version of `dataset`, pending: its number and
+        folder are taken, but readers see it only once finish_run publishes it with the run's
+        success. RunEnded if the run has ended (reaped, cancelled): it must catalogue nothing.
+        Safe to repeat: an earlier try or attempt of this run that reserved this folder keeps its
+        number, with the count and schema brought up to date (a resume wrote more)."""
+        for _ in range(tries):
+            try:
+                with self.engine.begin() as conn:
+                    # First a write to the run's row: it holds the row (SQLite: the database) until
+                    # the commit, so the run cannot be reaped or cancelled half-way through.
+                    _write_live_run(conn, run_id, heartbeat_at=utcnow())
+                    return _reserve(conn, dataset, path, schema, row_count, run_id)
+            except IntegrityError:  # a concurrent writer claimed the number: the next one
+                continue
+        raise RuntimeError(f"could not claim a version of {dataset} after {tries} tries")
+
+    def catalogued_version(self, path: str) -> DatasetVersion | None:
+        """The catalogued (published) version at `path`, or over or under it; None if there is none."""
         with self.engine.connect() as conn:
-            _refuse_catalogued(conn, path)
+            hit = _catalogued_at(conn, path, pending_of=None)
+        return None if hit is None else _version_record(hit)
+
+    def refuse_catalogued(self, path: str, run_id: str | None = None) -> None:
+        """Raise PathCatalogued when writing to `path` could change a catalogued version, or the
+        folder of another run's pending one (`run_id`'s own pending version is its to write)."""
+        with self.engine.connect() as conn:
+            _refuse_catalogued(conn, path, pending_of=run_id)
 
     def list_dataset_versions(self, dataset: str | None = None) -> list[DatasetVersion]:
-        query = dataset_versions_table.select().order_by(
+        query = dataset_versions_table.select().where(_published).order_by(
             dataset_versions_table.c.dataset, dataset_versions_table.c.version
         )
         if dataset:
@@ -444,18 +506,99 @@ class VersionTaken(Exception):
     """Two runs raced for the same dataset version number."""
 
 
+class RunEnded(Exception):
+    """A write for a run that has already ended (reaped, cancelled, stopped): its writer lost the
+    run, and the stored outcome stands."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run {run_id} already ended ({status}): its stored outcome stands")
+        self.run_id, self.status = run_id, status
+
+
+def _write_live_run(conn: sa.Connection, run_id: str, **fields: Any) -> None:
+    """UPDATE a run's row only while it is pending or running; RunEnded or KeyError otherwise."""
+    result = conn.execute(
+        runs_table.update().where(runs_table.c.id == run_id, runs_table.c.status.in_(LIVE_STATUSES)).values(**fields)
+    )
+    if result.rowcount == 1:
+        return
+    status = conn.execute(sa.select(runs_table.c.status).where(runs_table.c.id == run_id)).scalar()
+    if status is None:
+        raise KeyError(f"no run {run_id!r}")
+    raise RunEnded(run_id, status)
+
+
+# A version readers see: published (pending is null; False is never written but reads the same).
+_published = sa.func.coalesce(dataset_versions_table.c.pending, sa.false()) == sa.false()
+
+
+def _next_version(conn: sa.Connection, dataset: str) -> int:
+    table = dataset_versions_table
+    latest = conn.execute(sa.select(sa.func.max(table.c.version)).where(table.c.dataset == dataset)).scalar()
+    return int(latest or 0) + 1
+
+
+def _reserve(
+    conn: sa.Connection, dataset: str, path: str, schema: dict[str, str], row_count: int, run_id: str
+) -> DatasetVersion:
+    """Inside reserve_run_version's transaction: this run's entry for the folder, or a new pending one."""
+    table = dataset_versions_table
+    mine = (table.c.dataset == dataset, table.c.run_id == run_id, table.c.path == path)
+    existing = conn.execute(table.select().where(*mine)).mappings().first()
+    if existing is not None and existing["pending"]:
+        conn.execute(table.update().where(*mine).values(schema=schema, row_count=row_count))
+        existing = conn.execute(table.select().where(*mine)).mappings().first()
+    if existing is not None:  # (published: an attempt from before versions were reserved)
+        return _version_record(existing)
+    _drop_abandoned(conn, dataset, path)
+    _refuse_catalogued(conn, path, pending_of=run_id)
+    row = dict(dataset=dataset, version=_next_version(conn, dataset), path=path, schema=schema,
+               row_count=row_count, run_id=run_id, created_at=utcnow(), imported_from=None, pending=True)
+    conn.execute(table.insert().values(**row))
+    return _version_record(row)
+
+
+def withdraw_review_items(conn: sa.Connection, run_id: str) -> None:
+    """Remove the undecided review items of a run that ends without publishing its version (it
+    wrote them, then failed, was cancelled or reaped): nobody should review values that no
+    catalogued version holds. Decided items stay, as history."""
+    table = review_items_table
+    conn.execute(table.delete().where(table.c.run_id == run_id, table.c.state == "pending"))
+
+
+def _drop_abandoned(conn: sa.Connection, dataset: str, path: str) -> None:
+    """Forget the pending versions of this folder whose run ended without publishing them (it was
+    reaped or cancelled after reserving): a later run that writes on into the folder (a stream's
+    next start) reserves it anew, under a number of its own."""
+    table = dataset_versions_table
+    ended = sa.select(runs_table.c.id).where(runs_table.c.status.in_(FINAL_STATUSES))
+    conn.execute(table.delete().where(
+        table.c.dataset == dataset, table.c.path == path, table.c.pending.is_(True), table.c.run_id.in_(ended)))
+
+
+def _publish_version(conn: sa.Connection, run_id: str, dataset: str, version: int) -> None:
+    table = dataset_versions_table
+    result = conn.execute(table.update().where(
+        table.c.dataset == dataset, table.c.version == version, table.c.run_id == run_id).values(pending=None))
+    if result.rowcount != 1:  # rolls the run's final state back with it
+        raise KeyError(f"run {run_id} reserved no version {version} of {dataset}")
+
+
 def is_disconnect(exc: BaseException) -> bool:
     """Whether a database error means the server could not be reached (down, restarting, the
     connection dropped) rather than a fault of the statement: such a write is worth retrying."""
     if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
         return True
+    if getattr(getattr(exc, "orig", None), "sqlstate", None) == QUERY_CANCELED:
+        return False  # statement_timeout: the statement's fault, an OperationalError all the same
     return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
 
 
-def durably(write: Callable[[], T], what: str, deadline_s: float = DURABLE_WRITE_SECONDS) -> T:
+def durably(write: Callable[[], T], what: str, deadline_s: float) -> T:
     """Call `write` until the database takes it, retrying while it cannot be reached, for up to
-    deadline_s; other errors, and the last one at the deadline, propagate. `write` must be safe
-    to repeat: a commit whose reply was lost may have landed."""
+    deadline_s (Settings.durable_write_window: shorter than the stale-run window, so that a run
+    waiting here is not reaped); other errors, and the last one at the deadline, propagate.
+    `write` must be safe to repeat: a commit whose reply was lost may have landed."""
     deadline = time.monotonic() + deadline_s
     pause = 0.5
     while True:
@@ -480,18 +623,25 @@ class PathCatalogued(Exception):
     """A write aimed at a path that holds a catalogued (hence immutable) dataset version."""
 
 
-def _refuse_catalogued(conn: sa.Connection, path: str) -> None:
-    # The path itself, a folder above it, or one inside it: any of them would touch a version.
+def _catalogued_at(conn: sa.Connection, path: str, pending_of: str | None) -> sa.RowMapping | None:
+    """A version at the path itself, a folder above it, or one inside it: any of them would be
+    touched by writing there. Published versions, and with `pending_of` the pending ones of
+    other runs too (they will be published)."""
     path = path.rstrip("/")
     scheme, sep, rest = path.rpartition("://")
     parts = rest.split("/")
     above = [scheme + sep + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
     table = dataset_versions_table
-    hit = conn.execute(
+    whose = _published if pending_of is None else sa.or_(_published, table.c.run_id != pending_of)
+    return conn.execute(
         table.select()
-        .where(sa.or_(table.c.path.in_(above), table.c.path.startswith(path + "/", autoescape=True)))
+        .where(sa.or_(table.c.path.in_(above), table.c.path.startswith(path + "/", autoescape=True)), whose)
         .limit(1)
     ).mappings().first()
+
+
+def _refuse_catalogued(conn: sa.Connection, path: str, pending_of: str | None = None) -> None:
+    hit = _catalogued_at(conn, path, pending_of="" if pending_of is None else pending_of)
     if hit is not None:
         raise PathCatalogued(
             f"{path} would overwrite {hit['dataset']} v{hit['version']} at {hit['path']}:"
@@ -506,7 +656,7 @@ def _run_record(row: sa.RowMapping) -> RunRecord:
     return RunRecord(**data)
 
 
-def _version_record(row: sa.RowMapping) -> DatasetVersion:
+def _version_record(row: sa.RowMapping | dict[str, Any]) -> DatasetVersion:
     return DatasetVersion(**{**row, "created_at": aware(row["created_at"])})
 
 
@@ -514,7 +664,7 @@ def _add_missing_columns(engine: sa.Engine) -> None:
     """Columns added to a table after a database was created (create_all does not alter tables).
     Only nullable columns are ever added, so old rows stay valid."""
     inspector = sa.inspect(engine)
-    for table in (runs_table, dataset_versions_table, review_items_table):
+    for table in (runs_table, dataset_versions_table, review_items_table, api_keys_table):
         present = {c["name"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
             if column.name not in present:

@@ -90,12 +90,13 @@ class BatchPlan:
 
     def __init__(
         self, spec: WorkflowSpec, paths: StoragePaths, run_id: str, report: Reporter = no_report,
-        context: RunContext | None = None, resume: bool = False,
+        context: RunContext | None = None, resume: bool = False, output_path: str | None = None,
     ) -> None:
         self.spec, self.paths, self.run_id, self.report = spec, paths, run_id, report
         self.resume = resume  # carry on from what an earlier attempt of this run wrote
         self.context = context or RunContext(providers=spec.providers, run_id=run_id)
-        self.output_path = paths.dataset_run(spec.sink.dataset, run_id)
+        # The run's folder, or another one its coordinator chose (never a catalogued version's).
+        self.output_path = output_path or paths.dataset_run(spec.sink.dataset, run_id)
         self.quarantine_path = paths.quarantine(spec.sink.dataset, run_id)
         self.validated: ray.data.Dataset | None = None
         self.rows_in = 0

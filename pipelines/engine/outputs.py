@@ -1,4 +1,5 @@
-"""What a run wrote: its outcomes counted, its counts reconciled, its folder catalogued as a version.
+"""What a run wrote: its outcomes counted, its counts reconciled, its folder reserved as a version
+(published by the run's final write).
 
 Shared by batch runs, imports and stream consumers."""
 
@@ -78,13 +79,17 @@ def check_reconciled(rows_in: int, valid: int, quarantined: int, written: tuple[
         raise RuntimeError(f"counts do not reconcile: in={rows_in}, valid={valid}, quarantined={quarantined}{held}")
 
 
-def catalog_output(settings: Settings, spec: WorkflowSpec, run_id: str, result: PlanResult) -> dict[str, Any]:
-    """Give a run's written data a dataset version, waiting out a database restart; the run's
-    `output`. Shared by batch runs and stream consumers."""
+def reserve_output(settings: Settings, spec: WorkflowSpec, run_id: str, result: PlanResult) -> dict[str, Any]:
+    """Reserve the next version of the sink's dataset for a run's written data (pending: not yet
+    visible), then write its CSV export; the run's `output`. The caller writes the review items
+    next and publishes the version last, with the run's success (MetadataStore.finish_run), so
+    that no failed or cancelled run owns a catalogued version. Waits out a database restart;
+    RunEnded if the run ended meanwhile. Shared by batch runs and stream consumers."""
     store, sink = open_store(settings), spec.sink
     columns = {field.name: str(field.type) for field in result.schema}
-    entry = durably(lambda: store.add_next_dataset_version(
-        sink.dataset, result.output_path, columns, result.valid, run_id), f"catalog of run {run_id}")
+    entry = durably(lambda: store.reserve_run_version(
+        sink.dataset, result.output_path, columns, result.valid, run_id), f"catalog of run {run_id}",
+        settings.durable_write_window)
     version = entry.version
     output: dict[str, Any] = {
         "dataset": sink.dataset, "version": version, "path": result.output_path,
@@ -95,3 +100,8 @@ def catalog_output(settings: Settings, spec: WorkflowSpec, run_id: str, result: 
         output["csv_path"] = paths.export_csv(sink.dataset, version)
         export_csv(paths, result.output_path, output["csv_path"], escape_formulas=sink.csv_escape_formulas)
     return output
+
+
+def reserved_version(output: dict[str, Any]) -> tuple[str, int]:
+    """(dataset, version) of an output from reserve_output: what the run's final write publishes."""
+    return output["dataset"], int(output["version"])

@@ -3,6 +3,8 @@ empty versions, CSV exports."""
 
 from __future__ import annotations
 
+import uuid
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -64,10 +66,28 @@ def export_csv(paths: StoragePaths, parquet_path: str, csv_path: str, escape_for
     out_fs.create_dir(out_path.rsplit("/", 1)[0], recursive=True)
     dataset = pq.ParquetDataset(in_path, filesystem=in_fs)
     schema = dataset.schema
-    with out_fs.open_output_stream(out_path) as stream, pacsv.CSVWriter(stream, schema) as writer:
-        for fragment in dataset.fragments:
-            for batch in fragment.to_batches():
-                writer.write_batch(formulas_escaped(batch) if escape_formulas else batch)
+    # Written beside it, then renamed: a reader (or a crash) never meets half an export. An
+    # object store shows an object only once its upload completed: there it is written in place.
+    in_place = out_fs.type_name == "s3"
+    partial = out_path if in_place else f"{out_path}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        with out_fs.open_output_stream(partial) as stream, pacsv.CSVWriter(stream, schema) as writer:
+            for fragment in dataset.fragments:
+                for batch in fragment.to_batches():
+                    writer.write_batch(formulas_escaped(batch) if escape_formulas else batch)
+        if not in_place:
+            out_fs.move(partial, out_path)
+    except BaseException:
+        if not in_place:
+            _delete_quietly(out_fs, partial)
+        raise
+
+
+def _delete_quietly(fs: pafs.FileSystem, path: str) -> None:
+    try:
+        fs.delete_file(path)
+    except OSError:  # never written, or storage unreachable: the original error matters
+        pass
 
 
 # What a spreadsheet takes for the start of a formula (OWASP, CSV injection).

@@ -202,8 +202,9 @@ def read_source(source: SourceSpec, schema: SchemaSpec, paths: StoragePaths | No
 
 
 def postgres_connector(source: PostgresSource) -> Callable[[], Any]:
-    """The connection factory of a PostgreSQL source. Its errors never quote the connection
-    string: libpq echoes a malformed one (password included) in its message."""
+    """The connection factory of a PostgreSQL source: connecting within connect_timeout_seconds,
+    every transaction read-only and every statement cut at statement_timeout_seconds. Its errors
+    never quote the connection string: libpq echoes a malformed one (password included)."""
     env = source.dsn_env
     dsn = os.environ.get(env)
     if not dsn:
@@ -211,14 +212,54 @@ def postgres_connector(source: PostgresSource) -> Callable[[], Any]:
 
     def connect() -> Any:
         try:
-            return psycopg.connect(dsn)
+            connection = psycopg.connect(dsn, connect_timeout=source.connect_timeout_seconds,
+                                         cursor_factory=_cursor_class(source.statement_timeout_seconds))
         except psycopg.ProgrammingError:  # the connection string itself does not parse
             raise SourceError(f"postgres source: ${env} is not a valid connection string") from None
         except psycopg.Error as exc:
             message = " ".join(str(exc).replace(dsn, f"${env}").split())
             raise SourceError(f"postgres source: cannot connect with ${env}: {message}") from None
+        _read_only(connection, source.statement_timeout_seconds)
+        return connection
 
     return connect
+
+
+def _read_only(connection: psycopg.Connection[Any], timeout_seconds: float) -> None:
+    """Session settings, not options in the DSN (which would replace the user's own options):
+    a query can neither write nor run for ever. SET cannot appear inside the query's subselect."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        cursor.execute(f"SET statement_timeout = {max(1, round(timeout_seconds * 1000))}")
+    connection.commit()
+
+
+class _SourceCursor(psycopg.Cursor[Any]):
+    """The cursor Ray Data's read_sql gets: a refused write or a timed-out query is told as what
+    it is, in one line, instead of as a bare driver error inside Ray's task error."""
+
+    timeout_seconds: float = 0.0  # set by _cursor_class, for the message
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        try:
+            return super().execute(query, params, **kwargs)
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            raise SourceError(
+                "postgres source: the query tried to write; sources are read in a read-only transaction"
+                f" ({_first_line(exc)})") from None
+        except psycopg.errors.QueryCanceled as exc:
+            raise SourceError(
+                f"postgres source: the query ran longer than statement_timeout_seconds"
+                f" ({self.timeout_seconds:g}s) and was cancelled ({_first_line(exc)})") from None
+
+
+def _cursor_class(timeout_seconds: float) -> type[_SourceCursor]:
+    return type("SourceCursor", (_SourceCursor,), {"timeout_seconds": timeout_seconds})
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _read_postgres(source: PostgresSource, schema: SchemaSpec) -> ray.data.Dataset:

@@ -72,7 +72,8 @@ def enqueue(settings: Settings, spec: WorkflowSpec, run_id: str, output: Mapping
                                                                "step": step_of[name].step_name, "run_id": run_id},
                 })
         # Safe to repeat (it replaces its own pending items): wait out a database restart.
-        total += durably(partial(insert_items, store, run_id, spec.name, items), f"review items of run {run_id}")
+        total += durably(partial(insert_items, store, run_id, spec.name, items), f"review items of run {run_id}",
+                         settings.durable_write_window)
     open_bus(settings).publish(run_id, "review.created", {"dataset": dataset, "version": version, "items": total})
     return total
 

@@ -136,6 +136,14 @@ class PostgresSource(StrictModel):
         pattern=r"^[A-Z_][A-Z0-9_]*$",
         description="Name of the environment variable that holds the connection string.",
     )
+    # The query runs in a read-only transaction with these bounds (pipelines.io.sources): a source
+    # never writes, and a runaway query or an unreachable host fails the run instead of hanging it.
+    statement_timeout_seconds: float = Field(
+        default=600.0, gt=0, le=24 * 3600, description="How long one query may run before PostgreSQL cancels it."
+    )
+    connect_timeout_seconds: int = Field(
+        default=10, ge=2, le=600, description="How long connecting may take (libpq counts whole seconds, 2 at least)."
+    )
 
 
 class DatasetSource(StrictModel):

@@ -195,7 +195,9 @@ def test_a_run_carries_on_through_postgres_restarts(ray_cluster, settings, priva
     """Two restarts of the metadata store: one in the middle of the llm step (heartbeats miss and
     come back), one from there to the end (the result cache, the catalog entry and the final
     state wait for the database)."""
-    pg = settings_with(settings, database_url=private_postgres.url, cache_backend="database")
+    # A stale window of 90 s: the final writes wait up to 60 s for the database (the durable-write
+    # window stays shorter than the stale window, so the reaper never takes the wait for a lost driver).
+    pg = settings_with(settings, database_url=private_postgres.url, cache_backend="database", stale_after_seconds=90)
     spec = slow_spec(tmp_path, fake)
     fake.reset()
     run_id, (coordinator, final) = start_run(pg, load_spec(spec), str(spec))
@@ -246,8 +248,8 @@ def test_a_run_carries_on_through_a_redis_restart(ray_cluster, settings, private
 
 
 def test_readers_and_reaping_work_after_a_postgres_restart(settings, private_postgres):
-    """A run whose driver died before a restart: afterwards this process (its pooled connections
-    cut) reaps it, and `augment status` reads it as failed with the reason."""
+    """A run whose driver died before a restart: afterwards the store of this process (its pooled
+    connections cut) reaps it, as the reaper does, and `augment status` reads it as failed with the reason."""
     pg = settings_with(settings, database_url=private_postgres.url)
     store = open_store(pg)
     run_id = f"stale-{uuid.uuid4().hex[:8]}"

@@ -157,6 +157,43 @@ def test_resume_removes_a_cut_short_file_and_writes_only_what_is_missing(
         assert len(expected) > len(set(expected))
 
 
+def test_resume_of_a_run_whose_folder_is_catalogued_writes_a_new_folder_and_version(
+        ray_cluster, settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run catalogued before versions were published with its success, then lost: the resume
+    leaves every file of the catalogued version as it is and writes the run's next folder whole."""
+    spec = load_spec(ROOT / "configs" / "workflows" / "organisations.yaml")
+    spec = spec.model_copy(update={"name": f"immutable_{uuid.uuid4().hex[:6]}",
+                                   "sink": spec.sink.model_copy(update={"dataset": f"immutable_{uuid.uuid4().hex[:6]}",
+                                                                        "batch_rows": 40})})
+    store = open_store(settings)
+    run_id = f"resume-{uuid.uuid4().hex[:8]}"
+    store.create_run(run_id, spec.name, spec.version, "<test>", spec.run_step_names(), spec=spec_data(spec))
+    paths = StoragePaths(settings)
+    plan = BatchPlan(spec, paths, run_id)
+    plan.validate()
+    written = plan.write()
+    store.add_next_dataset_version(spec.sink.dataset, written.output_path, {}, written.valid, run_id)
+    fs, folder = paths.filesystem(written.output_path)
+    files = sorted(whole_parquet_files(fs, folder))
+    with open(files[0], "r+b") as handle:  # a file cut short inside the catalogued folder
+        handle.truncate(100)
+    catalogued = {f: Path(f).read_bytes() for f in parquet_paths(folder)}
+    store.finish_run(run_id, "failed", error="driver lost: simulated")
+
+    assert main(["resume", run_id]) == 0
+    run = store.get_run(run_id)
+    assert run.status == "succeeded", run.error
+    assert run.output["path"] == paths.dataset_run(spec.sink.dataset, f"{run_id}-resume1")
+    assert {f: Path(f).read_bytes() for f in parquet_paths(folder)} == catalogued  # not a byte changed
+    assert len(output_ids(run.output["path"])) == run.counts["valid"] == 277
+    versions = store.list_dataset_versions(spec.sink.dataset)
+    assert [(v.version, v.path) for v in versions] == [(1, written.output_path), (2, run.output["path"])]
+
+
+def parquet_paths(folder: str) -> list[str]:
+    return sorted(str(p) for p in Path(folder).rglob("*.parquet"))
+
+
 def test_resume_refuses_an_input_that_changed_since_the_run_started(
         ray_cluster, settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     spec = load_spec(ROOT / "configs" / "workflows" / "organisations.yaml")

@@ -24,9 +24,9 @@ import httpx
 import pytest
 import uvicorn
 
-from augment_core.events import END_GRACE_SECONDS, Event, open_bus
+from augment_core.events import END_GRACE_SECONDS, Event, ended_or_lost_at, follow_run, open_bus
 from augment_core.settings import Settings
-from augment_core.store import open_store, utcnow
+from augment_core.store import RunRecord, open_store, utcnow
 from serve_apps.api_v1.app import create_app
 from tests.conftest import ROOT, api_key
 from tests.integration.private_services import PrivateRedis, free_port
@@ -170,8 +170,8 @@ def test_follow_of_an_ended_run_prints_every_event_and_exits_at_once(tmp_path: P
     for i in range(3):
         bus.publish(run_id, "step.progress", {"steps": {"validate": {"state": "running", "rows": i}}})
     store = open_store(run_settings)
-    store.finish_run(run_id, "failed", error="driver lost")  # reaped: no run.finished
-    store.update_run(run_id, finished_at=utcnow() - dt.timedelta(seconds=END_GRACE_SECONDS))  # and a while ago
+    store.finish_run(run_id, "failed", error="driver lost",  # reaped: no run.finished, and a while ago
+                     finished_at=utcnow() - dt.timedelta(seconds=END_GRACE_SECONDS))
     done = _cli_run(run_settings, run_id, "--follow")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -179,6 +179,28 @@ def test_follow_of_an_ended_run_prints_every_event_and_exits_at_once(tmp_path: P
 
     after = _cli_run(run_settings, run_id, "--after", "2", "--json")
     assert [json.loads(line)["seq"] for line in after.stdout.splitlines()] == [3]
+
+
+def test_follow_of_a_run_whose_driver_died_ends_without_writing_the_run(tmp_path: Path) -> None:
+    """No reaper runs (no cluster): the follower takes the silent run for ended, and leaves its row as it is."""
+    run_settings = Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}", redis_url=None)
+    run_id = new_run(run_settings)
+    open_bus(run_settings).publish(run_id, "step.progress", {"steps": {"validate": {"state": "running", "rows": 1}}})
+    store = open_store(run_settings)
+    assert store.mark_running(run_id)
+    silent_since = utcnow() - dt.timedelta(seconds=run_settings.stale_after_seconds + END_GRACE_SECONDS)
+    store.update_run(run_id, heartbeat_at=silent_since)
+    before = store.get_run(run_id)
+    assert ended_or_lost_at(before, run_settings.stale_after_seconds) is not None
+    events = [e for batch in follow_run(run_settings, run_id, follow=True, block_seconds=0.1) for e in batch]
+    assert [e.type for e in events] == ["step.progress"]
+    assert store.get_run(run_id) == before  # a read: still 'running' until a reaper fails it
+
+
+def test_a_live_run_is_not_ended_for_its_followers() -> None:
+    record = RunRecord(id="r", workflow="w", workflow_version=1, spec_path="s", status="running", steps=[],
+                       counts={}, created_at=utcnow(), heartbeat_at=utcnow())
+    assert ended_or_lost_at(record, 30) is None
 
 
 def test_events_of_an_unknown_run_say_so(tmp_path: Path, capsys: pytest.CaptureFixture[str],

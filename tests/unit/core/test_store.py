@@ -12,15 +12,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from augment_core.reviews import insert_items, list_items
 from augment_core.settings import Settings
 from augment_core.store import (
     COUNT_NAMES,
     MetadataStore,
+    PathCatalogued,
+    RunEnded,
     StepState,
     VersionTaken,
     engine_url,
     open_store,
+    postgres_connect_args,
     utcnow,
 )
 
@@ -212,6 +217,99 @@ def test_a_reaped_run_cannot_be_finished_afterwards(store: MetadataStore, uid: s
     assert store.get_run(run_id).status == "failed"
 
 
+def running_run(store: MetadataStore, run_id: str, workflow: str) -> None:
+    new_run(store, run_id, workflow)
+    assert store.mark_running(run_id)
+
+
+@pytest.mark.parametrize("ended_by", ["reaped", "cancelled"])
+def test_an_ended_run_refuses_its_heartbeat_and_updates_and_the_writer_is_told(
+    store: MetadataStore, uid: str, ended_by: str
+) -> None:
+    run_id = f"{uid}-1"
+    running_run(store, run_id, f"wf_{uid}")
+    if ended_by == "reaped":
+        store.update_run(run_id, heartbeat_at=utcnow() - HOURS_AGO)
+        assert store.reap_stale_runs(3600) == [run_id]
+    else:
+        assert store.finish_run(run_id, "cancelled", error="cancelled by user")
+    ended = store.get_run(run_id)
+    late_steps = [StepState(name="a", state="running").model_dump()]
+    with pytest.raises(RunEnded, match=f"run {run_id} already ended \\({ended.status}\\)") as info:
+        store.update_run(run_id, heartbeat_at=utcnow(), steps=late_steps)
+    assert info.value.status == ended.status
+    assert store.get_run(run_id) == ended  # not a field changed
+    with pytest.raises(KeyError, match="no run"):
+        store.update_run(f"{uid}-missing", heartbeat_at=utcnow())
+
+
+def test_a_run_beating_again_is_not_reaped(store: MetadataStore, uid: str) -> None:
+    run_id = f"{uid}-1"
+    running_run(store, run_id, f"wf_{uid}")
+    store.update_run(run_id, heartbeat_at=utcnow() - HOURS_AGO)
+    store.update_run(run_id, heartbeat_at=utcnow())  # the beat after a database outage
+    assert run_id not in store.reap_stale_runs(3600)
+    assert store.get_run(run_id).status == "running"
+
+
+def test_a_reserved_version_is_seen_only_once_its_run_succeeded(store: MetadataStore, uid: str) -> None:
+    ds, run_id = f"ds_{uid}", f"{uid}-1"
+    running_run(store, run_id, f"wf_{uid}")
+    reserved = store.reserve_run_version(ds, f"/data/{ds}/run-1", {"a": "string"}, 10, run_id)
+    assert reserved.version == 1
+    assert store.list_dataset_versions(ds) == [] and store.catalogued_version(f"/data/{ds}/run-1") is None
+    with pytest.raises(KeyError, match=f"no dataset '{ds}'"):
+        store.get_dataset_version(ds, 1)
+    assert store.next_dataset_version(ds) == 2  # its number is taken
+    with pytest.raises(PathCatalogued):  # and its folder, for anybody else
+        store.refuse_catalogued(f"/data/{ds}/run-1")
+    store.refuse_catalogued(f"/data/{ds}/run-1", run_id=run_id)  # but not for its run
+
+    again = store.reserve_run_version(ds, f"/data/{ds}/run-1", {"a": "string"}, 12, run_id)  # a resume wrote more
+    assert again.version == 1 and again.row_count == 12
+
+    assert store.finish_run(run_id, "succeeded", publish=(ds, 1))
+    [published] = store.list_dataset_versions(ds)
+    assert (published.version, published.row_count, published.run_id) == (1, 12, run_id)
+    assert store.catalogued_version(f"/data/{ds}/run-1") == published
+
+
+@pytest.mark.parametrize("ended_by", ["reaped", "cancelled"])
+def test_a_run_that_ended_catalogues_nothing(store: MetadataStore, uid: str, ended_by: str) -> None:
+    ds, before, after = f"ds_{uid}", f"{uid}-before", f"{uid}-after"
+    running_run(store, before, f"wf_{uid}")
+    running_run(store, after, f"wf_{uid}")
+    store.reserve_run_version(ds, f"/data/{ds}/run-before", {}, 1, before)  # reserved, then the run ended
+    insert_items(store, before, f"wf_{uid}", [{"dataset": ds, "version": 1, "record_uuid": "u", "field": "f",
+                                               "step": "s", "reason": "r", "after": "x"}])
+    for run_id in (before, after):
+        if ended_by == "reaped":
+            store.update_run(run_id, heartbeat_at=utcnow() - HOURS_AGO)
+            assert run_id in store.reap_stale_runs(3600)
+        else:
+            store.finish_run(run_id, "cancelled", error="cancelled by user")
+    with pytest.raises(RunEnded):
+        store.reserve_run_version(ds, f"/data/{ds}/run-after", {}, 1, after)
+    assert store.finish_run(before, "succeeded", publish=(ds, 1)) is False
+    assert store.list_dataset_versions(ds) == []  # no failed or cancelled run owns a version
+    assert list_items(store, run_id=before)[1] == 0  # nor review items of values no version holds
+    assert store.get_run(before).status == store.get_run(after).status != "succeeded"
+
+
+def test_a_folder_reserved_by_a_run_that_ended_is_reserved_anew_by_the_next(store: MetadataStore, uid: str) -> None:
+    """A stream's next start writes on into the folder of a consumer reaped before its final write."""
+    ds, folder, lost, next_run = f"ds_{uid}", f"/data/ds_{uid}/run-{uid}-lost", f"{uid}-lost", f"{uid}-next"
+    running_run(store, lost, f"wf_{uid}")
+    store.reserve_run_version(ds, folder, {}, 5, lost)
+    store.finish_run(lost, "failed", error="driver lost: no heartbeat for more than 30s")
+    running_run(store, next_run, f"wf_{uid}")
+    assert store.catalogued_version(folder) is None  # nothing of it was ever published
+    entry = store.reserve_run_version(ds, folder, {}, 9, next_run)
+    assert (entry.run_id, entry.row_count) == (next_run, 9)
+    assert store.finish_run(next_run, "succeeded", publish=(ds, entry.version))
+    assert [(v.path, v.run_id) for v in store.list_dataset_versions(ds)] == [(folder, next_run)]
+
+
 # dataset versions --------------------------------------------------------------------------------------
 def test_dataset_versions(store: MetadataStore, uid: str) -> None:
     ds, other = f"ds_{uid}", f"other_{uid}"
@@ -258,6 +356,21 @@ def test_dataset_versions(store: MetadataStore, uid: str) -> None:
 )
 def test_engine_url(url: str, expected: str) -> None:
     assert engine_url(url) == expected
+
+
+def test_postgresql_statements_are_bounded_in_time_keeping_the_urls_own_options() -> None:
+    args = postgres_connect_args("postgresql+psycopg://u@db/augment?options=-c%20search_path%3Daug", 2.5)
+    assert args == {"connect_timeout": 10, "options": "-c search_path=aug -c statement_timeout=2500"}
+    assert postgres_connect_args("postgresql+psycopg://u@db/augment")["options"] == "-c statement_timeout=60000"
+
+
+def test_the_store_on_postgresql_runs_with_a_statement_timeout(postgres_url: str) -> None:
+    store = MetadataStore(postgres_url)
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "1min"
+    finally:
+        store.engine.dispose()
 
 
 def test_open_store_shares_one_store_per_url(settings: Settings) -> None:

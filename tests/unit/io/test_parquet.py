@@ -8,7 +8,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import pytest
 
+import pipelines.io.parquet as parquet_module
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
 from pipelines.io.parquet import count_parquet_rows, export_csv, write_empty_parquet
@@ -56,3 +58,25 @@ def test_the_csv_export_escapes_cells_a_spreadsheet_would_run_and_parquet_keeps_
     raw = pa_csv.read_csv(exact, convert_options=pa_csv.ConvertOptions(column_types={"text": pa.string()}))
     assert raw["text"].to_pylist()[:6] == cells[:6]
     assert pq.read_table(folder)["text"].to_pylist() == cells  # the dataset itself keeps every value exact
+
+
+def test_a_csv_export_cut_short_leaves_no_partial_file_and_the_previous_export_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "datasets" / "d" / "run-1"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"record_uuid": ["a", "b"], "n": [1, 2]}), folder / "part-0.parquet")
+    paths = StoragePaths(Settings(storage_root=str(tmp_path), database_url="sqlite:///:memory:"))
+    csv_path = tmp_path / "exports" / "d" / "v1.csv"
+    export_csv(paths, str(folder), str(csv_path))
+    whole = csv_path.read_text(encoding="utf-8")
+    assert whole.count("\n") == 3
+
+    def crash(batch: pa.RecordBatch) -> pa.RecordBatch:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(parquet_module, "formulas_escaped", crash)
+    with pytest.raises(OSError, match="disk full"):
+        export_csv(paths, str(folder), str(csv_path))
+    assert csv_path.read_text(encoding="utf-8") == whole  # what readers had stays whole
+    assert sorted(p.name for p in csv_path.parent.iterdir()) == ["v1.csv"]  # and nothing half-written beside it

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -433,3 +434,50 @@ def test_postgres_source_without_its_variable_names_it(monkeypatch: pytest.Monke
     monkeypatch.delenv("AUGMENT_TEST_DSN", raising=False)
     with pytest.raises(SourceError, match="AUGMENT_TEST_DSN is not set"):
         postgres_connector(PostgresSource(kind="postgres", query="select 1", dsn_env="AUGMENT_TEST_DSN"))
+
+
+# a PostgreSQL source is read-only and bounded in time ---------------------------------------
+def _pg_source(postgres_url: str, monkeypatch: pytest.MonkeyPatch, **bounds: Any) -> PostgresSource:
+    monkeypatch.setenv("AUGMENT_TEST_DSN", postgres_url)
+    return PostgresSource(kind="postgres", query="select 1", dsn_env="AUGMENT_TEST_DSN", **bounds)
+
+
+@pytest.mark.parametrize("statement", [
+    "CREATE TABLE augment_source_must_not_write (a int)",
+    "SELECT nextval('augment_source_seq')",  # a write hidden in a function call of a plain SELECT
+])
+def test_a_postgres_source_that_writes_is_refused_saying_so(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, statement: str
+) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("CREATE SEQUENCE IF NOT EXISTS augment_source_seq")
+    connection = postgres_connector(_pg_source(postgres_url, monkeypatch))()
+    try:
+        with pytest.raises(SourceError, match="the query tried to write; sources are read in a read-only transaction"):
+            connection.cursor().execute(statement)
+    finally:
+        connection.close()
+    with psycopg.connect(postgres_url) as admin:
+        found = admin.execute("SELECT to_regclass('augment_source_must_not_write')").fetchone()
+    assert found == (None,)
+
+
+def test_a_postgres_source_query_past_its_timeout_is_cancelled_saying_so(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    connection = postgres_connector(_pg_source(postgres_url, monkeypatch, statement_timeout_seconds=0.05))()
+    try:
+        with pytest.raises(SourceError, match=r"ran longer than statement_timeout_seconds \(0.05s\) and was cancelled"):
+            connection.cursor().execute("SELECT pg_sleep(30)")
+    finally:
+        connection.close()
+
+
+def test_a_postgres_source_reads_as_before(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    connection = postgres_connector(_pg_source(postgres_url, monkeypatch))()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SELECT 1 AS one, current_setting('transaction_read_only') AS ro")
+        assert cursor.fetchall() == [(1, "on")]
+    finally:
+        connection.close()

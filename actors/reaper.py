@@ -1,0 +1,86 @@
+"""The reaper: one detached actor per metadata store on a cluster that fails, on a timer, the runs
+whose heartbeat stopped (their driver or coordinator died), so that no run stays 'running'.
+
+Why here, and only here: reaping is a write, and reads (the API, the panels, `augment status`,
+event followers) must not write. A detached actor lives as long as the cluster where the runs
+live, and is restarted if its node goes; every start of a run or a stream consumer makes sure it
+is there (`ensure_reaper`). Runs then end 'failed' at most stale_after_seconds + one interval
+after their last beat. Without a cluster no run can be live, and a CLI read reaps once instead
+(augment_cli.common.reap_when_no_cluster).
+
+It reaps with the settings of the process that started it: every process of a cluster shares
+them (cluster.local.cluster_env).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from typing import cast
+
+import ray
+from ray.actor import ActorHandle
+
+from actors.naming import NAMESPACE, reaper_name
+from augment_core.errors import describe_error
+from augment_core.settings import Settings
+from augment_core.store import open_store
+
+log = logging.getLogger(__name__)
+
+
+def reap_interval(settings: Settings) -> float:
+    """How often the reaper looks: at least once a heartbeat, and four times per stale window."""
+    return max(0.5, min(settings.heartbeat_seconds, settings.stale_after_seconds / 4))
+
+
+class Reaper:
+    """Calls MetadataStore.reap_stale_runs every reap_interval, from a thread of its own."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._failing = False  # the store is unreachable: said once, not every interval
+        self._stop = threading.Event()
+        threading.Thread(target=self._loop, name="reaper", daemon=True).start()
+
+    def reap(self) -> list[str]:
+        """One pass: the ids of the runs it failed (none while the store is unreachable)."""
+        try:
+            reaped = open_store(self.settings).reap_stale_runs(self.settings.stale_after_seconds)
+        except Exception as exc:  # the database is down or restarting: the next pass tries again
+            if not self._failing:
+                log.warning("reaping runs: the metadata store is unreachable: %s", describe_error(exc))
+            self._failing = True
+            return []
+        if self._failing:
+            log.warning("reaping runs: the metadata store is reachable again")
+        self._failing = False
+        for run_id in reaped:
+            log.warning("run %s failed: no heartbeat for more than %gs", run_id, self.settings.stale_after_seconds)
+        return reaped
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(reap_interval(self.settings)):
+            self.reap()
+
+
+# Restarted when it dies (its node went): reaping is idempotent and starts over with the next pass.
+ReaperActor = ray.remote(num_cpus=0, max_restarts=-1)(Reaper)
+
+
+def ensure_reaper(settings: Settings) -> ActorHandle:
+    """The reaper of this metadata store on this cluster, started if there is none."""
+    handle = ReaperActor.options(
+        name=reaper_name(store_key(settings.database_url)), namespace=NAMESPACE, lifetime="detached",
+        get_if_exists=True,
+    ).remote(settings)
+    return cast(ActorHandle, handle)
+
+
+def store_key(database_url: str) -> str:
+    """A short digest of the store's URL: actor names show on the dashboard, a URL may hold a password."""
+    return hashlib.sha256(database_url.encode()).hexdigest()[:16]
