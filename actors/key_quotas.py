@@ -1,4 +1,5 @@
-"""The gateway's per-caller quotas in one named actor, so every replica of every app counts together."""
+"""The gateway's per-caller quotas (rates, streams, daily spend) in one named actor, so every replica of
+every app counts together."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from ray.actor import ActorHandle
 from actors.naming import KEY_QUOTAS, NAMESPACE
 from augment_core.quotas import KeyQuotas
 
-# Restarted when it dies: callers start from a clean slate, which only ever lets a little more through.
+# Restarted when it dies: callers start from a clean slate, which only ever lets a little more through
+# (a day's spend included: set AUGMENT_REDIS_URL where that matters).
 KeyQuotasActor = ray.remote(  # type: ignore[call-overload]  # Ray's overloads omit max_concurrency
     num_cpus=0, max_restarts=-1, max_concurrency=1)(KeyQuotas)
 CALL_TIMEOUT_SECONDS = 5.0
@@ -32,3 +34,12 @@ class ActorQuotas:
 
     def close_stream(self, who: str) -> None:
         self.handle.close_stream.remote(who)
+
+    def reserve_spend(self, who: str, day: str, usd: float, cap: float) -> bool:
+        return cast(bool, ray.get(self.handle.reserve_spend.remote(who, day, usd, cap), timeout=CALL_TIMEOUT_SECONDS))
+
+    def settle_spend(self, who: str, day: str, reserved: float, spent: float) -> None:
+        ray.get(self.handle.settle_spend.remote(who, day, reserved, spent), timeout=CALL_TIMEOUT_SECONDS)
+
+    def spent(self, who: str, day: str) -> float:
+        return cast(float, ray.get(self.handle.spent.remote(who, day), timeout=CALL_TIMEOUT_SECONDS))

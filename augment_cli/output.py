@@ -215,10 +215,14 @@ def print_keys(keys: list[ApiKey]) -> None:
     if not keys:
         print("no API keys")
         return
-    print(f"{'prefix':<13} {'user':<18} {'name':<20} {'state':<8} {'expires':<16} last used")
+    # Rate and daily spend cap: the key's own, or '-' for the gateway's defaults.
+    print(f"{'prefix':<13} {'user':<18} {'name':<20} {'state':<8} {'rate/min':>8} {'USD/day':>9} {'expires':<16}"
+          " last used")
     for k in keys:
-        print(f"{k.prefix:<13} {k.user:<18} {k.name[:20]:<20} {k.state:<8} {_when(k.expires_at):<16} "
-              f"{_when(k.last_used_at)}")
+        rate = "-" if k.rate_per_minute is None else str(k.rate_per_minute)
+        spend = "-" if k.daily_spend_usd is None else f"{k.daily_spend_usd:g}"
+        print(f"{k.prefix:<13} {k.user:<18} {k.name[:20]:<20} {k.state:<8} {rate:>8} {spend:>9} "
+              f"{_when(k.expires_at):<16} {_when(k.last_used_at)}")
 
 
 def print_audit(entries: list[AuditEntry]) -> None:

@@ -15,7 +15,7 @@ import sys
 from augment_cli.common import EXIT_OK, EXIT_USAGE, CommandError, SubParsers, add_json_flag, positive_int
 from augment_cli.output import print_audit, print_json, print_keys, print_users
 from augment_core.audit import list_entries, local_actor, record
-from augment_core.identity import Identity, IdentityError, Role
+from augment_core.identity import MAX_DAILY_SPEND_USD, Identity, IdentityError, Role
 from augment_core.settings import Settings
 from augment_core.store import open_store, utcnow
 
@@ -85,8 +85,10 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
         if args.action == "create":
             expires = utcnow() + dt.timedelta(days=args.days) if args.days else None
-            key, secret = identity.create_key(args.user, args.name, expires, args.rate)
-            record(store, local_actor(), "key.create", key.prefix, detail=f"for {key.user}: {key.name}")
+            key, secret = identity.create_key(args.user, args.name, expires, args.rate, args.daily_spend_usd)
+            limits = (f", {key.rate_per_minute}/min" if key.rate_per_minute is not None else "") + (
+                f", {key.daily_spend_usd:g} USD/day" if key.daily_spend_usd is not None else "")
+            record(store, local_actor(), "key.create", key.prefix, detail=f"for {key.user}: {key.name}{limits}")
             print(f"API key {key.prefix} for {key.user} ({key.name})"
                   + (f", expires {key.expires_at:%Y-%m-%d %H:%M} UTC" if key.expires_at else "")
                   + ". It is shown this once; send it as 'Authorization: Bearer <key>':", file=sys.stderr)
@@ -98,7 +100,20 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
               f"{settings.auth_cache_seconds:g}s")
         return EXIT_OK
     except IdentityError as exc:
+        if args.action != "list":  # refused changes are audited too
+            target = args.prefix if args.action == "revoke" else f"for {args.user}"
+            record(store, local_actor(), f"key.{args.action}", target, "refused", str(exc))
         raise CommandError(str(exc), EXIT_USAGE) from None
+
+
+def spend_usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of USD") from None
+    if not 0 <= value <= MAX_DAILY_SPEND_USD:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"a daily spend must be 0-{MAX_DAILY_SPEND_USD:g} USD")
+    return value
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
@@ -158,6 +173,9 @@ def add_parsers(sub: SubParsers) -> None:
     a.add_argument("--days", type=positive_int, default=None, help="expire after this many days (default: never)")
     a.add_argument("--rate", type=positive_int, default=None, help="requests/minute for this key (default: the "
                                                                     "gateway's AUGMENT_API_RATE_PER_MINUTE)")
+    a.add_argument("--daily-spend-usd", type=spend_usd, default=None, metavar="USD",
+                   help="provider spend per UTC day of this key's online calls and review reruns (default: the"
+                        " gateway's AUGMENT_API_DAILY_SPEND_USD); 0: no paid provider calls")
     a = actions.add_parser("list", help="keys with prefix, user, state and last use (never the secret)")
     a.add_argument("--user", default=None)
     add_json_flag(a)

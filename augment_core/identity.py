@@ -31,6 +31,8 @@ from augment_core.store import (
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 MIN_PASSWORD = 8
 KEY_START = "aug_"
+MAX_SECRET = 200  # longer than any key or session token we hand out: refused unhashed
+MAX_DAILY_SPEND_USD = 1_000_000.0
 # Last use is written at most this often per key, not on every request.
 LAST_USED_EVERY = dt.timedelta(seconds=60)
 _hasher = PasswordHasher()
@@ -70,6 +72,7 @@ class ApiKey(BaseModel):
     user: str
     name: str
     rate_per_minute: int | None
+    daily_spend_usd: float | None = None  # null: the gateway's default
     created_at: dt.datetime
     expires_at: dt.datetime | None
     last_used_at: dt.datetime | None
@@ -89,9 +92,10 @@ class Principal(BaseModel):
 
     user: str
     role: Role
-    via: Literal["key", "session", "local"]
+    via: Literal["key", "session"]  # the CLI, which needs neither, names itself with audit.local_actor
     key_prefix: str | None = None
     rate_per_minute: int | None = None  # the key's own limit, if it has one
+    daily_spend_usd: float | None = None  # the key's own daily provider spend cap, if it has one
     csrf_token: str | None = None  # a session's token, which its state-changing requests must carry
 
     @property
@@ -182,7 +186,8 @@ class Identity:
 
     # API keys -------------------------------------------------------------------------------
     def create_key(self, user: str, name: str, expires_at: dt.datetime | None = None,
-                   rate_per_minute: int | None = None) -> tuple[ApiKey, str]:
+                   rate_per_minute: int | None = None,
+                   daily_spend_usd: float | None = None) -> tuple[ApiKey, str]:
         """A new key for `user`: its listing and its secret, which exists nowhere else afterwards."""
         owner = self.get_user(user)
         if owner.disabled:
@@ -193,12 +198,14 @@ class Identity:
             raise IdentityError(f"expiry {expires_at.isoformat()} is in the past")
         if rate_per_minute is not None and rate_per_minute < 1:
             raise IdentityError("a key's rate must be at least 1 request per minute")
+        if daily_spend_usd is not None and not 0 <= daily_spend_usd <= MAX_DAILY_SPEND_USD:
+            raise IdentityError(f"a key's daily spend must be 0-{MAX_DAILY_SPEND_USD:g} USD")
         prefix = KEY_START + secrets.token_hex(4)
         secret = f"{prefix}_{secrets.token_urlsafe(32)}"
         with self.engine.begin() as conn:
             conn.execute(api_keys_table.insert().values(
                 prefix=prefix, key_hash=digest(secret), user_name=user, name=name, created_at=utcnow(),
-                expires_at=expires_at, rate_per_minute=rate_per_minute,
+                expires_at=expires_at, rate_per_minute=rate_per_minute, daily_spend_usd=daily_spend_usd,
             ))
         return self.get_key(prefix), secret
 
@@ -228,27 +235,19 @@ class Identity:
 
     def resolve_key(self, secret: str) -> Principal | None:
         """The key's principal when it is active and its user enabled; None otherwise."""
-        if not secret.startswith(KEY_START) or len(secret) > 200:
+        if not secret.startswith(KEY_START):
             return None
-        keys, users = api_keys_table, users_table
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(keys, users.c.role, users.c.disabled)
-                .join(users, users.c.name == keys.c.user_name)
-                .where(keys.c.key_hash == digest(secret))
-            ).mappings().first()
-        if row is None or row["disabled"] or row["revoked_at"] is not None:
+        keys = api_keys_table
+        row = self._holder(keys, keys.c.key_hash, secret)
+        if row is None or row["revoked_at"] is not None:
             return None
         now = utcnow()
-        expires = aware(row["expires_at"])
-        if expires is not None and expires <= now:
-            return None
         last = aware(row["last_used_at"])
         if last is None or now - last > LAST_USED_EVERY:
             with self.engine.begin() as conn:
                 conn.execute(keys.update().where(keys.c.prefix == row["prefix"]).values(last_used_at=now))
         return Principal(user=row["user_name"], role=Role(row["role"]), via="key", key_prefix=row["prefix"],
-                         rate_per_minute=row["rate_per_minute"])
+                         rate_per_minute=row["rate_per_minute"], daily_spend_usd=row["daily_spend_usd"])
 
     # login sessions -------------------------------------------------------------------------
     def create_session(self, user: str, lifetime: dt.timedelta) -> tuple[str, Principal]:
@@ -264,18 +263,29 @@ class Identity:
         return token, Principal(user=user, role=owner.role, via="session", csrf_token=csrf)
 
     def resolve_session(self, token: str) -> Principal | None:
-        if not token or len(token) > 200:
-            return None
-        sessions, users = sessions_table, users_table
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(sessions, users.c.role, users.c.disabled)
-                .join(users, users.c.name == sessions.c.user_name)
-                .where(sessions.c.token_hash == digest(token))
-            ).mappings().first()
-        if row is None or row["disabled"] or aware(row["expires_at"]) <= utcnow():  # type: ignore[operator]
+        row = self._holder(sessions_table, sessions_table.c.token_hash, token)
+        if row is None:
             return None
         return Principal(user=row["user_name"], role=Role(row["role"]), via="session", csrf_token=row["csrf_token"])
+
+    def _holder(self, table: sa.Table, hash_column: sa.Column[str], secret: str) -> sa.RowMapping | None:
+        """The row of `table` whose hash is the secret's, with its user's role, when that user is
+        enabled and the row has not expired: what keys and sessions check alike."""
+        if not secret or len(secret) > MAX_SECRET:
+            return None
+        users = users_table
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(table, users.c.role, users.c.disabled)
+                .join(users, users.c.name == table.c.user_name)
+                .where(hash_column == digest(secret))
+            ).mappings().first()
+        if row is None or row["disabled"]:
+            return None
+        expires = aware(row["expires_at"])
+        if expires is not None and expires <= utcnow():
+            return None
+        return row
 
     def end_session(self, token: str) -> None:
         with self.engine.begin() as conn:
@@ -299,6 +309,7 @@ def _user(row: sa.RowMapping) -> User:
 
 def _key(row: sa.RowMapping) -> ApiKey:
     return ApiKey(prefix=row["prefix"], user=row["user_name"], name=row["name"],
-                  rate_per_minute=row["rate_per_minute"], created_at=aware(row["created_at"]),
+                  rate_per_minute=row["rate_per_minute"], daily_spend_usd=row["daily_spend_usd"],
+                  created_at=aware(row["created_at"]),
                   expires_at=aware(row["expires_at"]), last_used_at=aware(row["last_used_at"]),
                   revoked_at=aware(row["revoked_at"]))

@@ -1,13 +1,20 @@
-"""Per-caller request rates and open event streams, counted once for every replica of every app.
+"""Per-caller request rates, open event streams and daily provider spend, counted once for every
+replica of every app.
 
 `KeyQuotas` is the logic (GCRA: each request books 60/rate seconds on the caller's clock, and a
 caller may run `burst` requests ahead of it). The gateway uses it in one named actor on a cluster
 (actors/key_quotas.py), or `RedisQuotas` when Redis is configured, never per process: a per-process
 limit multiplies by the number of replicas.
+
+The spend ledger works like a run's budget (pipelines/inference/budget.py): a provider call first
+reserves the most it could cost, and is not sent when that would take the caller's spending of the
+day (UTC, named by the caller: 'YYYY-MM-DD') past its cap; afterwards the reservation becomes the
+real cost.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -24,6 +31,15 @@ class Quotas(Protocol):
 
     def close_stream(self, who: str) -> None: ...
 
+    def reserve_spend(self, who: str, day: str, usd: float, cap: float) -> bool:
+        """Reserve `usd` of `who`'s spending on `day`; False (reserving nothing) past `cap`."""
+
+    def settle_spend(self, who: str, day: str, reserved: float, spent: float) -> None:
+        """Turn a reservation into what the call really cost."""
+
+    def spent(self, who: str, day: str) -> float:
+        """What `who` spent and holds reserved on `day`."""
+
 
 class KeyQuotas:
     """In memory: the state of the named actor (or of one process, in tests without a cluster)."""
@@ -32,6 +48,8 @@ class KeyQuotas:
         self.clock = clock
         self.tat: dict[str, float] = {}  # the theoretical arrival time of each caller's next request
         self.streams: dict[str, int] = {}
+        self.spend: dict[tuple[str, str], list[float]] = {}  # (who, day) -> [spent, reserved]
+        self.newest_day = ""
 
     def admit(self, who: str, per_minute: int, burst: int) -> float:
         now = self.clock()
@@ -58,6 +76,26 @@ class KeyQuotas:
         else:
             self.streams.pop(who, None)
 
+    def reserve_spend(self, who: str, day: str, usd: float, cap: float) -> bool:
+        if day > self.newest_day:  # a new day: the ledgers before yesterday are done with
+            self.newest_day = day
+            yesterday = (dt.date.fromisoformat(day) - dt.timedelta(days=1)).isoformat()
+            self.spend = {k: v for k, v in self.spend.items() if k[1] >= yesterday}
+        ledger = self.spend.setdefault((who, day), [0.0, 0.0])
+        if ledger[0] + ledger[1] + usd > cap:
+            return False
+        ledger[1] += usd
+        return True
+
+    def settle_spend(self, who: str, day: str, reserved: float, spent: float) -> None:
+        ledger = self.spend.setdefault((who, day), [0.0, 0.0])
+        ledger[0] += spent
+        ledger[1] = max(0.0, ledger[1] - reserved)
+
+    def spent(self, who: str, day: str) -> float:
+        ledger = self.spend.get((who, day), [0.0, 0.0])
+        return ledger[0] + ledger[1]
+
 
 # The same GCRA on Redis's clock, in one script so replicas cannot interleave between read and write.
 _ADMIT = """
@@ -79,6 +117,25 @@ redis.call('INCR', KEYS[1])
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 """
+# The spend ledger: one hash per caller and day, {spent, reserved}, in USD.
+_RESERVE = """
+local spent = tonumber(redis.call('HGET', KEYS[1], 'spent') or '0')
+local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+if spent + reserved + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBYFLOAT', KEYS[1], 'reserved', ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+_SETTLE = """
+local reserved = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0') - tonumber(ARGV[1])
+if reserved < 0 then reserved = 0 end
+redis.call('HSET', KEYS[1], 'reserved', tostring(reserved))
+redis.call('HINCRBYFLOAT', KEYS[1], 'spent', ARGV[2])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+# A day's ledger is kept a day past its end, then Redis forgets it.
+SPEND_TTL_SECONDS = 2 * 86400
 # A replica that died with streams open leaves them counted until this long after the last change.
 STREAM_COUNT_TTL_SECONDS = 3600
 
@@ -89,6 +146,8 @@ class RedisQuotas:
         self.namespace = namespace
         self._admit = self.client.register_script(_ADMIT)
         self._open = self.client.register_script(_OPEN)
+        self._reserve = self.client.register_script(_RESERVE)
+        self._settle = self.client.register_script(_SETTLE)
 
     def admit(self, who: str, per_minute: int, burst: int) -> float:
         wait = self._admit(keys=[f"{self.namespace}:rate:{who}"], args=[60.0 / per_minute, max(burst, 1)])
@@ -101,3 +160,16 @@ class RedisQuotas:
         key = f"{self.namespace}:streams:{who}"
         if int(self.client.decr(key)) <= 0:
             self.client.delete(key)
+
+    def reserve_spend(self, who: str, day: str, usd: float, cap: float) -> bool:
+        return bool(self._reserve(keys=[self._spend_key(who, day)], args=[repr(usd), repr(cap), SPEND_TTL_SECONDS]))
+
+    def settle_spend(self, who: str, day: str, reserved: float, spent: float) -> None:
+        self._settle(keys=[self._spend_key(who, day)], args=[repr(reserved), repr(spent), SPEND_TTL_SECONDS])
+
+    def spent(self, who: str, day: str) -> float:
+        values = self.client.hmget(self._spend_key(who, day), ["spent", "reserved"])
+        return sum(float(v) for v in values if v is not None)
+
+    def _spend_key(self, who: str, day: str) -> str:
+        return f"{self.namespace}:spend:{day}:{who}"

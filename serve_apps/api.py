@@ -12,9 +12,12 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application, Deployment
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from augment_core.settings import Settings
 from serve_apps.api_v1.app import create_app
+
+REPLICA_HEADER = "X-Augment-Replica"
 
 
 class ApiArgs(BaseModel):
@@ -28,6 +31,9 @@ class ApiArgs(BaseModel):
     max_body_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="Larger request bodies are refused with 413."
     )
+    replica_header: bool = Field(
+        default=False, description=f"Name the replica that answered in {REPLICA_HEADER} (to see how load spreads)."
+    )
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=32, ray_actor_options={"num_cpus": 0.2})
@@ -38,9 +44,34 @@ class AugmentApi:
     def __init__(self, args: ApiArgs) -> None:
         self.settings = Settings(workflows_dir=args.workflows_dir) if args.workflows_dir else Settings()
         self.max_body_bytes = args.max_body_bytes
+        self.replica_header = args.replica_header
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.settings, self.max_body_bytes)
+        app = create_app(self.settings, self.max_body_bytes)
+        if self.replica_header:
+            replica = serve.get_replica_context().replica_id.unique_id
+            app.add_middleware(_NameReplica, replica=replica)
+        return app
+
+
+class _NameReplica:
+    """Adds REPLICA_HEADER to every answer (ASGI middleware: streams pass unbuffered)."""
+
+    def __init__(self, app: ASGIApp, replica: str) -> None:
+        self.app, self.value = app, replica.encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (REPLICA_HEADER.lower().encode(),
+                                                                                  self.value)]}
+            await send(message)
+
+        await self.app(scope, receive, named)
 
 
 def build_app(args: dict[str, Any]) -> Application:

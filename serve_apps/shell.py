@@ -43,8 +43,8 @@ class ShellArgs(BaseModel):
     @field_validator("prefix")
     @classmethod
     def _route_or_empty(cls, value: str) -> str:
-        value = value.rstrip("/")
-        if value and not re.match(ROUTE, value):
+        value = value.rstrip("/")  # then the same rule as every app's prefix
+        if not re.match(ROUTE_OR_EMPTY, value):
             raise ValueError(f"prefix {value!r} must be empty or a route such as /augment")
         return value
 

@@ -16,21 +16,23 @@ from pipelines.inference.permits import local_permits
 from pipelines.review.decisions import DecisionLookup
 from pipelines.spec.workflow import WorkflowSpec
 from pipelines.workflows.folder import WorkflowFolder
-from serve_apps.api_v1 import audit, datasets, health, me, reviews, runs, workflows
+from serve_apps.api_v1 import audit, datasets, health, keys, launch, me, reviews, runs, users, workflows
 from serve_apps.api_v1.errors import install_error_handlers
 from serve_apps.gateway.api_auth import Viewer, install_gateway
 from serve_apps.gateway.gate import Gate
 from serve_apps.gateway.pages import HostCheck
+from serve_apps.gateway.spend import CurrentCallerBudget
 
 
 def online_context(settings: Settings) -> Callable[[WorkflowSpec], RunContext]:
     """Online calls share the cluster-wide provider limiters with batch runs (when this process
-    is part of a cluster), ahead of their calls, and the result cache. No budget: budgets bound
-    runs, not requests."""
+    is part of a cluster), ahead of their calls, and the result cache. They spend from their
+    caller's daily ledger (serve_apps/gateway/spend.py), not from a spec's run budget."""
     def context_for(spec: WorkflowSpec) -> RunContext:
         permits = cluster_permits if ray.is_initialized() else local_permits
         return RunContext(providers=spec.providers, settings=settings, permits_for=permits,
-                          decisions=DecisionLookup(settings, spec.name), interactive=True)
+                          budget=CurrentCallerBudget(), decisions=DecisionLookup(settings, spec.name),
+                          interactive=True)
 
     return context_for
 
@@ -47,7 +49,7 @@ def create_app(settings: Settings, max_body_bytes: int) -> FastAPI:
     app.state.settings = settings
     app.state.workflows = WorkflowFolder(settings.workflows_dir, context_for=online_context(settings))
     v1 = APIRouter(prefix="/v1")
-    for module in (health, me, workflows, runs, datasets, reviews, audit):
+    for module in (health, me, workflows, runs, launch, datasets, reviews, audit, users, keys):
         v1.include_router(module.router)
     app.include_router(v1)
     _document(app)

@@ -4,39 +4,50 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 
+from augment_core.identity import Principal
+from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
 from pipelines.operations.diff import as_json, diff_versions
 from serve_apps.api_v1.deps import SettingsDep, StoreDep
+from serve_apps.api_v1.redact import sees_paths
 from serve_apps.api_v1.schemas import DatasetVersionOut
 from serve_apps.gateway.api_auth import Viewer
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+DatasetName = Annotated[str, Path(min_length=1, max_length=200, description="The dataset's name.")]
+MAX_VERSION = 2**31 - 1  # what the catalogue's INTEGER column holds: a larger one is a 422, not a database error
+
+
+def shown(version: DatasetVersionOut, caller: Principal, settings: Settings) -> DatasetVersionOut:
+    """A viewer sees no filesystem path (serve_apps/api_v1/redact.py)."""
+    return version if sees_paths(caller) else version.without_paths(settings.storage_root)
 
 
 @router.get("", response_model=list[DatasetVersionOut])
-def list_versions(_: Viewer, store: StoreDep) -> list[DatasetVersionOut]:
+def list_versions(caller: Viewer, settings: SettingsDep, store: StoreDep) -> list[DatasetVersionOut]:
     """Every version of every dataset, by dataset then version."""
-    return [DatasetVersionOut.from_version(v) for v in store.list_dataset_versions()]
+    return [shown(DatasetVersionOut.from_version(v), caller, settings) for v in store.list_dataset_versions()]
 
 
 @router.get("/{dataset}", response_model=list[DatasetVersionOut], responses={404: {"description": "No such dataset"}})
-def dataset_versions(dataset: str, _: Viewer, store: StoreDep) -> list[DatasetVersionOut]:
+def dataset_versions(dataset: DatasetName, caller: Viewer, settings: SettingsDep,
+                     store: StoreDep) -> list[DatasetVersionOut]:
     versions = store.list_dataset_versions(dataset)
     if not versions:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no dataset {dataset!r}")
-    return [DatasetVersionOut.from_version(v) for v in versions]
+    return [shown(DatasetVersionOut.from_version(v), caller, settings) for v in versions]
 
 
 @router.get("/{dataset}/diff", responses={404: {"description": "No such dataset or version"}})
 def diff(
-    dataset: str,
+    dataset: DatasetName,
     _: Viewer,
     settings: SettingsDep,
     store: StoreDep,
-    v1: Annotated[int, Query(ge=1, description="The earlier version.")],
-    v2: Annotated[int, Query(ge=1, description="The later version.")],
+    v1: Annotated[int, Query(ge=1, le=MAX_VERSION, description="The earlier version.")],
+    v2: Annotated[int, Query(ge=1, le=MAX_VERSION, description="The later version.")],
     limit: Annotated[int, Query(ge=1, le=1000, description="Records of each kind listed.")] = 20,
     with_provenance: Annotated[bool, Query(description="Compare the *_provenance columns too.")] = False,
 ) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 
 from augment_core.audit import record
@@ -19,7 +19,8 @@ from pipelines.operations import review_actions
 from serve_apps.api_v1.deps import SettingsDep, StoreDep, WorkflowsDep
 from serve_apps.api_v1.errors import JsonBodyRoute
 from serve_apps.api_v1.schemas import ReviewEdit, ReviewItemOut, ReviewPage
-from serve_apps.gateway.api_auth import Operator, Viewer
+from serve_apps.gateway.api_auth import Operator, Viewer, get_gate
+from serve_apps.gateway.spend import SpendCapReached, open_spend, spending
 
 router = APIRouter(prefix="/reviews", tags=["reviews"], route_class=JsonBodyRoute)
 # Ids the database's BIGINT holds: a larger one is a 422, not a database error.
@@ -37,10 +38,10 @@ def _out(item: ReviewItem) -> ReviewItemOut:
 def list_queue(
     _: Viewer,
     store: StoreDep,
-    dataset: Annotated[str | None, Query(description="Only items of this dataset.")] = None,
+    dataset: Annotated[str | None, Query(max_length=200, description="Only items of this dataset.")] = None,
     state: Annotated[Literal["pending", "accepted", "edited", "rejected"] | None, Query()] = None,
-    run_id: Annotated[str | None, Query(description="Only items this run proposed.")] = None,
-    workflow: Annotated[str | None, Query()] = None,
+    run_id: Annotated[str | None, Query(max_length=64, description="Only items this run proposed.")] = None,
+    workflow: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> ReviewPage:
@@ -80,11 +81,23 @@ def edit(item_id: ItemId, body: ReviewEdit, caller: Operator, settings: Settings
 
 @router.post("/{item_id}/rerun", response_model=ReviewItemOut,
              responses={404: {"description": "No such item"},
-                        409: {"description": "The record cannot be augmented again (workflow gone or broken)"}})
-def rerun(item_id: ItemId, caller: Operator, settings: SettingsDep, store: StoreDep,
+                        409: {"description": "The record cannot be augmented again (workflow gone or broken)"},
+                        429: {"description": "The caller's daily provider spend cap is used up"}})
+def rerun(item_id: ItemId, caller: Operator, request: Request, settings: SettingsDep, store: StoreDep,
           workflows: WorkflowsDep) -> ReviewItemOut:
-    """Augment the record again now with the workflow; the result is the new proposal, pending."""
-    return _act(store, caller, "review.rerun", item_id, lambda: review_actions.rerun(settings, workflows, item_id))
+    """Augment the record again now with the workflow; the result is the new proposal, pending.
+    Its provider calls spend from the caller's daily cap, like an online augment."""
+    try:
+        spend = open_spend(get_gate(request), caller)
+    except SpendCapReached as exc:
+        record(store, caller.label, "review.rerun", f"review item {item_id}", "refused", str(exc))
+        raise
+
+    def rerun_spending() -> ReviewItem:
+        with spending(spend):
+            return review_actions.rerun(settings, workflows, item_id)
+
+    return _act(store, caller, "review.rerun", item_id, rerun_spending)
 
 
 def _act(store: StoreDep, caller: Principal, action: str, item_id: int, do: Callable[[], ReviewItem]) -> ReviewItemOut:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from actors.runs import CancelError, cancel_run, read_run
 from augment_core.audit import record
 from augment_core.events import Event, follow_run
+from augment_core.identity import Principal
+from augment_core.settings import Settings
 from serve_apps.api_v1.deps import SettingsDep, StoreDep
+from serve_apps.api_v1.redact import hide_paths, sees_paths
 from serve_apps.api_v1.schemas import RunOut
 from serve_apps.gateway.api_auth import Operator, Refusal, Viewer, get_gate
 
@@ -23,22 +28,26 @@ MAX_SEQ = 2**63 - 1  # what the event tables' BIGINT holds
 
 @router.get("", response_model=list[RunOut])
 def list_runs(
-    _: Viewer,
+    caller: Viewer,
     settings: SettingsDep,
     store: StoreDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    workflow: Annotated[str | None, Query(description="Only runs of this workflow.")] = None,
+    workflow: Annotated[str | None, Query(max_length=100, description="Only runs of this workflow.")] = None,
 ) -> list[RunOut]:
-    """Newest first. Runs whose driver died are failed first, so none shows 'running' forever."""
-    store.reap_stale_runs(settings.stale_after_seconds)
-    return [RunOut.from_record(r) for r in store.list_runs(limit=limit, workflow=workflow)]
+    """Newest first. Runs whose driver died show 'failed' once the cluster's reaper failed them."""
+    return [shown(RunOut.from_record(r), caller, settings) for r in store.list_runs(limit=limit, workflow=workflow)]
+
+
+def shown(run: RunOut, caller: Principal, settings: Settings) -> RunOut:
+    """The run as `caller` may see it: a viewer sees no filesystem path (serve_apps/api_v1/redact.py)."""
+    return run if sees_paths(caller) else run.without_paths(settings.storage_root)
 
 
 @router.get("/{run_id}", response_model=RunOut, responses={404: {"description": "No such run"}})
-def get_run(run_id: RunId, _: Viewer, settings: SettingsDep) -> RunOut:
+def get_run(run_id: RunId, caller: Viewer, settings: SettingsDep) -> RunOut:
     """One run by id (or unambiguous prefix), with live step progress while it runs."""
     try:
-        return RunOut.from_record(read_run(settings, run_id))
+        return shown(RunOut.from_record(read_run(settings, run_id)), caller, settings)
     except KeyError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
 
@@ -86,7 +95,6 @@ def run_events(
     run.finished. A reconnect with Last-Event-ID (or ?after=) resumes right after that event.
     Each caller holds at most `max_streams_per_caller` streams open (429 beyond), and a stream
     with no event for `stream_idle_seconds` closes: an EventSource reconnects where it left off."""
-    store.reap_stale_runs(settings.stale_after_seconds)
     try:
         found = store.find_run(run_id).id
     except KeyError as exc:
@@ -97,31 +105,48 @@ def run_events(
         raise Refusal(429, f"{cap} event streams are open for {caller.user} already: close one first",
                       headers={"Retry-After": str(KEEPALIVE_SECONDS)})
 
+    paths = sees_paths(caller)
+
     async def frames() -> AsyncIterator[str]:
         # Each look at the bus is a quick read in a worker thread; the waits between are asyncio
         # sleeps, so open streams do not hold the threads that the API's other endpoints run on.
         quiet = idle = 0.0
         start = last_event_id if last_event_id is not None else after
         batches = follow_run(settings, found, start, follow=True, block_seconds=0)
+        while (events := await asyncio.to_thread(next, batches, None)) is not None:
+            quiet, idle = (0.0, 0.0) if events else (quiet + POLL_SECONDS, idle + POLL_SECONDS)
+            if idle >= settings.stream_idle_seconds:
+                yield ": idle, closing; reconnect with Last-Event-ID to go on\n\n"
+                return
+            if quiet >= KEEPALIVE_SECONDS:  # one empty look a second while nothing happens
+                quiet = 0.0
+                yield ": keep-alive\n\n"
+            for event in events:
+                yield _frame(event, paths)
+            if not events:
+                await asyncio.sleep(POLL_SECONDS)
+
+    return CountedStream(frames(), release=lambda: gate.close_stream(caller.quota_id), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+class CountedStream(StreamingResponse):
+    """A stream counted open (Gate.open_stream) that gives its count back however it ends: body
+    done, sending failed, or the client gone before the first event — then the body's generator
+    never starts, and a `finally` inside it would never run."""
+
+    def __init__(self, content: AsyncIterator[str], release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            while (events := await asyncio.to_thread(next, batches, None)) is not None:
-                quiet, idle = (0.0, 0.0) if events else (quiet + POLL_SECONDS, idle + POLL_SECONDS)
-                if idle >= settings.stream_idle_seconds:
-                    yield ": idle, closing; reconnect with Last-Event-ID to go on\n\n"
-                    return
-                if quiet >= KEEPALIVE_SECONDS:  # one empty look a second while nothing happens
-                    quiet = 0.0
-                    yield ": keep-alive\n\n"
-                for event in events:
-                    yield _frame(event)
-                if not events:
-                    await asyncio.sleep(POLL_SECONDS)
+            await super().__call__(scope, receive, send)
         finally:
-            await asyncio.to_thread(gate.close_stream, caller.quota_id)
-
-    return StreamingResponse(frames(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            with anyio.CancelScope(shield=True):  # a cancelled request still gives its count back
+                await anyio.to_thread.run_sync(self.release)
 
 
-def _frame(event: Event) -> str:
-    return f"id: {event.seq}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n"
+def _frame(event: Event, paths: bool) -> str:
+    data = event.model_dump_json()
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {data if paths else hide_paths(data)}\n\n"

@@ -5,12 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from augment_core.identity import MAX_DAILY_SPEND_USD, MIN_PASSWORD, USER_NAME, ApiKey, Role, User
 from augment_core.store import DatasetVersion, RunRecord, StepState
 from pipelines.workflows.folder import WorkflowEntry
+from serve_apps.api_v1.redact import hide_paths, public_path, public_paths_in
 
 MAX_RECORDS = 1000
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # a workflow's name
+RoleName = Literal["viewer", "operator", "admin"]
 
 
 class Health(BaseModel):
@@ -81,12 +85,21 @@ class InvalidRecord(BaseModel):
     errors: list[FieldError]
 
 
+class SpendOut(BaseModel):
+    """What this request's provider calls cost, against the caller's daily cap."""
+
+    request_usd: float = Field(description="The cost of this request's provider calls.")
+    cap_usd: float = Field(description="The caller's cap per UTC day (the key's own, or the gateway's default).")
+    cap_reached: bool = Field(description="A call was refused by the cap: its records are 'skipped: budget'.")
+
+
 class AugmentResponse(BaseModel):
     workflow: str
     version: int
     counts: Counts
     records: list[dict[str, Any]] = Field(description="The valid records, augmented, in request order.")
     invalid: list[InvalidRecord]
+    spend: SpendOut
 
 
 class RunStepOut(BaseModel):
@@ -116,6 +129,11 @@ class DatasetVersionOut(BaseModel):
     def from_version(cls, version: DatasetVersion) -> "DatasetVersionOut":
         return cls(**version.model_dump(exclude={"schema_"}), columns=version.schema_)
 
+    def without_paths(self, storage_root: str) -> "DatasetVersionOut":
+        """As viewers see it (serve_apps/api_v1/redact.py)."""
+        return self.model_copy(update={"path": public_path(self.path, storage_root),
+                                       "imported_from": hide_paths(self.imported_from)})
+
 
 class RunOut(BaseModel):
     id: str
@@ -140,6 +158,24 @@ class RunOut(BaseModel):
         data = record.model_dump(exclude={"heartbeat_at", "steps"})
         steps = [RunStepOut.from_state(s) for s in record.steps]
         return cls(**data, steps=steps, duration_seconds=record.duration_seconds)
+
+    def without_paths(self, storage_root: str) -> "RunOut":
+        """As viewers see it (serve_apps/api_v1/redact.py): the spec's file name, output paths
+        relative to the storage root, no absolute path in errors."""
+        return self.model_copy(update={
+            "spec_path": public_path(self.spec_path),
+            "output": public_paths_in(self.output, storage_root),
+            "error": hide_paths(self.error),
+            "steps": [s.model_copy(update={"error": hide_paths(s.error)}) for s in self.steps],
+        })
+
+
+class RunStart(BaseModel):
+    """A run of a workflow of the API's workflows folder, by its name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str = Field(pattern=NAME, description="The workflow's `name` (see GET /v1/workflows).")
 
 
 class ReviewItemOut(BaseModel):
@@ -179,9 +215,72 @@ class ReviewEdit(BaseModel):
 
 class CallerOut(BaseModel):
     user: str
-    role: Literal["viewer", "operator", "admin"]
-    via: Literal["key", "session", "local"]
+    role: RoleName
+    via: Literal["key", "session"]
     key_prefix: str | None = Field(description="The API key's public start, when the caller used one.")
+
+
+class UserOut(BaseModel):
+    name: str
+    role: RoleName
+    disabled: bool
+    has_password: bool = Field(description="False for a user who uses API keys only.")
+    created_at: dt.datetime
+
+    @classmethod
+    def from_user(cls, user: User) -> "UserOut":
+        return cls(**user.model_dump())
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=USER_NAME.pattern, description="1-100 letters, digits and . _ @ -")
+    role: Role = Role.viewer
+    password: SecretStr | None = Field(default=None, min_length=MIN_PASSWORD, max_length=1000,
+                                       description="Omit for a user who signs in with API keys only.")
+
+
+class RoleChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+
+
+class KeyOut(BaseModel):
+    """A key as listed: never its secret."""
+
+    prefix: str
+    user: str
+    name: str
+    state: Literal["active", "revoked", "expired"]
+    rate_per_minute: int | None = Field(description="Its own request rate; null: the gateway's default.")
+    daily_spend_usd: float | None = Field(description="Its own provider spend cap per UTC day; null: the default.")
+    created_at: dt.datetime
+    expires_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+    @classmethod
+    def from_key(cls, key: ApiKey) -> "KeyOut":
+        return cls(**key.model_dump(), state=key.state)
+
+
+class KeyCreate(BaseModel):
+    """A new key. Only admins name another user or set the key's own rate or spend cap."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, description="What the key is for, e.g. 'crm sync'.")
+    user: str | None = Field(default=None, pattern=USER_NAME.pattern, description="Whose key; default: the caller.")
+    days: int | None = Field(default=None, ge=1, le=3650, description="Expire after this many days; default: never.")
+    rate_per_minute: int | None = Field(default=None, ge=1, le=1_000_000)
+    daily_spend_usd: float | None = Field(default=None, ge=0, le=MAX_DAILY_SPEND_USD)
+
+
+class KeyCreated(BaseModel):
+    key: KeyOut
+    secret: str = Field(description="The key itself: shown this once, stored nowhere (only its hash is kept).")
 
 
 class AuditEntryOut(BaseModel):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, status
+from fastapi import APIRouter, HTTPException, Path, Request, status
 
+from pipelines.augmenters.inference_base import InferenceAugmenter
+from pipelines.engine.inprocess import InProcessEngine
 from pipelines.workflows.folder import WorkflowUnusable
 from serve_apps.api_v1.deps import WorkflowsDep
 from serve_apps.api_v1.errors import JsonBodyRoute
@@ -13,13 +16,16 @@ from serve_apps.api_v1.schemas import (
     AugmentRequest,
     AugmentResponse,
     Counts,
+    SpendOut,
     WorkflowOut,
 )
-from serve_apps.gateway.api_auth import Operator, Viewer
+from serve_apps.gateway.api_auth import Operator, Viewer, get_gate
+from serve_apps.gateway.spend import open_spend, spending
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/workflows", tags=["workflows"], route_class=JsonBodyRoute)
 
-WorkflowName = Annotated[str, Path(description="The workflow's `name` from its spec.")]
+WorkflowName = Annotated[str, Path(max_length=100, description="The workflow's `name` from its spec.")]
 
 
 @router.get("", response_model=list[WorkflowOut])
@@ -28,17 +34,21 @@ def list_workflows(_: Viewer, workflows: WorkflowsDep) -> list[WorkflowOut]:
     try:
         entries = workflows.entries()
     except OSError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"cannot list workflows: {exc}") from exc
+        raise workflows_unreadable(exc) from None
     return [WorkflowOut.from_entry(e) for e in entries]
 
 
 @router.post(
     "/{name}/augment",
     response_model=AugmentResponse,
-    responses={404: {"description": "No such workflow"}, 409: {"description": "The workflow's spec is broken"}},
+    responses={404: {"description": "No such workflow"}, 409: {"description": "The workflow's spec is broken"},
+               429: {"description": "Over the request rate, or the caller's daily provider spend cap is used up"}},
 )
-def augment(name: WorkflowName, body: AugmentRequest, _: Operator, workflows: WorkflowsDep) -> AugmentResponse:
-    """Validate and augment records with the batch path's code; invalid records come back one by one."""
+def augment(name: WorkflowName, body: AugmentRequest, caller: Operator, request: Request,
+            workflows: WorkflowsDep) -> AugmentResponse:
+    """Validate and augment records with the batch path's code; invalid records come back one by one.
+    Provider calls spend from the caller's daily cap: a request once it is used up is refused
+    (429), and records whose calls a request's last dollars do not cover are 'skipped: budget'."""
     try:
         workflow = workflows.online(name)
     except KeyError:
@@ -46,12 +56,28 @@ def augment(name: WorkflowName, body: AugmentRequest, _: Operator, workflows: Wo
     except WorkflowUnusable as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, {"message": str(exc), "errors": exc.errors}) from None
     except OSError as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"cannot read workflows: {exc}") from exc
-    result = workflow.augment(body.records)
+        raise workflows_unreadable(exc) from None
+    # A workflow without provider calls costs nothing: it is not refused at the cap.
+    spend = open_spend(get_gate(request), caller, refuse_at_cap=calls_providers(workflow))
+    with spending(spend):
+        result = workflow.augment(body.records)
     return AugmentResponse(
         workflow=workflow.spec.name,
         version=workflow.spec.version,
         counts=Counts(in_=len(body.records), valid=len(result.records), quarantined=len(result.invalid)),
         records=result.records,
         invalid=result.invalid,
+        spend=SpendOut(request_usd=round(spend.spent_usd, 8), cap_usd=spend.cap, cap_reached=spend.exhausted),
     )
+
+
+def workflows_unreadable(exc: OSError) -> HTTPException:
+    """503 for a workflows folder that cannot be read; its path and the error stay in the log."""
+    log.warning("workflows folder unreadable: %s", exc)
+    what = "does not exist" if isinstance(exc, FileNotFoundError) else f"cannot be read ({type(exc).__name__})"
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                         f"the workflows folder (AUGMENT_WORKFLOWS_DIR) {what}; the API's log has its path")
+
+
+def calls_providers(workflow: InProcessEngine) -> bool:
+    return any(isinstance(step, InferenceAugmenter) and step.calls_provider for step in workflow.chain)

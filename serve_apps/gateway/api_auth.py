@@ -17,8 +17,11 @@ from fastapi import Depends, FastAPI, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
+from augment_core.audit import record
 from augment_core.identity import Principal, Role
-from serve_apps.gateway.gate import COOKIE, CSRF_HEADER, SAFE_METHODS, Gate
+from augment_core.store import open_store
+from serve_apps.gateway.gate import COOKIE, CSRF_HEADER, QUOTA_RETRY_SECONDS, SAFE_METHODS, Gate, QuotaUnavailable
+from serve_apps.gateway.spend import SpendCapReached
 
 bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
                     description="An API key: `augment keys create USER NAME` prints one, once.")
@@ -30,7 +33,7 @@ session_cookie = APIKeyCookie(name=COOKIE, auto_error=False, scheme_name="sessio
 class Refusal(Exception):
     """An answer of the gateway: 401, 403 or 429 with a JSON body saying why."""
 
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None, **extra: str) -> None:
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None, **extra: object) -> None:
         super().__init__(detail)
         self.status, self.detail, self.headers, self.extra = status, detail, headers or {}, extra
 
@@ -50,11 +53,14 @@ def requires(role: Role) -> Callable[..., Principal]:
         gate = get_gate(request)
         principal = authenticate(gate, credentials, session)
         if not principal.role.allows(role):
-            raise Refusal(403, f"this needs the {role.value} role (or above); {principal.user} is "
-                               f"{principal.role.value}", needed_role=role.value, role=principal.role.value)
+            reason = f"this needs the {role.value} role (or above); {principal.user} is {principal.role.value}"
+            audit_denied(gate, request, principal, reason)
+            raise Refusal(403, reason, needed_role=role.value, role=principal.role.value)
         if principal.via == "session" and request.method not in SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
-            if not (principal.csrf_token and hmac.compare_digest(sent, principal.csrf_token)):
+            # bytes: a non-ASCII header value is a mismatch, not a TypeError (500)
+            if not (principal.csrf_token and hmac.compare_digest(sent.encode(), principal.csrf_token.encode())):
+                audit_denied(gate, request, principal, f"no valid {CSRF_HEADER}")
                 raise Refusal(403, f"a request with the session cookie must carry the session's {CSRF_HEADER}"
                                    " header (GET /session of the shell gives it)")
         per_minute = principal.rate_per_minute or gate.settings.api_rate_per_minute
@@ -66,6 +72,15 @@ def requires(role: Role) -> Callable[..., Principal]:
         return principal
 
     return caller
+
+
+def audit_denied(gate: Gate, request: Request, principal: Principal, reason: str) -> None:
+    """A known caller refused a change (by role or CSRF) is audited; refused reads are not (they change
+    nothing, and would flood the log)."""
+    if request.method in SAFE_METHODS:
+        return
+    record(open_store(gate.settings), principal.label, "access.denied", f"{request.method} {request.url.path}",
+           "refused", reason)
 
 
 def authenticate(gate: Gate, credentials: HTTPAuthorizationCredentials | None, session: str | None) -> Principal:
@@ -95,6 +110,21 @@ async def _refused(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status, headers=exc.headers)
 
 
+async def _quota_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(QUOTA_RETRY_SECONDS)})
+
+
+async def _spend_cap_reached(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SpendCapReached)
+    return JSONResponse(
+        {"detail": str(exc), "spent_usd": round(exc.spent, 6), "cap_usd": exc.cap,
+         "resets_at": exc.resets_at.isoformat().replace("+00:00", "Z")},
+        status_code=429, headers={"Retry-After": str(exc.retry_after)},
+    )
+
+
 def install_gateway(app: FastAPI, gate: Gate) -> None:
     app.state.gate = gate
     app.add_exception_handler(Refusal, _refused)
+    app.add_exception_handler(QuotaUnavailable, _quota_unavailable)
+    app.add_exception_handler(SpendCapReached, _spend_cap_reached)

@@ -20,7 +20,17 @@ from augment_core.store import open_store
 COOKIE = "augment_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+QUOTA_RETRY_SECONDS = 5  # what a refusal for an unanswering quota store asks the caller to wait
 log = logging.getLogger(__name__)
+
+
+class QuotaUnavailable(Exception):
+    """The shared quota store (Redis, or the cluster's actor) did not answer, so a limit cannot be
+    checked: the request is refused (503), because a limit that fails open limits nothing. The
+    message names no host and quotes no driver error; the replica's log has the error's type."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} cannot be checked right now (the quota store does not answer); try again shortly")
 
 
 class Gate:
@@ -73,27 +83,48 @@ class Gate:
         return self._quotas
 
     def admit(self, who: str, per_minute: int, burst: int) -> float:
-        """Seconds to wait (0: go). A quota store that cannot answer lets the request through, logged:
-        an outage of Redis must not take the API down with it."""
+        """Seconds to wait (0: go); QuotaUnavailable when the quota store cannot answer."""
         try:
             return self.quotas().admit(who, per_minute, burst)
         except Exception as exc:  # noqa: BLE001 - Redis or actor errors of any kind
             log.warning("rate limit not checked for %s: %s", who, type(exc).__name__)
-            return 0.0
-
+            raise QuotaUnavailable("the request rate") from None
 
     def open_stream(self, who: str, cap: int) -> bool:
+        """Whether `who` may open one more event stream (and it is counted); QuotaUnavailable as admit."""
         try:
             return self.quotas().open_stream(who, cap)
-        except Exception as exc:  # noqa: BLE001 - as admit: an outage lets the stream open, logged
+        except Exception as exc:  # noqa: BLE001 - as admit
             log.warning("open streams not counted for %s: %s", who, type(exc).__name__)
-            return True
+            raise QuotaUnavailable("the open event streams") from None
 
     def close_stream(self, who: str) -> None:
         try:
             self.quotas().close_stream(who)
         except Exception as exc:  # noqa: BLE001
             log.warning("closed stream not counted for %s: %s", who, type(exc).__name__)
+
+    def spent(self, who: str, day: str) -> float:
+        """What `who` spent (and holds reserved) on providers on `day`; QuotaUnavailable as admit."""
+        try:
+            return self.quotas().spent(who, day)
+        except Exception as exc:  # noqa: BLE001 - as admit
+            log.warning("daily spend not read for %s: %s", who, type(exc).__name__)
+            raise QuotaUnavailable("the daily provider spend") from None
+
+    def reserve_spend(self, who: str, day: str, usd: float, cap: float) -> bool:
+        """A reservation on `who`'s daily ledger; False past the cap and when the store cannot answer."""
+        try:
+            return self.quotas().reserve_spend(who, day, usd, cap)
+        except Exception as exc:  # noqa: BLE001 - refused: no call is sent unaccounted
+            log.warning("daily spend not reserved for %s: %s", who, type(exc).__name__)
+            return False
+
+    def settle_spend(self, who: str, day: str, reserved: float, spent: float) -> None:
+        try:
+            self.quotas().settle_spend(who, day, reserved, spent)
+        except Exception as exc:  # noqa: BLE001 - the call happened; its cost is lost from the ledger, logged
+            log.warning("daily spend of %.6f USD not booked for %s: %s", spent, who, type(exc).__name__)
 
 
 def host_allowed(settings: Settings, host_header: str | None) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hmac
 import html
 from typing import Annotated
 
@@ -18,8 +17,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from augment_core.audit import record
 from augment_core.store import open_store
-from serve_apps.gateway.gate import COOKIE, Gate, same_origin
-from serve_apps.gateway.pages import LOGIN_PATH
+from serve_apps.gateway.gate import COOKIE, QUOTA_RETRY_SECONDS, Gate, QuotaUnavailable, same_origin
+from serve_apps.gateway.pages import LOGIN_PATH, tokens_match
 
 LOGIN_RATE_PER_MINUTE, LOGIN_BURST = 10, 5  # per user name: guessing passwords takes forever
 
@@ -79,7 +78,12 @@ def login_router(gate: Gate, prefix: str) -> APIRouter:
         target = safe_next(prefix, next)
         if not same_origin(request.headers):  # login CSRF: a foreign page signing the browser in as someone else
             return login_page(prefix, target, "Sign-in refused: the form came from another site.", 403)
-        wait = await asyncio.to_thread(gate.admit, f"login:{username}", LOGIN_RATE_PER_MINUTE, LOGIN_BURST)
+        try:
+            wait = await asyncio.to_thread(gate.admit, f"login:{username}", LOGIN_RATE_PER_MINUTE, LOGIN_BURST)
+        except QuotaUnavailable:  # attempts that cannot be counted are not let through
+            page = login_page(prefix, target, "Sign-in is unavailable for a moment: try again shortly.", 503)
+            page.headers["Retry-After"] = str(QUOTA_RETRY_SECONDS)
+            return page
         if wait > 0:
             return login_page(prefix, target, f"Too many attempts for {username}: wait {wait:.0f} s.", 429)
         identity = gate.identity()
@@ -104,7 +108,7 @@ def login_router(gate: Gate, prefix: str) -> APIRouter:
         token = request.cookies.get(COOKIE)
         principal = await asyncio.to_thread(gate.from_session, token) if token else None
         if principal is not None:
-            if not (principal.csrf_token and hmac.compare_digest(csrf_token, principal.csrf_token)):
+            if not tokens_match(csrf_token, principal.csrf_token):
                 return JSONResponse({"detail": "logout needs the session's CSRF token"}, status_code=403)
             assert token is not None
             await asyncio.to_thread(gate.identity().end_session, token)

@@ -3,12 +3,17 @@
 `HostCheck` refuses a Host header that is not configured (DNS rebinding: a page of another site
 that resolves its own name to 127.0.0.1). `PageGuard` lets a request through only with a live
 login session of a role the page allows: a browser without one is sent to the login page, anything
-else gets 401; a state-changing request must come from our own origin.
+else gets 401. A state-changing request (Gradio's queue joins, uploads, cancels: any method but
+GET, HEAD and OPTIONS) must come from our own origin *and* carry the session's CSRF token in
+`X-CSRF-Token`; every panel's page sends it on its own requests (serve_apps/gateway/panels.py).
+Panels take sessions only, never API keys: programs use the API. WebSockets are refused (no panel
+uses one, and a browser's WebSocket cannot carry the token).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import html
 import json
 from urllib.parse import quote
@@ -19,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from augment_core.identity import Principal, Role
 from augment_core.settings import Settings
-from serve_apps.gateway.gate import COOKIE, SAFE_METHODS, Gate, host_allowed, same_origin
+from serve_apps.gateway.gate import COOKIE, CSRF_HEADER, SAFE_METHODS, Gate, host_allowed, same_origin
 
 LOGIN_PATH = "/login"
 
@@ -59,7 +64,10 @@ class PageGuard:
         self.login_url = prefix + LOGIN_PATH
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # before accept: the client sees 403
+            return
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request = Request(scope)
@@ -87,11 +95,20 @@ class PageGuard:
         if not principal.role.allows(self.role):
             return refusal_page(403, f"This page needs the {self.role.value} role; {principal.user} is "
                                      f"{principal.role.value}.", request, needed_role=self.role.value)
-        if request.method not in SAFE_METHODS and not same_origin(request.headers):
-            return refusal_page(403, "Cross-site request refused: this page only takes changes from its own site.",
-                                request)
+        if request.method not in SAFE_METHODS:
+            if not same_origin(request.headers):
+                return refusal_page(403, "Cross-site request refused: this page only takes changes from its own site.",
+                                    request)
+            if not tokens_match(request.headers.get(CSRF_HEADER), principal.csrf_token):
+                return refusal_page(403, f"A change needs the session's {CSRF_HEADER} header; reload the page.",
+                                    request)
         request.scope.setdefault("state", {})["principal"] = principal
         return None
+
+
+def tokens_match(sent: str | None, expected: str | None) -> bool:
+    """A constant-time comparison that is False, not an error, for a missing or non-ASCII value."""
+    return bool(sent and expected) and hmac.compare_digest((sent or "").encode(), (expected or "").encode())
 
 
 def refusal_page(status: int, message: str, request: Request, **extra: str) -> Response:

@@ -3,6 +3,7 @@ dashboard's Serve REST API, then used the way a client and a browser would use i
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -60,11 +62,17 @@ def workflows_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def base_url(ray_cluster, workflows_dir: Path) -> Iterator[str]:
+def serve_config(workflows_dir: Path) -> dict[str, Any]:
+    """configs/serve.yaml as this module deploys it."""
     config = deploy.load_config(ROOT / "configs" / "serve.yaml", prefix=PREFIX, port=TEST_SERVE_PORT)
     api = next(app for app in config["applications"] if app["name"] == "api")
     api["args"] = {**(api.get("args") or {}), "workflows_dir": str(workflows_dir)}
-    urls = deploy.deploy(DASHBOARD, config)
+    return config
+
+
+@pytest.fixture(scope="module")
+def base_url(ray_cluster, serve_config: dict[str, Any]) -> Iterator[str]:
+    urls = deploy.deploy(DASHBOARD, serve_config)
     base = f"http://127.0.0.1:{TEST_SERVE_PORT}{PREFIX}"
     assert urls == {"api": f"{base}/api", "runs": f"{base}/ui/runs", "shell": base}
     yield base
@@ -312,6 +320,7 @@ providers:
   fake:
     kind: openai
     base_url: {base_url}
+    allow_hosts: [127.0.0.1]
     model: fake-small
     account: serve_llm_test
     limits: {{requests_per_minute: 600, max_in_flight: 16}}
@@ -426,18 +435,59 @@ def test_the_shell_links_every_panel_and_the_api(base_url: str, signed_in: dict[
             assert http.get(f"{origin}{PREFIX}{path}").status_code == 200, path
 
 
-def test_the_runs_panel_shows_runs_and_steps_in_a_browser(base_url: str, stored_run: str,
-                                                          signed_in: dict[str, str]) -> None:
+def test_cross_site_forms_with_the_session_cookie_are_refused(base_url: str, signed_in: dict[str, str]) -> None:
+    """What a page of another site could make a browser send with our cookie (a form: no custom
+    header), to a panel, to the API and to logout, is refused; with the session's token a change
+    to a panel goes through."""
+    origin = f"http://127.0.0.1:{TEST_SERVE_PORT}"
+    with httpx.Client(timeout=60, follow_redirects=False) as http:
+        sign_in(http, base_url, signed_in)
+        csrf = http.get(f"{base_url}/session").json()["csrf_token"]
+        join = f"{base_url}/ui/runs/gradio_api/queue/join"
+        form = {"data": "[]", "fn_index": "0", "session_hash": "x"}
+        for headers in ({"origin": "https://evil.example"}, {"sec-fetch-site": "cross-site"}, {"origin": origin}):
+            assert http.post(join, data=form, headers=headers).status_code == 403, headers
+            cancel = http.post(f"{base_url}/api/v1/runs/x/cancel", data=form, headers=headers)
+            assert cancel.status_code == 403, headers
+            assert http.post(f"{base_url}/logout", data={}, headers=headers).status_code == 403, headers
+        foreign = {"origin": "https://evil.example", "x-csrf-token": csrf}
+        assert http.post(join, data=form, headers=foreign).status_code == 403
+        body = {"data": [None], "fn_index": 0, "session_hash": "x", "event_data": None, "trigger_id": None}
+        joined = http.post(join, json=body, headers={"origin": origin, "x-csrf-token": csrf})
+        assert joined.status_code == 200 and "event_id" in joined.json(), joined.text
+        assert http.get(f"{base_url}/session").status_code == 200  # none of it signed the user out
+
+
+def test_a_browser_signs_in_uses_the_shell_and_the_runs_panel_and_signs_out(
+        base_url: str, stored_run: str, signed_in: dict[str, str]) -> None:
+    """Headless Chromium: the login page (a wrong password shown as an error), then the shell and the
+    runs panel, two Serve applications under one session; the panel's Gradio actions carry the
+    session's CSRF token (PageGuard refuses them otherwise). Signing out on the shell ends the session
+    for both. AUGMENT_SCREENSHOTS=DIR saves what the browser saw there as PNGs."""
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is missing: apt-get install -y chromium"
         pytest.fail(message) if REQUIRE_SERVICES else pytest.skip(message)
     from playwright.sync_api import expect, sync_playwright
 
+    shots = Path(os.environ["AUGMENT_SCREENSHOTS"]) if os.environ.get("AUGMENT_SCREENSHOTS") else None
+
+    def shoot(page: Any, name: str) -> None:
+        if shots is not None:
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = context.new_page()
             page.goto(f"{base_url}/ui/runs/")  # sent to the login page, and back once signed in
+            expect(page.locator("h1")).to_have_text("Sign in to augment")
+            page.fill("#username", signed_in["username"])
+            page.fill("#password", "not the password")
+            page.click("button[type=submit]")
+            expect(page.get_by_role("alert")).to_have_text("Wrong user name or password.")
+            shoot(page, "login-error")
             page.fill("#username", signed_in["username"])
             page.fill("#password", signed_in["password"])
             page.click("button[type=submit]")
@@ -447,7 +497,11 @@ def test_the_runs_panel_shows_runs_and_steps_in_a_browser(base_url: str, stored_
             expect(row).to_contain_text("failed")
             expect(page.locator("#runs-status")).to_contain_text("most recent run")
 
-            row.get_by_text(stored_run, exact=True).click()
+            csrf = context.request.get(f"{base_url}/session").json()["csrf_token"]
+            with page.expect_response(lambda r: "/gradio_api/queue/join" in r.url) as joined:
+                row.get_by_text(stored_run, exact=True).click()
+            assert joined.value.status == 200
+            assert joined.value.request.headers.get("x-csrf-token") == csrf
             steps = page.locator("#run-steps")
             expect(steps).to_contain_text("normalize_url_1", timeout=15_000)
             expect(steps).to_contain_text("disk full")
@@ -455,8 +509,110 @@ def test_the_runs_panel_shows_runs_and_steps_in_a_browser(base_url: str, stored_
             expect(detail).to_contain_text(f"Run {stored_run} — failed")
             expect(detail).to_contain_text("write failed: disk full")
             expect(detail).to_contain_text("organisations_enriched v3")
+            shoot(page, "runs-panel")
+
+            shell = context.new_page()
+            shell.goto(f"{base_url}/")
+            expect(shell.locator("#user")).to_contain_text(f"{signed_in['username']} · operator")
+            expect(shell.locator("#panels")).to_contain_text("Runs")
+            shoot(shell, "shell")
+            shell.get_by_role("button", name="Sign out").click()
+            shell.wait_for_url(f"{base_url}/login")
+            for url in (f"{base_url}/", f"{base_url}/ui/runs/"):
+                shell.goto(url)
+                expect(shell.locator("h1")).to_have_text("Sign in to augment")
+                assert shell.url.startswith(f"{base_url}/login?next="), shell.url
+            # the panel still open in the first tab: its next action is refused
+            with page.expect_response(lambda r: "/gradio_api/queue/join" in r.url) as refused:
+                page.get_by_role("button", name="Refresh").click()
+            assert refused.value.status == 401
         finally:
             browser.close()
+
+
+class TestTwoApiReplicas:
+    """A second API application at two replicas (the module's `api` stays as it is), each answering
+    which replica it is (X-Augment-Replica); its callers may burst BURST requests, and a
+    replica trusts a key it checked for one second."""
+
+    BURST = 5
+    ENV = {"AUGMENT_API_BURST": str(BURST), "AUGMENT_AUTH_CACHE_SECONDS": "1"}
+
+    @pytest.fixture(scope="class")
+    def replicated(self, base_url: str, serve_config: dict[str, Any]) -> Iterator[str]:
+        config = copy.deepcopy(serve_config)
+        config["applications"].insert(0, {
+            "name": "api-replicated", "route_prefix": f"{PREFIX}/replicated", "import_path": deploy.API_IMPORT_PATH,
+            "args": {"replica_header": True}, "runtime_env": {"env_vars": self.ENV},
+            "deployments": [{"name": "AugmentApi", "num_replicas": 2, "max_ongoing_requests": 32,
+                             "ray_actor_options": {"num_cpus": 0.1}}],
+        })
+        deploy.validate_config(config)
+        deploy.deploy(DASHBOARD, config)
+        try:
+            yield f"http://127.0.0.1:{TEST_SERVE_PORT}{PREFIX}/replicated/v1"
+        finally:
+            deploy.deploy(DASHBOARD, serve_config)  # the module's applications only, as before
+
+    @staticmethod
+    def key(settings: Settings, rate_per_minute: int | None = None) -> tuple[str, str]:
+        from augment_core.identity import Identity, Role
+
+        identity = Identity(open_store(settings))
+        user = identity.create_user(f"replicas-{uuid.uuid4().hex[:6]}", Role.viewer, None)
+        key, secret = identity.create_key(user.name, "replicas", rate_per_minute=rate_per_minute)
+        return key.prefix, secret
+
+    @staticmethod
+    def ask(http: httpx.Client, url: str) -> tuple[str, httpx.Response]:
+        answer = http.get(f"{url}/me")
+        return answer.headers["x-augment-replica"], answer
+
+    def test_a_revoked_key_stops_working_on_every_replica(self, replicated: str, settings: Settings) -> None:
+        from augment_core.identity import Identity
+
+        prefix, secret = self.key(settings)
+        with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {secret}"}) as http:
+            served: set[str] = set()
+            for _ in range(200):  # until both replicas have checked the key (and hold it in their caches)
+                replica, answer = self.ask(http, replicated)
+                assert answer.status_code == 200, answer.text
+                served.add(replica)
+                if len(served) == 2:
+                    break
+            assert len(served) == 2, "every request went to one replica"
+            Identity(open_store(settings)).revoke_key(prefix)  # as `augment keys revoke` does
+            refused: set[str] = set()
+            deadline = time.monotonic() + 60
+            while refused != served and time.monotonic() < deadline:
+                replica, answer = self.ask(http, replicated)
+                if answer.status_code == 401:
+                    refused.add(replica)
+                else:  # within the replica's cache time; never again once it has refused
+                    assert answer.status_code == 200 and replica not in refused, (replica, answer.status_code)
+            assert refused == served, f"still honoured by {served - refused}"
+            after = [self.ask(http, replicated) for _ in range(20)]
+            assert {answer.status_code for _, answer in after} == {401}
+
+    def test_two_replicas_share_one_rate_limit(self, replicated: str, settings: Settings) -> None:
+        """A key of 1 request a minute may burst BURST requests: BURST in all, not BURST per replica."""
+        _, secret = self.key(settings, rate_per_minute=1)
+        answers: dict[str, list[int]] = {}
+        started = time.monotonic()
+        with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {secret}"}) as http:
+            for _ in range(300):  # until each replica has answered more than a burst
+                replica, answer = self.ask(http, replicated)
+                assert answer.status_code in (200, 429), answer.text
+                if answer.status_code == 429:
+                    assert int(answer.headers["retry-after"]) >= 1
+                answers.setdefault(replica, []).append(answer.status_code)
+                if len(answers) == 2 and all(len(codes) > self.BURST for codes in answers.values()):
+                    break
+        elapsed = time.monotonic() - started
+        assert len(answers) == 2 and all(len(codes) > self.BURST for codes in answers.values()), answers
+        admitted = sum(codes.count(200) for codes in answers.values())
+        # one more request a minute after the burst; a limit per replica would have let 2 * BURST through
+        assert self.BURST <= admitted <= self.BURST + 1 + int(elapsed // 60), answers
 
 
 def test_runs_at_once_next_to_the_deployed_apps_all_finish(base_url: str, settings: Settings) -> None:

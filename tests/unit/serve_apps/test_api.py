@@ -82,6 +82,7 @@ def test_a_missing_workflows_folder_is_503_not_an_empty_list(tmp_path: Path) -> 
     client = api_client(settings, max_body_bytes=1024 * 1024)
     response = client.get("/v1/workflows")
     assert response.status_code == 503 and "does not exist" in response.json()["detail"]
+    assert str(tmp_path) not in response.text  # the folder's path is in the log, not in the answer
     assert client.get("/v1/health").json() == {"status": "ok", "store": "ok"}
 
 

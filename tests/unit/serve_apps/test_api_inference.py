@@ -22,6 +22,7 @@ providers:
   fake:
     kind: openai
     base_url: {base_url}
+    allow_hosts: [127.0.0.1]
     model: fake-small
     max_retries: 1
     timeout_seconds: 10

@@ -39,6 +39,17 @@ ROLES = {
     ("POST", "/v1/reviews/{item_id}/edit"): Role.operator,
     ("POST", "/v1/reviews/{item_id}/rerun"): Role.operator,
     ("GET", "/v1/audit"): Role.admin,
+    ("POST", "/v1/runs"): Role.operator,
+    ("POST", "/v1/runs/{run_id}/resume"): Role.operator,
+    ("GET", "/v1/users"): Role.admin,
+    ("POST", "/v1/users"): Role.admin,
+    ("POST", "/v1/users/{name}/role"): Role.admin,
+    ("POST", "/v1/users/{name}/disable"): Role.admin,
+    ("POST", "/v1/users/{name}/enable"): Role.admin,
+    # Everyone manages their own keys; only admins other users' (tests/unit/serve_apps/test_admin_api.py).
+    ("GET", "/v1/keys"): Role.viewer,
+    ("POST", "/v1/keys"): Role.viewer,
+    ("POST", "/v1/keys/{prefix}/revoke"): Role.viewer,
     ("GET", "/openapi.json"): Role.viewer,
     ("GET", "/docs"): Role.viewer,
 }

@@ -1,0 +1,43 @@
+"""What viewers see of filesystem paths: none. A viewer reads runs and datasets, not the server's
+layout, so paths in what they read are cut to what locates the thing without it: a path under the
+storage root becomes relative to it ('datasets/orgs/run-…'), any other one its file name, and
+absolute paths in free text (errors) their last part. Operators and admins, who start runs from
+files on the server, see them whole."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from augment_core.identity import Principal, Role
+
+# An absolute POSIX path in free text: a '/' that starts no URL part (not after a letter, ':' or '/').
+_ABSOLUTE = re.compile(r"(?<![\w:/.~-])(?:/[^\s'\"/,;()\[\]{}]+)+")
+
+
+def sees_paths(principal: Principal) -> bool:
+    return principal.role.allows(Role.operator)
+
+
+def public_path(path: str, storage_root: str | None = None) -> str:
+    """Relative to the storage root when below it, else the last part (the file's name)."""
+    root = storage_root.rstrip("/") + "/" if storage_root else None
+    if root and path.startswith(root):
+        return path[len(root):]
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def hide_paths(text: str | None) -> str | None:
+    if not text:
+        return text
+    return _ABSOLUTE.sub(lambda m: m.group(0).rsplit("/", 1)[-1], text)
+
+
+def public_paths_in(value: Any, storage_root: str) -> Any:
+    """A JSON-like value with every '…path' entry made public, at any depth."""
+    if isinstance(value, dict):
+        return {k: public_path(v, storage_root) if k.endswith("path") and isinstance(v, str)
+                else public_paths_in(v, storage_root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_paths_in(v, storage_root) for v in value]
+    return value
