@@ -93,15 +93,20 @@ def ray_cluster(settings: Settings, tmp_path_factory: pytest.TempPathFactory):
 
     from cluster import local
 
+    # Token auth on, as `augment cluster up` keeps it: every client of the suite (the driver, the
+    # CLI and `ray job submit` in subprocesses, Serve) must present the session's own token.
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(tmp_path_factory.mktemp("ray-auth") / "auth_token")
+    os.environ.pop("RAY_AUTH_MODE", None)
     cluster = local.LocalCluster(
         dashboard_port=TEST_DASHBOARD_PORT, gcs_port=TEST_GCS_PORT,
         client_server_port=TEST_CLIENT_PORT, agent_port=TEST_AGENT_PORT, num_cpus=4,
-        token_auth=False,  # the test cluster is private to this session; README flows keep it on
     )
     if local.is_up(cluster):
         pytest.fail(f"something already listens on {cluster.dashboard_url}: stop it before the tests")
     head = local.start_attached(settings, cluster, tmp_path_factory.mktemp("ray") / "head.log")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
+    local.adopt_auth_mode(cluster.dashboard_url)
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        pytest.fail(f"the test cluster at {cluster.dashboard_url} does not ask for Ray's token")
     try:
         ray.init(address=cluster.gcs_address, logging_level="WARNING")
         yield cluster
