@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         default="127.0.0.1,localhost,[::1]",
         description="Host names the API and panels answer, comma-separated (any port); '*' for any.",
     )
+    cors_origins: str = Field(
+        default="",
+        description="Other sites' origins whose pages may call the API with a key, comma-separated; none when empty.",
+    )
     session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="How long a login lasts.")
     cookie_secure: bool | None = Field(
         default=None, description="Send the session cookie only over https; unset: when the request came by https."
@@ -117,6 +121,10 @@ class Settings(BaseSettings):
     @property
     def host_names(self) -> frozenset[str]:
         return frozenset(h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip())
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     def exported(self) -> dict[str, str]:
         """The settings as AUGMENT_* variables, for processes started on our behalf."""

@@ -21,6 +21,7 @@ from augment_core.identity import Role
 from augment_core.settings import Settings
 from augment_core.store import RunRecord, open_store
 from serve_apps.gateway.panels import mount_panel
+from serve_apps.gateway.redact import run_without_paths
 from serve_apps.shell import ROUTE_OR_EMPTY
 from ui.runs import build_runs_panel
 
@@ -42,10 +43,14 @@ class RunsPanel:
 
     def list_runs(self) -> list[RunRecord]:
         # A read: runs whose driver died are failed by the cluster's reaper (actors/reaper.py).
-        return open_store(self.settings).list_runs(limit=self.args.limit)
+        return [self._shown(r) for r in open_store(self.settings).list_runs(limit=self.args.limit)]
 
     def get_run(self, run_id: str) -> RunRecord:
-        return read_run(self.settings, run_id)
+        return self._shown(read_run(self.settings, run_id))
+
+    def _shown(self, record: RunRecord) -> RunRecord:
+        """No server paths on a page in a browser, whatever the role (serve_apps/gateway/redact.py)."""
+        return run_without_paths(record, self.settings.storage_root)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         blocks = build_runs_panel(self.list_runs, self.get_run, refresh_seconds=self.args.refresh_seconds)

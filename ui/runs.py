@@ -59,8 +59,9 @@ def steps_table(record: RunRecord | None) -> pd.DataFrame:
 
 def run_summary(record: RunRecord) -> str:
     c = record.counts
+    alarm = "⚠️ " if record.status == "failed" or c.get("failed") else ""  # failures stand out, never read as done
     lines = [
-        f"### Run `{record.id}` — **{record.status}**",
+        f"### {alarm}Run `{record.id}` — **{record.status}**",
         f"Workflow **{record.workflow}** v{record.workflow_version} · created {_when(record.created_at)} UTC"
         + (f" · took {_duration(record.duration_seconds)}" if record.duration_seconds is not None else ""),
         f"Records: in {c.get('in', 0)} · valid {c.get('valid', 0)} · quarantined {c.get('quarantined', 0)}"
@@ -79,7 +80,7 @@ def run_summary(record: RunRecord) -> str:
         ]
         lines.append("**Output**\n\n" + _code("\n".join(paths)))
     if record.error:
-        lines.append("**Error**\n\n" + _code(record.error))
+        lines.append("#### ⚠️ Error\n\n" + _code(record.error))
     return "\n\n".join(lines)
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import ray
 from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
@@ -55,6 +56,12 @@ def create_app(settings: Settings, max_body_bytes: int) -> FastAPI:
     _document(app)
     install_error_handlers(app)
     install_gateway(app, Gate(settings))
+    if settings.cors_origin_list:
+        # Only what a key needs: browsers never send the session cookie across sites (no credentials),
+        # so a configured origin gets the API as a program with a key does, never as a signed-in user.
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=False,
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["Retry-After"], max_age=600)
     app.add_middleware(HostCheck, settings=settings)
     return app
 

@@ -11,9 +11,9 @@ from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
 from pipelines.operations.diff import as_json, diff_versions
 from serve_apps.api_v1.deps import SettingsDep, StoreDep
-from serve_apps.api_v1.redact import sees_paths
 from serve_apps.api_v1.schemas import DatasetVersionOut
 from serve_apps.gateway.api_auth import Viewer
+from serve_apps.gateway.redact import sees_paths
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 DatasetName = Annotated[str, Path(min_length=1, max_length=200, description="The dataset's name.")]
@@ -21,7 +21,7 @@ MAX_VERSION = 2**31 - 1  # what the catalogue's INTEGER column holds: a larger o
 
 
 def shown(version: DatasetVersionOut, caller: Principal, settings: Settings) -> DatasetVersionOut:
-    """A viewer sees no filesystem path (serve_apps/api_v1/redact.py)."""
+    """A viewer sees no filesystem path (serve_apps/gateway/redact.py)."""
     return version if sees_paths(caller) else version.without_paths(settings.storage_root)
 
 

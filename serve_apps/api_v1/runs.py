@@ -16,10 +16,11 @@ from augment_core.audit import record
 from augment_core.events import Event, follow_run
 from augment_core.identity import Principal
 from augment_core.settings import Settings
+from augment_core.store import RunRecord
 from serve_apps.api_v1.deps import SettingsDep, StoreDep
-from serve_apps.api_v1.redact import hide_paths, sees_paths
 from serve_apps.api_v1.schemas import RunOut
 from serve_apps.gateway.api_auth import Operator, Refusal, Viewer, get_gate
+from serve_apps.gateway.redact import hide_paths, run_without_paths, sees_paths
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 RunId = Annotated[str, Path(min_length=1, max_length=64, description="A run id or an unambiguous prefix of one.")]
@@ -35,19 +36,19 @@ def list_runs(
     workflow: Annotated[str | None, Query(max_length=100, description="Only runs of this workflow.")] = None,
 ) -> list[RunOut]:
     """Newest first. Runs whose driver died show 'failed' once the cluster's reaper failed them."""
-    return [shown(RunOut.from_record(r), caller, settings) for r in store.list_runs(limit=limit, workflow=workflow)]
+    return [shown(r, caller, settings) for r in store.list_runs(limit=limit, workflow=workflow)]
 
 
-def shown(run: RunOut, caller: Principal, settings: Settings) -> RunOut:
-    """The run as `caller` may see it: a viewer sees no filesystem path (serve_apps/api_v1/redact.py)."""
-    return run if sees_paths(caller) else run.without_paths(settings.storage_root)
+def shown(run: RunRecord, caller: Principal, settings: Settings) -> RunOut:
+    """The run as `caller` may see it: a viewer sees no filesystem path (serve_apps/gateway/redact.py)."""
+    return RunOut.from_record(run if sees_paths(caller) else run_without_paths(run, settings.storage_root))
 
 
 @router.get("/{run_id}", response_model=RunOut, responses={404: {"description": "No such run"}})
 def get_run(run_id: RunId, caller: Viewer, settings: SettingsDep) -> RunOut:
     """One run by id (or unambiguous prefix), with live step progress while it runs."""
     try:
-        return shown(RunOut.from_record(read_run(settings, run_id)), caller, settings)
+        return shown(read_run(settings, run_id), caller, settings)
     except KeyError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from augment_core.identity import MAX_DAILY_SPEND_USD, MIN_PASSWORD, USER_NAME, ApiKey, Role, User
 from augment_core.store import DatasetVersion, RunRecord, StepState
 from pipelines.workflows.folder import WorkflowEntry
-from serve_apps.api_v1.redact import hide_paths, public_path, public_paths_in
+from serve_apps.gateway.redact import hide_paths, public_path
 
 MAX_RECORDS = 1000
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # a workflow's name
@@ -130,7 +130,7 @@ class DatasetVersionOut(BaseModel):
         return cls(**version.model_dump(exclude={"schema_"}), columns=version.schema_)
 
     def without_paths(self, storage_root: str) -> "DatasetVersionOut":
-        """As viewers see it (serve_apps/api_v1/redact.py)."""
+        """As viewers see it (serve_apps/gateway/redact.py)."""
         return self.model_copy(update={"path": public_path(self.path, storage_root),
                                        "imported_from": hide_paths(self.imported_from)})
 
@@ -158,16 +158,6 @@ class RunOut(BaseModel):
         data = record.model_dump(exclude={"heartbeat_at", "steps"})
         steps = [RunStepOut.from_state(s) for s in record.steps]
         return cls(**data, steps=steps, duration_seconds=record.duration_seconds)
-
-    def without_paths(self, storage_root: str) -> "RunOut":
-        """As viewers see it (serve_apps/api_v1/redact.py): the spec's file name, output paths
-        relative to the storage root, no absolute path in errors."""
-        return self.model_copy(update={
-            "spec_path": public_path(self.spec_path),
-            "output": public_paths_in(self.output, storage_root),
-            "error": hide_paths(self.error),
-            "steps": [s.model_copy(update={"error": hide_paths(s.error)}) for s in self.steps],
-        })
 
 
 class RunStart(BaseModel):

@@ -178,3 +178,22 @@ def test_a_host_that_is_not_configured_is_refused(settings: Settings, keys: dict
     answer = app_client(settings).get("/v1/me", headers={"Authorization": f"Bearer {keys[Role.admin]}",
                                                          "host": "attacker.example"})
     assert answer.status_code == 400 and "AUGMENT_ALLOWED_HOSTS" in answer.json()["detail"]
+
+
+def test_no_cors_unless_configured_and_then_only_for_keys(settings: Settings, keys: dict[Role, str]) -> None:
+    auth = {"Authorization": f"Bearer {keys[Role.viewer]}"}
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "GET",
+                 "Access-Control-Request-Headers": "authorization"}
+    plain = app_client(settings)
+    assert "access-control-allow-origin" not in plain.get("/v1/me", headers={**auth, "Origin": "https://app.example"}).headers
+    assert "access-control-allow-origin" not in plain.options("/v1/me", headers=preflight).headers
+
+    configured = app_client(settings.model_copy(update={"cors_origins": "https://app.example/, https://b.example"}))
+    answer = configured.get("/v1/me", headers={**auth, "Origin": "https://app.example"})
+    assert answer.status_code == 200
+    assert answer.headers["access-control-allow-origin"] == "https://app.example"
+    assert "access-control-allow-credentials" not in answer.headers  # the session cookie never crosses sites
+    allowed = configured.options("/v1/me", headers=preflight)
+    assert allowed.status_code == 200 and "authorization" in allowed.headers["access-control-allow-headers"].lower()
+    other = configured.get("/v1/me", headers={**auth, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers

@@ -63,6 +63,24 @@ def test_one_run_shows_steps_error_and_outputs() -> None:
     assert steps.values.tolist() == [["validate", "succeeded", 9, ""], ["write", "failed", 0, "disk full"]]
 
 
+def test_a_failed_run_and_its_error_are_marked_as_errors_and_a_clean_one_is_not() -> None:
+    summary, _ = run_view(lambda _id: run(), "20260102")
+    assert summary.startswith("### ⚠️ Run") and "#### ⚠️ Error" in summary
+    partial, _ = run_view(lambda _id: run(status="succeeded", error=None, counts={"in": 9, "failed": 1}), "2026")
+    assert partial.startswith("### ⚠️ Run")  # records that failed stand out even when the run succeeded
+    clean, _ = run_view(lambda _id: run(status="succeeded", error=None, counts={"in": 9}), "2026")
+    assert "⚠️" not in clean
+
+
+def test_the_panel_shows_no_server_paths() -> None:
+    from serve_apps.gateway.redact import run_without_paths
+
+    shown = run_without_paths(run(error="cannot write /srv/augment/data/orgs/v2/part-0.parquet"), "/data")
+    summary, _ = run_view(lambda _id: shown, "2026")
+    assert "orgs/v2" in summary and "/data/orgs" not in summary and "/srv/" not in summary
+    assert "part-0.parquet" in summary
+
+
 def test_an_unknown_or_unreadable_run_is_explained() -> None:
     def unknown(run_id: str) -> RunRecord:
         raise KeyError(f"no run {run_id!r}")

@@ -2,7 +2,8 @@
 layout, so paths in what they read are cut to what locates the thing without it: a path under the
 storage root becomes relative to it ('datasets/orgs/run-…'), any other one its file name, and
 absolute paths in free text (errors) their last part. Operators and admins, who start runs from
-files on the server, see them whole."""
+files on the server, see them whole through the API; the panels, pages in a browser where a server
+path opens nothing, show every role the cut paths."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 from typing import Any
 
 from augment_core.identity import Principal, Role
+from augment_core.store import RunRecord
 
 # An absolute POSIX path in free text: a '/' that starts no URL part (not after a letter, ':' or '/').
 _ABSOLUTE = re.compile(r"(?<![\w:/.~-])(?:/[^\s'\"/,;()\[\]{}]+)+")
@@ -41,3 +43,14 @@ def public_paths_in(value: Any, storage_root: str) -> Any:
     if isinstance(value, list):
         return [public_paths_in(v, storage_root) for v in value]
     return value
+
+
+def run_without_paths(record: RunRecord, storage_root: str) -> RunRecord:
+    """The run with its spec's file name, output paths relative to the storage root, and no
+    absolute path in its errors."""
+    return record.model_copy(update={
+        "spec_path": public_path(record.spec_path),
+        "output": public_paths_in(record.output, storage_root),
+        "error": hide_paths(record.error),
+        "steps": [s.model_copy(update={"error": hide_paths(s.error)}) for s in record.steps],
+    })
