@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import ray
@@ -17,6 +18,7 @@ from augment_core.quotas import KeyQuotas, Quotas, RedisQuotas
 from augment_core.settings import Settings
 from augment_core.store import open_store
 
+T = TypeVar("T")
 COOKIE = "augment_session"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -82,21 +84,22 @@ class Gate:
                 self._quotas = KeyQuotas()
         return self._quotas
 
+    def _checked(self, what: str, who: str, ask: Callable[[Quotas], T]) -> T:
+        """`ask` of the quota store; QuotaUnavailable (logged without the driver's words) when it
+        cannot answer: a limit that fails open limits nothing."""
+        try:
+            return ask(self.quotas())
+        except Exception as exc:  # noqa: BLE001 - Redis or actor errors of any kind
+            log.warning("%s not checked for %s: %s", what, who, type(exc).__name__)
+            raise QuotaUnavailable(what) from None
+
     def admit(self, who: str, per_minute: int, burst: int) -> float:
         """Seconds to wait (0: go); QuotaUnavailable when the quota store cannot answer."""
-        try:
-            return self.quotas().admit(who, per_minute, burst)
-        except Exception as exc:  # noqa: BLE001 - Redis or actor errors of any kind
-            log.warning("rate limit not checked for %s: %s", who, type(exc).__name__)
-            raise QuotaUnavailable("the request rate") from None
+        return self._checked("the request rate", who, lambda q: q.admit(who, per_minute, burst))
 
     def open_stream(self, who: str, cap: int) -> bool:
         """Whether `who` may open one more event stream (and it is counted); QuotaUnavailable as admit."""
-        try:
-            return self.quotas().open_stream(who, cap)
-        except Exception as exc:  # noqa: BLE001 - as admit
-            log.warning("open streams not counted for %s: %s", who, type(exc).__name__)
-            raise QuotaUnavailable("the open event streams") from None
+        return self._checked("the open event streams", who, lambda q: q.open_stream(who, cap))
 
     def close_stream(self, who: str) -> None:
         try:
@@ -106,11 +109,7 @@ class Gate:
 
     def spent(self, who: str, day: str) -> float:
         """What `who` spent (and holds reserved) on providers on `day`; QuotaUnavailable as admit."""
-        try:
-            return self.quotas().spent(who, day)
-        except Exception as exc:  # noqa: BLE001 - as admit
-            log.warning("daily spend not read for %s: %s", who, type(exc).__name__)
-            raise QuotaUnavailable("the daily provider spend") from None
+        return self._checked("the daily provider spend", who, lambda q: q.spent(who, day))
 
     def reserve_spend(self, who: str, day: str, usd: float, cap: float) -> bool:
         """A reservation on `who`'s daily ledger; False past the cap and when the store cannot answer."""
