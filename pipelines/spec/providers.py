@@ -125,28 +125,47 @@ class ProviderError(ValueError):
     """A provider that is missing, misdeclared or not allowed."""
 
 
-def load_providers_file(path: str | Path) -> dict[str, ProviderSpec]:
-    """Providers declared in a YAML file; {} when the file does not exist."""
+class ProvidersFile(StrictModel):
+    """The operator's providers file: its providers, and the private hosts a workflow's own providers
+    may reach. A workflow could otherwise allow itself any address (a cloud's metadata service at
+    169.254.169.254, the cluster's network): only the operator opens such doors. Loopback
+    (`localhost`, 127.0.0.0/8, ::1) a workflow may allow itself: a model server on the same
+    machine is the common case, and nothing beyond the machine is reached through it."""
+
+    providers: dict[str, ProviderSpec] = Field(default_factory=dict)
+    workflow_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (names or addresses), besides loopback, that providers declared in workflows may"
+                    " list in allow_hosts.",
+    )
+
+    def allows_for_workflows(self, host: str) -> bool:
+        key = host.strip("[]").lower().rstrip(".")
+        ip = parse_address(key)
+        if key == "localhost" or (ip is not None and ip.is_loopback):
+            return True
+        return key in {h.strip("[]").lower().rstrip(".") for h in self.workflow_allow_hosts}
+
+
+def load_providers_file(path: str | Path) -> ProvidersFile:
+    """The providers file; an empty one when the file does not exist. An older file that is only a
+    mapping of names to providers is read as such."""
     path = Path(path)
     if not path.exists():
-        return {}
+        return ProvidersFile()
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ProviderError(f"{path}: not valid YAML: {exc}") from None
-    data = raw.get("providers", raw) if isinstance(raw, dict) else raw
-    if not isinstance(data, dict):
-        raise ProviderError(f"{path}: expected a mapping of provider names to providers")
-
-    providers, errors = {}, []
-    for name, value in data.items():
-        try:
-            providers[str(name)] = ProviderSpec.model_validate(value)
-        except ValidationError as exc:
-            errors.extend(pydantic_errors(exc, ("providers", str(name))))
-    if errors:
-        raise ProviderError(f"{path}: " + "; ".join(errors))
-    return providers
+    if not isinstance(raw, dict):
+        raise ProviderError(f"{path}: expected a mapping with 'providers' (names to providers)")
+    data = raw if "providers" in raw else {"providers": raw}
+    if not isinstance(data["providers"], dict):
+        raise ProviderError(f"{path}: providers: expected a mapping of provider names to providers")
+    try:
+        return ProvidersFile.model_validate(data)
+    except ValidationError as exc:
+        raise ProviderError(f"{path}: " + "; ".join(pydantic_errors(exc))) from None
 
 
 def account_of(name: str, provider: ProviderSpec) -> str:

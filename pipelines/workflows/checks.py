@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from pipelines.augmenters.base import Augmenter, NestedParamsError
 from pipelines.augmenters.registry import augmenters, build_step
 from pipelines.spec.errors import pydantic_errors
-from pipelines.spec.providers import ProviderSpec
+from pipelines.spec.providers import ProvidersFile, ProviderSpec
 from pipelines.spec.workflow import StepSpec, WorkflowSpec
 
 
@@ -44,13 +44,13 @@ def check_params(raw_steps: Any) -> list[str]:
     return errors
 
 
-def check_own_providers(
-    own: dict[str, ProviderSpec], declared: dict[str, ProviderSpec], providers_file: str
-) -> list[str]:
+def check_own_providers(own: dict[str, ProviderSpec], file: ProvidersFile, providers_file: str) -> list[str]:
     """The workflow's own providers against the operator's file. A workflow may not redeclare a
-    provider of the file (its key and allow-lists would go wherever the workflow points it), and
-    names no secret: the file alone says which variables go to which endpoint (a secret allowed
-    for one provider, named by a provider a workflow points elsewhere, would leave with it)."""
+    provider of the file (its key and allow-lists would go wherever the workflow points it), names
+    no secret (the file alone says which variables go to which endpoint: a secret allowed for one
+    provider, named by a provider a workflow points elsewhere, would leave with it), and allows
+    only the private hosts the file's `workflow_allow_hosts` lists."""
+    declared = file.providers
     errors = []
     for name, provider in own.items():
         where = f"providers.{name}"
@@ -64,6 +64,11 @@ def check_own_providers(
                           f" name no secret; the operator declares providers with keys in {providers_file}")
         if provider.allow_secrets:
             errors.append(f"{where}.allow_secrets: only the providers file ({providers_file}) allows secrets")
+        for i, host in enumerate(provider.allow_hosts):
+            if not file.allows_for_workflows(host):
+                errors.append(f"{where}.allow_hosts[{i}]: {host!r} is not among the hosts the providers file"
+                              f" ({providers_file}) lets workflows allow (workflow_allow_hosts); declare the"
+                              " provider in that file, or ask its operator to list the host there")
     return errors
 
 

@@ -88,7 +88,7 @@ def _add_file_providers(spec: WorkflowSpec, providers_file: str | Path | None) -
     except ProviderError as exc:
         return [f"providers: {exc}"]
     errors = check_own_providers(spec.providers, declared, str(providers_file))
-    spec.providers.update({name: declared[name] for name in sorted(wanted) if name in declared})
+    spec.providers.update({name: declared.providers[name] for name in sorted(wanted) if name in declared.providers})
     return errors
 
 

@@ -202,6 +202,22 @@ def test_a_provider_declared_in_a_spec_names_no_secret(tmp_path: Path) -> None:
     ]
 
 
+def test_a_provider_declared_in_a_spec_allows_itself_loopback_only_unless_the_file_lets_it(tmp_path: Path) -> None:
+    data = spec_data()
+    data["providers"]["fake"]["allow_hosts"] = ["127.0.0.1", "localhost", "[::1]", "169.254.169.254", "db.internal"]
+    file = write_providers(tmp_path / "providers.yaml", {})
+    assert errors_of(data, providers_file=file) == [
+        f"providers.fake.allow_hosts[{i}]: {host!r} is not among the hosts the providers file ({file}) lets"
+        " workflows allow (workflow_allow_hosts); declare the provider in that file, or ask its operator to list"
+        " the host there"
+        for i, host in ((3, "169.254.169.254"), (4, "db.internal"))
+    ]
+    file.write_text(yaml.safe_dump({"workflow_allow_hosts": ["db.internal"], "providers": {}}))
+    assert len(errors_of(data, providers_file=file)) == 1  # the metadata address stays refused
+    data["providers"]["fake"]["allow_hosts"].remove("169.254.169.254")
+    assert parse_spec(data, providers_file=file).providers["fake"].allow_hosts[-1] == "db.internal"
+
+
 def test_a_broken_providers_file_is_reported(tmp_path: Path) -> None:
     file = write_providers(tmp_path / "providers.yaml", {"shared": {"kind": "openai", "base_url": "ftp://x"}})
     errors = errors_of(spec_data(provider="shared"), providers_file=file)
