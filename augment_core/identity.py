@@ -106,8 +106,11 @@ class Principal(BaseModel):
 
     @property
     def quota_id(self) -> str:
-        """What rate limits count against: the key, or the user's sessions together."""
-        return f"key:{self.key_prefix}" if self.via == "key" else f"user:{self.user}"
+        """What rate limits, open streams and the daily spend count against: a key that an admin gave
+        limits of its own, else the user, all of whose sessions and default keys share one count
+        (a user who makes more keys gets no more rate or spend)."""
+        own_limits = self.rate_per_minute is not None or self.daily_spend_usd is not None
+        return f"key:{self.key_prefix}" if self.via == "key" and own_limits else f"user:{self.user}"
 
 
 def digest(secret: str) -> str:

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     api_daily_spend_usd: float = Field(
         default=5.0, ge=0, le=1_000_000,
         description="Provider spend (USD) per key (or user's sessions) and UTC day on online calls and review"
-                    " reruns, unless the key has its own cap; 0: no paid provider calls online.",
+                    " reruns, unless the key has its own cap; 0: no provider calls online.",
     )
     max_streams_per_caller: int = Field(default=8, ge=1, description="Event streams one key or user holds open.")
     stream_idle_seconds: float = Field(

@@ -14,6 +14,7 @@ from ray import serve
 from ray.serve import Application, Deployment
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from actors.reaper import ensure_reaper
 from augment_core.settings import Settings
 from serve_apps.api_v1.app import create_app
 
@@ -43,6 +44,9 @@ class AugmentApi:
 
     def __init__(self, args: ApiArgs) -> None:
         self.settings = Settings(workflows_dir=args.workflows_dir) if args.workflows_dir else Settings()
+        # What this app reads of runs is true only while someone fails the runs whose driver died:
+        # the cluster's reaper, started here too for a cluster where no run was launched since it came up.
+        ensure_reaper(self.settings)
         self.max_body_bytes = args.max_body_bytes
         self.replica_header = args.replica_header
 

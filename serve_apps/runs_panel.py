@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application, Deployment
 
+from actors.reaper import ensure_reaper
 from actors.runs import read_run
 from augment_core.identity import Role
 from augment_core.settings import Settings
@@ -40,6 +41,9 @@ class RunsPanel:
     def __init__(self, args: RunsPanelArgs) -> None:
         self.args = args
         self.settings = Settings()
+        # What this app reads of runs is true only while someone fails the runs whose driver died:
+        # the cluster's reaper, started here too for a cluster where no run was launched since it came up.
+        ensure_reaper(self.settings)
 
     def list_runs(self) -> list[RunRecord]:
         # A read: runs whose driver died are failed by the cluster's reaper (actors/reaper.py).

@@ -16,9 +16,11 @@ from augment_core.audit import record
 from augment_core.identity import Principal
 from augment_core.reviews import ReviewConflict, ReviewItem, get_item, list_items
 from pipelines.operations import review_actions
+from pipelines.workflows.folder import WorkflowUnusable
 from serve_apps.api_v1.deps import SettingsDep, StoreDep, WorkflowsDep
 from serve_apps.api_v1.errors import JsonBodyRoute
 from serve_apps.api_v1.schemas import ReviewEdit, ReviewItemOut, ReviewPage
+from serve_apps.api_v1.workflows import calls_providers
 from serve_apps.gateway.api_auth import Operator, Viewer, get_gate
 from serve_apps.gateway.spend import SpendCapReached, open_spend, spending
 
@@ -88,7 +90,15 @@ def rerun(item_id: ItemId, caller: Operator, request: Request, settings: Setting
     """Augment the record again now with the workflow; the result is the new proposal, pending.
     Its provider calls spend from the caller's daily cap, like an online augment."""
     try:
-        spend = open_spend(get_gate(request), caller)
+        workflow = get_item(store, item_id).workflow
+    except KeyError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
+    try:
+        paid = calls_providers(workflows.online(workflow))
+    except (KeyError, WorkflowUnusable, OSError):
+        paid = True  # the rerun itself says why the workflow cannot run (409)
+    try:
+        spend = open_spend(get_gate(request), caller, refuse_at_cap=paid)
     except SpendCapReached as exc:
         record(store, caller.label, "review.rerun", f"review item {item_id}", "refused", str(exc))
         raise

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from augment_core.identity import MAX_DAILY_SPEND_USD, MIN_PASSWORD, USER_NAME, ApiKey, Role, User
 from augment_core.store import DatasetVersion, RunRecord, StepState
 from pipelines.workflows.folder import WorkflowEntry
-from serve_apps.gateway.redact import hide_paths, public_path
+from serve_apps.gateway.redact import files_by_name, hide_paths, public_path
 
 MAX_RECORDS = 1000
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # a workflow's name
@@ -58,6 +58,13 @@ class WorkflowOut(BaseModel):
         listed.steps = [StepOut(name=n, use=s.use, params=s.params) for s, n in zip(spec.steps, spec.step_names())]
         listed.sink = SinkOut(dataset=spec.sink.dataset, export_csv=spec.sink.export_csv)
         return listed
+
+    def without_paths(self) -> "WorkflowOut":
+        """As viewers see it: files a step reads (a lookup's reference table) by name, no absolute
+        path in the errors."""
+        steps = [s.model_copy(update={"params": files_by_name(s.params)}) for s in self.steps or []]
+        return self.model_copy(update={"errors": [hide_paths(e) or "" for e in self.errors],
+                                       "steps": steps if self.steps is not None else None})
 
 
 class AugmentRequest(BaseModel):

@@ -20,6 +20,7 @@ from serve_apps.api_v1.schemas import (
     WorkflowOut,
 )
 from serve_apps.gateway.api_auth import Operator, Viewer, get_gate
+from serve_apps.gateway.redact import sees_paths
 from serve_apps.gateway.spend import open_spend, spending
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,15 @@ WorkflowName = Annotated[str, Path(max_length=100, description="The workflow's `
 
 
 @router.get("", response_model=list[WorkflowOut])
-def list_workflows(_: Viewer, workflows: WorkflowsDep) -> list[WorkflowOut]:
-    """Every spec in the workflows folder; those that fail to load are listed with their errors."""
+def list_workflows(caller: Viewer, workflows: WorkflowsDep) -> list[WorkflowOut]:
+    """Every spec in the workflows folder; those that fail to load are listed with their errors.
+    A viewer sees no filesystem path in them (serve_apps/gateway/redact.py)."""
     try:
         entries = workflows.entries()
     except OSError as exc:
         raise workflows_unreadable(exc) from None
-    return [WorkflowOut.from_entry(e) for e in entries]
+    listed = [WorkflowOut.from_entry(e) for e in entries]
+    return listed if sees_paths(caller) else [w.without_paths() for w in listed]
 
 
 @router.post(

@@ -9,6 +9,7 @@ browsers on their own, so they need none.
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 from collections.abc import Callable
 from typing import Annotated
@@ -16,6 +17,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
 
 from augment_core.audit import record
 from augment_core.identity import Principal, Role
@@ -28,6 +30,8 @@ bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
 session_cookie = APIKeyCookie(name=COOKIE, auto_error=False, scheme_name="session",
                               description="A login session from the shell's /login page; state-changing "
                                           f"requests must also send its CSRF token in {CSRF_HEADER}.")
+
+log = logging.getLogger(__name__)
 
 
 class Refusal(Exception):
@@ -52,6 +56,13 @@ def requires(role: Role) -> Callable[..., Principal]:
     ) -> Principal:
         gate = get_gate(request)
         principal = authenticate(gate, credentials, session)
+        # The rate first: refused requests count too, so a caller looping on a refusal cannot flood
+        # the audit log (each refusal of a change is written there) or the store behind it.
+        per_minute = principal.rate_per_minute or gate.settings.api_rate_per_minute
+        wait = gate.admit(principal.quota_id, per_minute, gate.settings.api_burst)
+        if wait > 0:
+            raise Refusal(429, f"rate limit of {per_minute} requests/minute reached; retry in {wait:.1f}s",
+                          headers={"Retry-After": str(max(1, math.ceil(wait)))})
         if not principal.role.allows(role):
             reason = f"this needs the {role.value} role (or above); {principal.user} is {principal.role.value}"
             audit_denied(gate, request, principal, reason)
@@ -63,11 +74,6 @@ def requires(role: Role) -> Callable[..., Principal]:
                 audit_denied(gate, request, principal, f"no valid {CSRF_HEADER}")
                 raise Refusal(403, f"a request with the session cookie must carry the session's {CSRF_HEADER}"
                                    " header (GET /session of the shell gives it)")
-        per_minute = principal.rate_per_minute or gate.settings.api_rate_per_minute
-        wait = gate.admit(principal.quota_id, per_minute, gate.settings.api_burst)
-        if wait > 0:
-            raise Refusal(429, f"rate limit of {per_minute} requests/minute reached; retry in {wait:.1f}s",
-                          headers={"Retry-After": str(max(1, math.ceil(wait)))})
         request.state.principal = principal
         return principal
 
@@ -79,8 +85,11 @@ def audit_denied(gate: Gate, request: Request, principal: Principal, reason: str
     nothing, and would flood the log)."""
     if request.method in SAFE_METHODS:
         return
-    record(open_store(gate.settings), principal.label, "access.denied", f"{request.method} {request.url.path}",
-           "refused", reason)
+    try:
+        record(open_store(gate.settings), principal.label, "access.denied", f"{request.method} {request.url.path}",
+               "refused", reason)
+    except SQLAlchemyError as exc:  # the refusal stands (403), unwritten: a store outage is no 500
+        log.warning("access.denied of %s not audited: %s", principal.label, type(exc).__name__)
 
 
 def authenticate(gate: Gate, credentials: HTTPAuthorizationCredentials | None, session: str | None) -> Principal:

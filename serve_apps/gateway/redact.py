@@ -7,6 +7,7 @@ path opens nothing, show every role the cut paths."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -54,3 +55,15 @@ def run_without_paths(record: RunRecord, storage_root: str) -> RunRecord:
         "error": hide_paths(record.error),
         "steps": [s.model_copy(update={"error": hide_paths(s.error)}) for s in record.steps],
     })
+
+
+def files_by_name(value: Any) -> Any:
+    """A JSON-like value with every absolute path of an existing file (a step's reference table)
+    cut to its name, at any depth; other strings (URL paths, templates) as they are."""
+    if isinstance(value, dict):
+        return {k: files_by_name(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [files_by_name(v) for v in value]
+    if isinstance(value, str) and value.startswith("/") and os.path.exists(value):
+        return public_path(value)
+    return value

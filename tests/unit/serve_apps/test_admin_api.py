@@ -188,3 +188,24 @@ def test_viewers_see_no_filesystem_paths(settings: Settings, keys: dict[Role, st
 def test_out_of_range_parameters_are_422_never_500(settings: Settings, keys: dict[Role, str], path: str,
                                                    headers: dict[str, str]) -> None:
     assert as_(settings, keys[Role.admin]).get(path, headers=headers).status_code == 422
+
+
+def test_viewers_see_workflows_without_filesystem_paths(settings: Settings, keys: dict[Role, str]) -> None:
+    folder = Path(settings.workflows_dir)
+    (folder / "regions.csv").write_text("id,region\n1,north\n", encoding="utf-8")
+    (folder / "looked.yaml").write_text(SPEC.replace("name: orgs", "name: looked").replace("sink: {dataset: orgs}", """\
+steps:
+  - use: lookup
+    params: {reference: regions.csv, column: id, columns: [region]}
+  - use: http
+    params: {provider: api, path: /v1/enrich, outputs: {x: {path: x}}}
+providers:
+  api: {kind: http, base_url: "https://api.example/v1"}
+sink: {dataset: looked}"""), encoding="utf-8")
+    for role, sees in ((Role.viewer, False), (Role.operator, True)):
+        text = as_(settings, keys[role]).get("/v1/workflows").text
+        assert (str(folder) in text) is sees, (role, text)
+    listed = {w["name"]: w for w in as_(settings, keys[Role.viewer]).get("/v1/workflows").json()}
+    steps = listed["looked"]["steps"]
+    assert steps[0]["params"]["reference"] == "regions.csv"
+    assert steps[1]["params"]["path"] == "/v1/enrich"  # a URL's path is no file of the server

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from augment_core.audit import list_entries
 from augment_core.identity import Identity, Role
+from augment_core.reviews import insert_items, list_items
 from augment_core.settings import Settings
 from augment_core.store import open_store
 from devtools.fake_openai import FakeOpenAI
@@ -53,11 +54,12 @@ def settings(fake: FakeOpenAI, tmp_path: Path) -> Settings:
 
 
 def operator_key(settings: Settings, daily_spend_usd: float | None) -> tuple[str, str]:
-    """(the key's quota id, its secret) for a new operator."""
+    """(what the key counts against, its secret) for a new operator: the key when it has a cap of
+    its own, else its user (augment_core.identity.Principal.quota_id)."""
     identity = Identity(open_store(settings))
     user = identity.create_user(f"op-{uuid.uuid4().hex[:8]}", Role.operator, None)
     key, secret = identity.create_key(user.name, "tests", daily_spend_usd=daily_spend_usd)
-    return f"key:{key.prefix}", secret
+    return (f"key:{key.prefix}" if daily_spend_usd is not None else f"user:{user.name}"), secret
 
 
 def client_of(app: FastAPI, secret: str) -> TestClient:
@@ -77,6 +79,22 @@ def test_online_calls_spend_from_the_callers_daily_ledger(settings: Settings, fa
     assert spend["cap_usd"] == 1.0 and spend["cap_reached"] is False and spend["request_usd"] > 0
     assert spend["request_usd"] == pytest.approx(json.loads(body["records"][0]["prof_provenance"])["cost_usd"])
     assert app.state.gate.quotas().spent(who, today()) == pytest.approx(spend["request_usd"])
+
+
+def test_more_keys_of_a_user_get_no_more_spend_or_rate(settings: Settings, fake: FakeOpenAI) -> None:
+    app = create_app(settings, 1 << 20)
+    who, secret = operator_key(settings, daily_spend_usd=None)
+    user = who.removeprefix("user:")
+    identity = Identity(open_store(settings))
+    second = identity.create_key(user, "another")[1]
+    spent = [client_of(app, key).post("/v1/workflows/profile/augment", json={"records": [RECORD]}).json()
+             ["spend"]["request_usd"] for key in (secret, second)]
+    ledger = app.state.gate.quotas()
+    assert ledger.spent(who, today()) == pytest.approx(sum(spent)) and sum(spent) > 0  # one ledger for both keys
+    own_key, own_secret = identity.create_key(user, "capped", daily_spend_usd=0.5)  # an admin's own limit
+    own = client_of(app, own_secret).post("/v1/workflows/profile/augment", json={"records": [RECORD]}).json()
+    assert ledger.spent(f"key:{own_key.prefix}", today()) == pytest.approx(own["spend"]["request_usd"])
+    assert ledger.spent(who, today()) == pytest.approx(sum(spent))
 
 
 def test_calls_beyond_the_cap_are_skipped_like_a_run_over_budget(settings: Settings, fake: FakeOpenAI) -> None:
@@ -102,8 +120,13 @@ def test_a_caller_whose_cap_is_used_up_is_refused_until_midnight_utc(settings: S
     # A workflow that calls no provider costs nothing: it is not refused.
     assert client.post("/v1/workflows/plain/augment", json={"records": [{"id": "1"}]}).status_code == 200
     # A review rerun calls providers like an online augment: refused before anything, and audited.
-    rerun = client.post("/v1/reviews/1/rerun")
-    assert rerun.status_code == 429
+    assert client.post("/v1/reviews/1/rerun").status_code == 404  # no such item: said first
+    insert_items(open_store(settings), "r1", "profile", [{"dataset": "profile", "version": 1, "record_uuid": "u",
+                                                          "field": "industry", "step": "prof", "reason": "all",
+                                                          "after": "software"}])
+    [item], _ = list_items(open_store(settings), workflow="profile")
+    rerun = client.post(f"/v1/reviews/{item.id}/rerun")
+    assert rerun.status_code == 429, rerun.text
     [entry] = list_entries(open_store(settings), action="review.rerun")
     assert entry.outcome == "refused" and "spend cap" in (entry.detail or "")
     assert fake.stats()["requests"] == 0
