@@ -46,7 +46,7 @@ def admin_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, str]:
     return fuzz_settings, identity.create_key("fuzzer", "schemathesis")[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test: built after tests/unit/conftest.py hid a whole-suite run's cluster from the gateway
 def api_schema(admin_key: tuple[Settings, str]) -> Any:
     fuzz_settings, key = admin_key
     app = create_app(fuzz_settings, 1 << 20)
