@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 import ray
 import yaml
 
+from actors.naming import NAMESPACE, limiter_name
 from actors.runs import start_run
 from augment_core.settings import Settings
 from augment_core.store import RunRecord, open_store
@@ -53,6 +56,25 @@ def run_spec(settings: Settings, spec_path: Path) -> RunRecord:
     run_id, (_, final) = start_run(settings, spec, str(spec_path))
     ray.get(final, timeout=300)
     return open_store(settings).get_run(run_id)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def limiters_end_with_their_module() -> Iterator[None]:
+    """Each test names provider accounts of its own, and each account's limiter is a detached actor
+    (a process of ~200 MB) that outlives its runs by design: kept for the whole suite, they crowded
+    a 2-core node until runs timed out. The limiters a module started go when it ends."""
+    before = _limiters()
+    yield
+    for name in _limiters() - before:
+        with contextlib.suppress(ValueError):
+            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+
+
+def _limiters() -> set[str]:
+    if not ray.is_initialized():
+        return set()
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == NAMESPACE and a["name"].startswith(limiter_name(""))}
 
 
 @pytest.fixture(scope="session")

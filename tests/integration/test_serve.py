@@ -371,9 +371,12 @@ def test_online_llm_calls_from_parallel_clients_share_the_cluster_limiter(
     assert len(records) == 60
     assert {r["profile_status"] for r in records} == {"ok"}
     assert {r["industry"] for r in records} <= {"software", "retail", "other"}
-    provenance = json.loads(records[0]["profile_provenance"])
-    assert provenance["provider"] == "fake" and provenance["model"] == "fake-small" and provenance["attempts"] == 1
-    assert stats["by_status"] == {"200": 60} and stats["rate_limited"] == 0
+    provenances = [json.loads(r["profile_provenance"]) for r in records]
+    assert {(p["provider"], p["model"]) for p in provenances} == {("fake", "fake-small")}
+    # Paced at 0.98 of the window, the calls meet a 429 only when a loaded node delays a granted
+    # call into the next second (one in CI); unpaced, 60 calls at once would draw about 50.
+    assert stats["by_status"]["200"] == 60 and stats["rate_limited"] <= 2, stats["by_status"]
+    assert sum(p["attempts"] for p in provenances) == 60 + stats["rate_limited"]
     assert max(stats["admitted_per_second"].values()) <= 10
     limiter = ray.get_actor("limiter-serve_llm_test", namespace="augment")
     assert ray.get(limiter.snapshot.remote())["granted"] >= 60
