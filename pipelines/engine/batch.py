@@ -8,12 +8,14 @@ are written from the same rows and the counts can be reconciled.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
-from ray.data.aggregate import Count, Min
 
 from augment_core.storage import StoragePaths
 from pipelines.augmenters.registry import build_chain
@@ -111,8 +113,9 @@ class BatchPlan:
         schema, report = self.spec.schema_, self.report
 
         def validate_batch(table: pa.Table) -> pa.Table:
+            started = time.perf_counter()
             out = validate_table(table, schema)
-            report("validate", out.num_rows)
+            report("validate", out.num_rows, time.perf_counter() - started)
             return out
 
         raw = read_source(self.spec.source, schema, self.paths)
@@ -130,15 +133,27 @@ class BatchPlan:
         return self.rows_in
 
     def _first_seen_of_duplicates(self, validated: ray.data.Dataset) -> dict[str, str]:
-        # Only keys seen more than once come back to this process: memory stays bounded by them.
-        counts = (
-            validated.map_batches(lambda t: split_valid(t, True).select(["record_uuid", "_source_order"]),
-                                  batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS)
-            .groupby("record_uuid", num_partitions=max(1, min(validated.num_blocks(), 64)))
-            .aggregate(Count(alias_name="seen"), Min("_source_order", alias_name="first"))
-            .filter(expr="seen > 1")
-        )
-        return {row["record_uuid"]: row["first"] for row in counts.iter_rows()}
+        """record_uuid -> `_source_order` of its first occurrence, for the ids seen more than once.
+
+        Without a shuffle: each block sends this process a 64-bit hash of each valid row's id (8
+        bytes a record, not the records), and only the rows whose hash repeats send their id and
+        order in a second pass, where ids are compared exactly (so a hash collision changes nothing).
+        Memory here is bounded by the hashes and the duplicates."""
+        hashes = [batch["hash"] for batch in validated.map_batches(
+            id_hashes, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS,
+        ).iter_batches(batch_format="numpy", batch_size=None)]
+        if not hashes:
+            return {}
+        values, counts = np.unique(np.concatenate(hashes), return_counts=True)
+        repeated = values[counts > 1]
+        if not len(repeated):
+            return {}
+        orders: dict[str, list[str]] = {}
+        for row in validated.map_batches(
+            lambda t: rows_with_hashes(t, repeated), batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS,
+        ).iter_rows():
+            orders.setdefault(row["record_uuid"], []).append(row["_source_order"])
+        return {record_id: min(seen) for record_id, seen in orders.items() if len(seen) > 1}
 
     def write(self) -> PlanResult:
         """Write the quarantine, then the augmented records; count both from what was written.
@@ -224,6 +239,19 @@ class BatchPlan:
             # Fractional, like the augment actors: a whole CPU each hangs a busy 2-CPU node.
             aggregator_ray_remote_args={"num_cpus": 0.1},
         )
+
+
+def id_hashes(table: pa.Table) -> pa.Table:
+    """A 64-bit hash of each valid row's record_uuid."""
+    ids = split_valid(table, True)["record_uuid"].to_numpy(zero_copy_only=False)
+    return pa.table({"hash": pa.array(pd.util.hash_array(ids), pa.uint64())})
+
+
+def rows_with_hashes(table: pa.Table, hashes: np.ndarray) -> pa.Table:
+    """The id and input position of the valid rows whose id hashes to one of `hashes`."""
+    valid = split_valid(table, True).select(["record_uuid", "_source_order"])
+    ids = valid["record_uuid"].to_numpy(zero_copy_only=False)
+    return valid.filter(pa.array(np.isin(pd.util.hash_array(ids), hashes)))
 
 
 def _cluster_cpus() -> int:
