@@ -64,8 +64,8 @@ class CoordinatorReporter:
     def __init__(self, coordinator: ActorHandle) -> None:
         self.coordinator = coordinator
 
-    def __call__(self, step: str, rows: int) -> None:
-        self.coordinator.report.remote(step, rows)
+    def __call__(self, step: str, rows: int, seconds: float = 0.0) -> None:
+        self.coordinator.report.remote(step, rows, seconds)
 
     def record_failed(self, step: str, failures: list[dict[str, str]]) -> None:
         """The records a step left in error, one call per batch and step (all of them, uncapped)."""

@@ -92,10 +92,11 @@ class RunCoordinator:
         with self._lock:
             return {"status": self.status, "steps": [s.model_dump() for s in self.steps.values()]}
 
-    def report(self, step: str, rows: int) -> None:
+    def report(self, step: str, rows: int, seconds: float = 0.0) -> None:
         with self._lock:
             if step in self.steps:
                 self.steps[step].rows += rows
+                self.steps[step].seconds += seconds
 
     def record_failed(self, step: str, failures: list[dict[str, str]]) -> None:
         """Records a worker's batch left in error at `step`: one record.failed event each, up to

@@ -61,7 +61,8 @@ def print_run(record: RunRecord, as_json: bool) -> None:
     print("  steps")
     for step in record.steps:
         error = f" — {step.error}" if step.error and step.error != record.error else ""
-        print(f"    {step.name:<28} {step.state:<10} {step.rows:>8} rows{step_outcome(step)}{error}")
+        work = f" · {step.seconds:.1f} s of work" if step.seconds else ""
+        print(f"    {step.name:<28} {step.state:<10} {step.rows:>8} rows{work}{step_outcome(step)}{error}")
     if record.error:
         print(f"  error        {record.error}")
 

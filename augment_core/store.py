@@ -179,6 +179,9 @@ class StepState(BaseModel):
     rows: int = 0
     failed: int = 0  # records the step left in error
     skipped: int = 0  # records the step skipped (budget, an empty input)
+    # The step's work time summed over every worker and batch: what it cost, next to the wall-clock
+    # span from started_at to finished_at, which the steps of one fused Ray Data stage share.
+    seconds: float = 0.0
     started_at: str | None = None
     finished_at: str | None = None
     error: str | None = None

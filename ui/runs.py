@@ -18,7 +18,7 @@ from augment_core.store import RunRecord, StepState
 
 RUN_COLUMNS = ["run id", "workflow", "status", "in", "valid", "quarantined", "augmented", "failed", "skipped",
                "created (UTC)", "duration"]
-STEP_COLUMNS = ["step", "state", "rows", "error"]
+STEP_COLUMNS = ["step", "state", "rows", "work", "error"]  # work: the step's time summed over workers
 NO_RUN_CHOSEN = "Choose a run in the table or the list to see its steps."
 
 
@@ -53,7 +53,8 @@ def _state(step: StepState) -> str:
 
 
 def steps_table(record: RunRecord | None) -> pd.DataFrame:
-    rows = [] if record is None else [[s.name, _state(s), s.rows, s.error or ""] for s in record.steps]
+    rows = [] if record is None else [
+        [s.name, _state(s), s.rows, _duration(s.seconds) if s.seconds else "", s.error or ""] for s in record.steps]
     return pd.DataFrame(rows, columns=STEP_COLUMNS)
 
 

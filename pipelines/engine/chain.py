@@ -4,7 +4,9 @@ batch, and the duplicate-key check that precedes it."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,11 +18,17 @@ from pipelines.io.columns import ERRORS_COLUMN, RAW_COLUMN
 from pipelines.review.decisions import apply_keeping_decisions
 from pipelines.spec.workflow import WorkflowSpec
 
-Reporter = Callable[[str, int], None]  # (step, rows done)
+
+class Reporter(Protocol):
+    """Hears of each batch a step finished: its rows and the seconds the step worked on them."""
+
+    def __call__(self, step: str, rows: int, seconds: float = 0.0) -> None: ...
+
+
 FailureReporter = Callable[[str, list[dict[str, str]]], None]  # (step, [{record_uuid, reason}, ...])
 
 
-def no_report(step: str, rows: int) -> None:
+def no_report(step: str, rows: int, seconds: float = 0.0) -> None:
     """The Reporter of a path nobody watches."""
     return None
 
@@ -77,6 +85,7 @@ def run_chain(
     people decided in review (the context's decisions) are kept, not computed again."""
     decisions = context.decisions if context is not None else None
     for augmenter in chain:
+        started = time.perf_counter()
         try:
             if decisions is None:
                 table = augmenter.apply(table)
@@ -84,7 +93,7 @@ def run_chain(
                 table = apply_keeping_decisions(augmenter, table, decisions, context.run_id if context else None)
         except Exception as exc:
             raise StepError(augmenter, "failed", exc) from exc
-        report(augmenter.step_name, table.num_rows)
+        report(augmenter.step_name, table.num_rows, time.perf_counter() - started)
         if report_failed is not no_failures and (failures := failures_of(augmenter, table)):
             report_failed(augmenter.step_name, failures)
     return table.select(schema.names).cast(schema)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from augment_core.store import open_store
+from pipelines.workflows.loader import load_spec
 from tests.conftest import ROOT, SAMPLE_CSV, SAMPLE_SPEC
 from tests.integration.conftest import run_spec
 
@@ -37,6 +38,15 @@ def write_spec(tmp_path: Path, changes: dict) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def test_each_step_records_its_own_work_time(sample_run):
+    """The augmenters run fused in one Ray Data stage, so their wall-clock spans are one; each
+    step's work time, summed over its batches, tells them apart."""
+    spec = load_spec(SAMPLE_SPEC)
+    work = {s.name: s.seconds for s in sample_run.steps}
+    assert set(work) == {"validate", *spec.step_names(), "write"}
+    assert all(work[name] > 0 for name in ["validate", *spec.step_names()]), work
 
 
 def test_sample_run_reconciles_and_writes_every_output(sample_run, settings):

@@ -60,7 +60,7 @@ def test_a_failure_to_load_is_an_error_and_keeps_the_last_table() -> None:
 def test_one_run_shows_steps_error_and_outputs() -> None:
     summary, steps = run_view(lambda _id: run(), "20260102")
     assert "failed" in summary and "write failed: disk full" in summary and "/data/orgs/v2" in summary
-    assert steps.values.tolist() == [["validate", "succeeded", 9, ""], ["write", "failed", 0, "disk full"]]
+    assert steps.values.tolist() == [["validate", "succeeded", 9, "", ""], ["write", "failed", 0, "", "disk full"]]
 
 
 def test_a_failed_run_and_its_error_are_marked_as_errors_and_a_clean_one_is_not() -> None:
@@ -93,3 +93,10 @@ def test_an_unknown_or_unreadable_run_is_explained() -> None:
 
 def test_the_panel_builds_without_serve() -> None:
     assert isinstance(build_runs_panel(lambda: [], lambda _id: run(), refresh_seconds=2), gr.Blocks)
+
+
+def test_each_step_shows_its_work_time_once_measured() -> None:
+    record = run(steps=[StepState(name="validate", state="succeeded", rows=9, seconds=1.25),
+                        StepState(name="write", state="running")])
+    table = run_view(lambda run_id: record, record.id)[1]
+    assert table["work"].tolist() == ["1.2 s", ""]
