@@ -62,6 +62,14 @@ class Settings(BaseSettings):
         description="Provider spend (USD) per key (or user's sessions) and UTC day on online calls and review"
                     " reruns, unless the key has its own cap; 0: no provider calls online.",
     )
+    api_concurrency: int = Field(
+        default=2, ge=1, le=64,
+        description="Online augment calls of workflows without provider calls that one API replica works on at once.",
+    )
+    api_queue: int = Field(
+        default=16, ge=0, le=1024,
+        description="Such calls that wait for one of those; a call beyond both is answered 503 with Retry-After.",
+    )
     max_streams_per_caller: int = Field(default=8, ge=1, description="Event streams one key or user holds open.")
     stream_idle_seconds: float = Field(
         default=300.0, gt=0, description="An event stream with no event for this long is closed."

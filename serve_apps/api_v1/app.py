@@ -18,6 +18,7 @@ from pipelines.review.decisions import DecisionLookup
 from pipelines.spec.workflow import WorkflowSpec
 from pipelines.workflows.folder import WorkflowFolder
 from serve_apps.api_v1 import audit, datasets, health, keys, launch, me, reviews, runs, users, workflows
+from serve_apps.api_v1.admission import Admission
 from serve_apps.api_v1.errors import install_error_handlers
 from serve_apps.gateway.api_auth import Viewer, install_gateway
 from serve_apps.gateway.gate import Gate
@@ -48,6 +49,7 @@ def create_app(settings: Settings, max_body_bytes: int) -> FastAPI:
         openapi_url=None, docs_url=None, redoc_url=None,
     )
     app.state.settings = settings
+    app.state.admission = Admission(settings.api_concurrency, settings.api_queue)
     app.state.workflows = WorkflowFolder(settings.workflows_dir, context_for=online_context(settings))
     v1 = APIRouter(prefix="/v1")
     for module in (health, me, workflows, runs, launch, datasets, reviews, audit, users, keys):

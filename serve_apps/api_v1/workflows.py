@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Request, status
@@ -45,7 +46,8 @@ def list_workflows(caller: Viewer, workflows: WorkflowsDep) -> list[WorkflowOut]
     "/{name}/augment",
     response_model=AugmentResponse,
     responses={404: {"description": "No such workflow"}, 409: {"description": "The workflow's spec is broken"},
-               429: {"description": "Over the request rate, or the caller's daily provider spend cap is used up"}},
+               429: {"description": "Over the request rate, or the caller's daily provider spend cap is used up"},
+               503: {"description": "The replica is at capacity: retry after Retry-After seconds"}},
 )
 def augment(name: WorkflowName, body: AugmentRequest, caller: Operator, request: Request,
             workflows: WorkflowsDep) -> AugmentResponse:
@@ -60,9 +62,11 @@ def augment(name: WorkflowName, body: AugmentRequest, caller: Operator, request:
         raise HTTPException(status.HTTP_409_CONFLICT, {"message": str(exc), "errors": exc.errors}) from None
     except OSError as exc:
         raise workflows_unreadable(exc) from None
-    # A workflow without provider calls costs nothing: it is not refused at the cap.
-    spend = open_spend(get_gate(request), caller, refuse_at_cap=calls_providers(workflow))
-    with spending(spend):
+    # A workflow without provider calls costs nothing: it is not refused at the cap. Its work is
+    # all CPU: admitted as the replica has room (admission.py); provider calls wait on their limiters.
+    calls = calls_providers(workflow)
+    spend = open_spend(get_gate(request), caller, refuse_at_cap=calls)
+    with spending(spend), (nullcontext() if calls else request.app.state.admission.admit()):
         result = workflow.augment(body.records)
     return AugmentResponse(
         workflow=workflow.spec.name,
