@@ -316,20 +316,20 @@ def test_dataset_versions(store: MetadataStore, uid: str) -> None:
     assert store.next_dataset_version(ds) == 1
     assert store.list_dataset_versions(ds) == []
     schema = {"record_uuid": "string", "employees": "int64"}
-    v1 = store.add_dataset_version(ds, 1, "/data/ds/v1", schema, 200, f"{uid}-run1")
+    v1 = store.add_dataset_version(ds, 1, f"/data/{ds}/v1", schema, 200, f"{uid}-run1")
     assert (v1.dataset, v1.version, v1.path, v1.schema_, v1.row_count, v1.run_id) == (
-        ds, 1, "/data/ds/v1", schema, 200, f"{uid}-run1"
+        ds, 1, f"/data/{ds}/v1", schema, 200, f"{uid}-run1"
     )
     assert store.next_dataset_version(ds) == 2
     assert store.next_dataset_version(other) == 1  # numbering is per dataset
 
     with pytest.raises(VersionTaken, match=f"{ds} v1 already exists"):
-        store.add_dataset_version(ds, 1, "/data/ds/v1-again", schema, 5, f"{uid}-run2")
-    assert [v.path for v in store.list_dataset_versions(ds)] == ["/data/ds/v1"]
+        store.add_dataset_version(ds, 1, f"/data/{ds}/v1-again", schema, 5, f"{uid}-run2")
+    assert [v.path for v in store.list_dataset_versions(ds)] == [f"/data/{ds}/v1"]
 
-    store.add_dataset_version(ds, 3, "/data/ds/v3", schema, 300, f"{uid}-run3")
-    store.add_dataset_version(ds, 2, "/data/ds/v2", schema, 250, f"{uid}-run2")
-    store.add_dataset_version(other, 1, "/data/other/v1", {}, 0, f"{uid}-run4")
+    store.add_dataset_version(ds, 3, f"/data/{ds}/v3", schema, 300, f"{uid}-run3")
+    store.add_dataset_version(ds, 2, f"/data/{ds}/v2", schema, 250, f"{uid}-run2")
+    store.add_dataset_version(other, 1, f"/data/{other}/v1", {}, 0, f"{uid}-run4")
     assert store.next_dataset_version(ds) == 4
 
     listed = store.list_dataset_versions(ds)
