@@ -232,7 +232,7 @@ class BatchPlan:
         done = [f for f, rows in files.items() if rows]
         if not done:
             return valid
-        written = ray.data.read_parquet(done, filesystem=fs, columns=["record_uuid"], ray_remote_args=TASK_OPTIONS)
+        written = ray.data.read_parquet(done, filesystem=fs, columns=["record_uuid"], num_cpus=TASK_CPUS)
         return valid.join(
             written, join_type="left_anti", on=("record_uuid",),
             num_partitions=min(64, 1 + self.rows_in // 100_000),  # ~100k records held by each aggregator

@@ -24,7 +24,7 @@ from augment_core.storage import StoragePaths
 from pipelines.io.csv_records import CsvRecord, csv_records
 from pipelines.io.files import EXTENSIONS, SourceError, text_lines, undecodable
 from pipelines.io.json_records import ends_inside, json_record, parse_json
-from pipelines.io.resources import TASK_CPUS, TASK_OPTIONS
+from pipelines.io.resources import TASK_CPUS
 from pipelines.spec.errors import clip
 from pipelines.spec.workflow import (
     DatasetSource,
@@ -93,6 +93,9 @@ class RecordFileDatasource(FileBasedDatasource):
         self.delimiter = source.delimiter
         self.schema_spec = schema
         self.keep_columns = keep_columns  # Parquet columns read besides the declared fields
+
+    def file_count(self) -> int:
+        return max(1, len(self._paths()))
 
     def _open_input_source(self, filesystem: pafs.FileSystem, path: str, **open_args: Any) -> pa.NativeFile:
         # Parquet needs random access to read row group by row group; text formats stream.
@@ -198,7 +201,12 @@ def read_source(source: SourceSpec, schema: SchemaSpec, paths: StoragePaths | No
         datasource = RecordFileDatasource(source, schema, keep_columns=keep, filesystem=filesystem)
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise SourceError(f"cannot read {source.kind} source {source.path}: {exc}") from None
-    return ray.data.read_datasource(datasource, ray_remote_args=TASK_OPTIONS)
+    # Read tasks of whole files (at most Ray Data's usual number of them), whose blocks of
+    # ROWS_PER_BLOCK rows flow on as they are read. Left to itself, Ray Data cut those blocks up
+    # until it had the number it wanted (8 for a 300-row file): more tasks for every later step,
+    # each a process start on a small node.
+    tasks = min(datasource.file_count(), ray.data.DataContext.get_current().read_op_min_num_blocks)
+    return ray.data.read_datasource(datasource, num_cpus=TASK_CPUS, override_num_blocks=tasks)
 
 
 def postgres_connector(source: PostgresSource) -> Callable[[], Any]:
@@ -267,7 +275,10 @@ def _read_postgres(source: PostgresSource, schema: SchemaSpec) -> ray.data.Datas
 
     # row_number() gives every row its ordinal so quarantine can point at it.
     sql = f"SELECT row_number() OVER () AS _source_row, q.* FROM ({source.query}) AS q"
-    dataset = ray.data.read_sql(sql, connect, ray_remote_args=TASK_OPTIONS)
+    # One query, read by one task (nothing to shard on); its rows are then cut into blocks of
+    # ROWS_PER_BLOCK. Left to itself, Ray Data split the result into 200 blocks whatever its size:
+    # 200 tasks for every later step, and dozens of worker processes started for 40 rows.
+    dataset = ray.data.read_sql(sql, connect, num_cpus=TASK_CPUS, override_num_blocks=1)
 
     def annotate(table: pa.Table) -> pa.Table:
         missing = missing_required_columns(table.column_names, schema)
@@ -280,7 +291,8 @@ def _read_postgres(source: PostgresSource, schema: SchemaSpec) -> ray.data.Datas
         )
         return table.append_column("_parse_error", pa.nulls(table.num_rows, pa.string()))
 
-    return dataset.map_batches(annotate, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS)
+    annotated = dataset.map_batches(annotate, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS)
+    return annotated.repartition(target_num_rows_per_block=ROWS_PER_BLOCK)
 
 
 def source_fingerprint(source: SourceSpec, paths: StoragePaths) -> dict[str, Any] | None:
