@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from functools import cache
+from typing import Any, ClassVar, TypeAlias
 
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipelines.inference.context import RunContext
+
+# What a step returns for each added column: values, a pandas Series, or (from `process_arrow`) Arrow.
+Produced: TypeAlias = "Sequence[Any] | pd.Series | pa.Array | pa.ChunkedArray"
 
 
 class AugmenterParams(BaseModel):
@@ -92,17 +96,30 @@ class Augmenter(ABC):
     def process_batch(self, batch: pd.DataFrame) -> Mapping[str, Sequence[Any] | pd.Series]:
         """Return the added columns for the batch (only the columns from `reads()` are in it)."""
 
+    def process_arrow(self, batch: pa.Table) -> Mapping[str, Produced] | None:
+        """What `process_batch` returns for this batch, computed straight from Arrow: an internal
+        fast path of built-in steps, which must give exactly the same values (a DataFrame per step
+        is most of the cost of a request's one record). `batch` holds the columns from `reads()`.
+        None (the default): no fast path for these columns, and `process_batch` runs. A subclass
+        that overrides `process_batch` below the class giving `process_arrow` always gets its own
+        `process_batch` run."""
+        return None
+
     def apply(self, table: pa.Table) -> pa.Table:
         """Run the step on an Arrow batch and return it with the added columns."""
         return self.attach(table, self.compute(table))
 
-    def compute(self, table: pa.Table) -> Mapping[str, Sequence[Any] | pd.Series]:
+    def compute(self, table: pa.Table) -> Mapping[str, Produced]:
         """The added columns for the batch, checked against what the step declares."""
         columns = list(dict.fromkeys(column for _, column in self.reads()))
-        missing = [c for c in columns if c not in table.column_names]
+        present = set(table.column_names)  # a list built anew on every call of column_names
+        missing = [c for c in columns if c not in present]
         if missing:
             raise KeyError(f"step {self.step_name!r} reads missing column(s) {missing}")
-        produced = self.process_batch(table.select(columns).to_pandas(types_mapper=pd.ArrowDtype))
+        batch = table.select(columns)
+        produced = self.process_arrow(batch) if _arrow_path(type(self)) else None
+        if produced is None:
+            produced = self.process_batch(batch.to_pandas(types_mapper=pd.ArrowDtype))
         declared = self.adds()
         if set(produced) != set(declared):
             raise RuntimeError(
@@ -110,24 +127,58 @@ class Augmenter(ABC):
             )
         return produced
 
-    def attach(self, table: pa.Table, produced: Mapping[str, Sequence[Any] | pd.Series]) -> pa.Table:
+    def attach(self, table: pa.Table, produced: Mapping[str, Produced]) -> pa.Table:
         """The batch with the produced columns added as their declared Arrow types; an existing
         column is replaced only when the spec says overwrite."""
+        names = table.column_names
         for column, arrow_type in self.adds().items():
             values = to_arrow(produced[column], arrow_type)
             if len(values) != table.num_rows:
                 raise RuntimeError(f"step {self.step_name!r} returned {len(values)} values for {table.num_rows} rows")
-            if column in table.column_names:
+            if column in names:
                 if not self.overwrite:
                     raise RuntimeError(f"step {self.step_name!r} would overwrite {column!r}")
-                table = table.set_column(table.column_names.index(column), column, values)
+                table = table.set_column(names.index(column), column, values)
             else:
                 table = table.append_column(pa.field(column, arrow_type), values)
+                names.append(column)
         return table
 
 
-def to_arrow(values: Sequence[Any] | pd.Series, arrow_type: pa.DataType) -> pa.Array:
+@cache
+def _arrow_path(cls: type[Augmenter]) -> bool:
+    """Whether `compute` may try the class's `process_arrow`: it is defined below `Augmenter`,
+    at or below the class whose `process_batch` the class runs."""
+    mro = cls.__mro__
+
+    def owner(name: str) -> int:
+        return next(i for i, klass in enumerate(mro) if name in vars(klass))
+
+    return owner("process_arrow") < mro.index(Augmenter) and owner("process_arrow") <= owner("process_batch")
+
+
+PLAIN_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer, pa.types.is_floating,
+               pa.types.is_boolean, pa.types.is_date, pa.types.is_timestamp)
+
+
+def plain(arrow_type: pa.DataType) -> bool:
+    """Whether a column of this type is the same Arrow data after a trip through a DataFrame of
+    `pd.ArrowDtype` (what `process_batch` gets): the types `process_arrow` paths take."""
+    return any(test(arrow_type) for test in PLAIN_TYPES)
+
+
+def string_values(column: pa.ChunkedArray | pa.Array) -> list[str | None] | None:
+    """A string column as Python values (what `values_of` gives of its Series), or None for a
+    column of another type (left to `process_batch`)."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.to_pylist()
+    return None
+
+
+def to_arrow(values: Produced, arrow_type: pa.DataType) -> pa.Array | pa.ChunkedArray:
     """Values as an Arrow array of exactly this type; None, NaN and NA become null."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values if values.type == arrow_type else values.cast(arrow_type)
     if isinstance(values, pd.Series):
         array = pa.Array.from_pandas(values)
         return array if array.type == arrow_type else array.cast(arrow_type)
@@ -137,6 +188,15 @@ def to_arrow(values: Sequence[Any] | pd.Series, arrow_type: pa.DataType) -> pa.A
 def values_of(series: pd.Series) -> list[Any]:
     """A column as Python values, with None for every kind of null."""
     return [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in series.tolist()]
+
+
+def produced_values(values: Produced) -> list[Any]:
+    """What a step produced for a column as Python values, None for every kind of null."""
+    if isinstance(values, pd.Series):
+        return values_of(values)
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return [None if isinstance(v, float) and v != v else v for v in values.to_pylist()]
+    return list(values)
 
 
 def map_distinct(values: Iterable[Hashable], fn: Callable[[Any], Any]) -> list[Any]:

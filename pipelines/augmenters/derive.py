@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
-from pipelines.augmenters.base import Augmenter, AugmenterParams
+from pipelines.augmenters.base import Augmenter, AugmenterParams, plain
 from pipelines.augmenters.expressions import (
     ExpressionError,
     column_names,
@@ -53,9 +53,10 @@ class Derive(Augmenter):
         super().__init__(params, step_name, overwrite)
         self.tree = parse_expression(params.expression)
         self.arrow_type = FieldType(params.type).arrow
+        self.names = column_names(self.tree)
 
     def reads(self) -> list[tuple[str, str]]:
-        return [("expression", name) for name in column_names(self.tree)]
+        return [("expression", name) for name in self.names]
 
     def adds(self) -> dict[str, pa.DataType]:
         return {self.params.column: self.arrow_type}
@@ -73,13 +74,23 @@ class Derive(Augmenter):
         return []
 
     def process_batch(self, batch: pd.DataFrame) -> dict[str, pd.Series]:
-        columns = {name: pa.array(batch[name]) for name in batch.columns}
+        result = self.derived({name: pa.array(batch[name]) for name in batch.columns}, len(batch))
+        return {self.params.column: pd.Series(pd.arrays.ArrowExtensionArray(result))}
+
+    def process_arrow(self, batch: pa.Table) -> dict[str, pa.Array | pa.ChunkedArray] | None:
+        if not all(plain(column.type) for column in batch.columns):
+            return None
+        columns = {name: column.combine_chunks() for name, column in zip(batch.column_names, batch.columns)}
+        return {self.params.column: self.derived(columns, batch.num_rows)}
+
+    def derived(self, columns: dict[str, pa.Array | pa.ChunkedArray], rows: int) -> pa.Array | pa.ChunkedArray:
+        """The added column for these columns of `rows` records."""
         try:
-            result = convert(evaluate(self.tree, columns, len(batch)), self.arrow_type)
+            result = convert(evaluate(self.tree, columns, rows), self.arrow_type)
         except ExpressionError as exc:  # the expression does not fit the column types: a spec error
             raise ExpressionError(f"step {self.step_name!r}: {exc}, in {self.params.expression!r}") from None
         if pa.types.is_floating(self.arrow_type):  # inf and nan are not values a user can use
             result = pc.if_else(pc.is_finite(result), result, None)
         if isinstance(result, pa.Scalar):
-            result = pa.repeat(result, len(batch))
-        return {self.params.column: pd.Series(pd.arrays.ArrowExtensionArray(result))}
+            result = pa.repeat(result, rows)
+        return result

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
 from augment_core.storage import filesystem_for
-from pipelines.augmenters.base import Augmenter, AugmenterParams
+from pipelines.augmenters.base import Augmenter, AugmenterParams, plain
 from pipelines.augmenters.registry import register
 from pipelines.spec.base import IDENTIFIER
 
@@ -88,14 +88,19 @@ class Lookup(Augmenter):
         self._values = {c: table[c].combine_chunks() for c in self.params.columns}
 
     def process_batch(self, batch: pd.DataFrame) -> dict[str, pd.Series]:
+        joined = self.joined(pa.array(batch[self.params.column]))
+        return {column: pd.Series(pd.arrays.ArrowExtensionArray(values)) for column, values in joined.items()}
+
+    def process_arrow(self, batch: pa.Table) -> dict[str, pa.Array | pa.ChunkedArray] | None:
+        keys = batch.column(self.params.column)
+        return self.joined(keys.combine_chunks()) if plain(keys.type) else None
+
+    def joined(self, keys: pa.Array | pa.ChunkedArray) -> dict[str, pa.Array | pa.ChunkedArray]:
+        """The brought columns for the records' keys: null where nothing matches."""
         if self._keys is None:
             self.setup()  # called without the runner's setup: load on first use
-        keys = self._normalise(pc.cast(pa.array(batch[self.params.column]), pa.string()))
-        rows = pc.index_in(keys, value_set=self._keys)  # a hash join; null where nothing matches
-        return {
-            self.params.prefix + c: pd.Series(pd.arrays.ArrowExtensionArray(values.take(rows)))
-            for c, values in self._values.items()
-        }
+        rows = pc.index_in(self._normalise(pc.cast(keys, pa.string())), value_set=self._keys)  # a hash join
+        return {self.params.prefix + c: values.take(rows) for c, values in self._values.items()}
 
     def _normalise(self, keys: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
         keys = pc.utf8_trim_whitespace(keys)

@@ -10,7 +10,7 @@ import phonenumbers
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from pipelines.augmenters.base import Augmenter, blank_to_none, map_distinct, values_of
+from pipelines.augmenters.base import Augmenter, blank_to_none, map_distinct, string_values, values_of
 from pipelines.augmenters.registry import register
 from pipelines.augmenters.single_column import ColumnParams
 from pipelines.spec.base import IDENTIFIER
@@ -63,9 +63,22 @@ class NormalizePhone(Augmenter):
         return {self.params.output(suffix): arrow_type for suffix, arrow_type in _OUTPUTS.items()}
 
     def process_batch(self, batch: pd.DataFrame) -> dict[str, Sequence[Any]]:
-        numbers = [blank_to_none(v) for v in values_of(batch[self.params.column])]
-        if self.params.region_column:
-            regions = [_region(r) or self.params.default_region for r in values_of(batch[self.params.region_column])]
+        region = self.params.region_column
+        return self.outputs_of(values_of(batch[self.params.column]), values_of(batch[region]) if region else None)
+
+    def process_arrow(self, batch: pa.Table) -> dict[str, Sequence[Any]] | None:
+        numbers = string_values(batch.column(self.params.column))
+        region = self.params.region_column
+        regions = string_values(batch.column(region)) if region else None
+        if numbers is None or (region and regions is None):
+            return None
+        return self.outputs_of(numbers, regions)
+
+    def outputs_of(self, column: list[Any], region_column: list[Any] | None) -> dict[str, Sequence[Any]]:
+        """The added columns for the numbers' values and, given a region column, its values."""
+        numbers = [blank_to_none(v) for v in column]
+        if region_column is not None:
+            regions = [_region(r) or self.params.default_region for r in region_column]
         else:
             regions = [self.params.default_region] * len(numbers)
         keys = [None if n is None else (n, r) for n, r in zip(numbers, regions)]

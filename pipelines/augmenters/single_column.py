@@ -14,6 +14,7 @@ from pipelines.augmenters.base import (
     AugmenterParams,
     blank_to_none,
     map_distinct,
+    string_values,
     values_of,
 )
 from pipelines.spec.base import IDENTIFIER
@@ -54,7 +55,15 @@ class ColumnAugmenter(Augmenter):
         raise NotImplementedError
 
     def process_batch(self, batch: pd.DataFrame) -> dict[str, Sequence[Any]]:
-        values = [blank_to_none(v) for v in values_of(batch[self.params.column])]
+        return self.outputs_of(values_of(batch[self.params.column]))
+
+    def process_arrow(self, batch: pa.Table) -> dict[str, Sequence[Any]] | None:
+        values = string_values(batch.column(self.params.column))
+        return None if values is None else self.outputs_of(values)
+
+    def outputs_of(self, column: list[Any]) -> dict[str, Sequence[Any]]:
+        """The added columns for the column's values (None for null)."""
+        values = [blank_to_none(v) for v in column]
         parsed = map_distinct(values, self.parse)
         return {
             self.params.output(suffix): [None if row is None else row.get(suffix) for row in parsed]

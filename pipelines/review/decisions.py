@@ -9,13 +9,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 
 from augment_core.reviews import Kept, decisions_for
 from augment_core.settings import Settings
 from augment_core.store import open_store
-from pipelines.augmenters.base import Augmenter, values_of
+from pipelines.augmenters.base import Augmenter, Produced, produced_values
 from pipelines.inference.context import Decisions
 from pipelines.review.values import from_json
 
@@ -71,7 +70,7 @@ def _kept(augmenter: Augmenter, table: pa.Table, lookup: Decisions) -> dict[int,
 
 
 def _with_kept(
-    augmenter: Augmenter, produced: Mapping[str, Sequence[Any] | pd.Series], kept: dict[int, dict[str, Kept]],
+    augmenter: Augmenter, produced: Mapping[str, Produced], kept: dict[int, dict[str, Kept]],
     todo: list[int], n: int, run_id: str | None,
 ) -> dict[str, list[Any]]:
     """The produced columns spread back over all n rows, decided values put in, and the
@@ -79,7 +78,7 @@ def _with_kept(
     full: dict[str, list[Any]] = {}
     for column, values in produced.items():
         spread: list[Any] = [None] * n
-        for j, value in zip(todo, values_of(values) if isinstance(values, pd.Series) else list(values)):
+        for j, value in zip(todo, produced_values(values)):
             spread[j] = value
         full[column] = spread
     status, provenance = augmenter.status_column(), f"{augmenter.step_name}_provenance"
