@@ -177,6 +177,11 @@ def record_uuid(values: dict[str, Any], schema: SchemaSpec) -> str:
     return str(uuid.uuid5(RECORD_NAMESPACE, canonical))
 
 
+# Up to this many rows a batch goes the per-record way: the kernels cost about 150 Arrow calls a
+# batch whatever its size (1.8 ms for one record, against 0.16 ms per record in Python).
+SMALL_BATCH_ROWS = 16
+
+
 def validate_table(table: pa.Table, schema: SchemaSpec) -> pa.Table:
     """Validate an Arrow batch of raw records; every row comes back, valid or not.
 
@@ -189,6 +194,8 @@ def validate_table(table: pa.Table, schema: SchemaSpec) -> pa.Table:
     its errors, reasons and `_raw` are exactly those of the per-record code.
     """
     rows = table.num_rows
+    if rows <= SMALL_BATCH_ROWS:  # an online request's few records: the kernels' fixed cost is not worth it
+        return _per_record_table(table, schema)
     names = table.column_names
     given = table.column("record_uuid").combine_chunks() if "record_uuid" in names else None
     colliding = set(schema.fields) & {"record_uuid", ERRORS_COLUMN, RAW_COLUMN, *SOURCE_COLUMNS}
@@ -479,6 +486,20 @@ def _python_rows(table: pa.Table, schema: SchemaSpec, rows: np.ndarray) -> dict[
         errors_out.append(json.dumps(errors, ensure_ascii=False) if errors else None)
         raw_out.append(json.dumps(raw, ensure_ascii=False, default=str) if errors else None)
     return {**out, "record_uuid": ids, ERRORS_COLUMN: errors_out, RAW_COLUMN: raw_out}
+
+
+def _per_record_table(table: pa.Table, schema: SchemaSpec) -> pa.Table:
+    """The output batch with every row the per-record way."""
+    out = _python_rows(table, schema, np.arange(table.num_rows))
+    arrays: dict[str, pa.Array] = {"record_uuid": pa.array(out["record_uuid"], pa.string())}
+    for name, field in schema.fields.items():
+        arrays[name] = pa.array(out[name], type=field.type.arrow)
+    for name in (ERRORS_COLUMN, RAW_COLUMN):
+        arrays[name] = pa.array(out[name], pa.string())
+    for name in SOURCE_COLUMNS:
+        if name in table.column_names and name != "_parse_error":
+            arrays[name] = table.column(name).combine_chunks()
+    return pa.table(arrays)
 
 
 def _assemble(

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipelines.engine import kernels
+from pipelines.engine import kernels, validation
 from pipelines.engine.validation import RECORD_NAMESPACE, record_uuid, validate_record, validate_table
 from pipelines.io.columns import ERRORS_COLUMN, RAW_COLUMN, SOURCE_COLUMNS
 from pipelines.spec.workflow import SchemaSpec
@@ -258,8 +258,12 @@ def random_table(rng: random.Random, schema: SchemaSpec, rows: int) -> pa.Table:
     return table
 
 
+@pytest.mark.parametrize("small_batch_rows", [validation.SMALL_BATCH_ROWS, 0])
 @pytest.mark.parametrize("seed", range(40))
-def test_columnar_validation_equals_the_per_record_loop(seed: int) -> None:
+def test_columnar_validation_equals_the_per_record_loop(
+        seed: int, small_batch_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small batches go the per-record way; with that cut-off at 0 every size takes the kernels."""
+    monkeypatch.setattr(validation, "SMALL_BATCH_ROWS", small_batch_rows)
     rng = random.Random(seed)
     for _ in range(12):
         schema = random_schema(rng)
