@@ -60,14 +60,15 @@ def in_process(spec_path: Path, data: Path) -> tuple[float, int]:
     return time.perf_counter() - start, valid
 
 
-def on_ray(spec_path: Path, settings: Settings) -> tuple[float, int]:
+def on_ray(spec_path: Path, settings: Settings) -> tuple[float, int, str]:
     start = time.perf_counter()
     run_id, (_, final) = start_run(settings, load_spec(spec_path), str(spec_path))
     ray.get(final)
     elapsed = time.perf_counter() - start
     run = open_store(settings).get_run(run_id)
     assert run.status == "succeeded", run.error
-    return elapsed, run.counts["valid"]
+    steps = ", ".join(f"{s.name} {s.seconds:.1f}" for s in run.steps if s.seconds)
+    return elapsed, run.counts["valid"], f"work seconds by step (all workers): {steps}"
 
 
 def main() -> int:
@@ -84,10 +85,11 @@ def main() -> int:
             write(organisations(n, seed=11), data, "csv")
             spec_path = spec_for(data, folder)
             local_s, local_valid = in_process(spec_path, data)
-            ray_s, ray_valid = on_ray(spec_path, settings)
+            ray_s, ray_valid, steps = on_ray(spec_path, settings)
             # Chunked in-process dedupe only sees duplicates within a chunk; counts may differ by those.
             print(f"{n:>9} {n / local_s:>18,.0f} {n / ray_s:>16,.0f} {local_s / ray_s:>16.2f}x"
                   f"   (valid: {local_valid} in-process, {ray_valid} Ray)")
+            print(f"{'':>9} {steps}")
         ray.shutdown()
     return 0
 

@@ -1,4 +1,5 @@
-"""The two passes that find duplicate keys in a batch run without a shuffle (engine/batch.py)."""
+"""Pieces of the batch run's Ray Data plan (engine/batch.py) that need no cluster: the two passes that
+find duplicate keys without a shuffle, and the size of augment batches."""
 
 from __future__ import annotations
 
@@ -33,3 +34,16 @@ def test_only_rows_whose_hash_repeats_come_back_with_their_id_and_order() -> Non
     assert rows == [{"record_uuid": "a", "_source_order": f"in.csv\x1f{0:015d}"},
                     {"record_uuid": "a", "_source_order": f"in.csv\x1f{3:015d}"}]
     assert rows_with_hashes(_validated([None]), np.array([repeated], np.uint64)).num_rows == 0
+
+
+def test_batches_are_large_for_unpaid_workflows_unless_the_sink_says_otherwise() -> None:
+    from pipelines.engine.batch import UNPAID_BATCH_ROWS, augment_batch_rows
+    from pipelines.workflows.loader import load_spec
+    from tests.conftest import ROOT, SAMPLE_SPEC
+
+    sample = load_spec(SAMPLE_SPEC)  # deterministic steps only, batch_rows unset
+    assert augment_batch_rows(sample) == UNPAID_BATCH_ROWS
+    chosen = sample.model_copy(update={"sink": sample.sink.model_copy(update={"batch_rows": 256})})
+    assert augment_batch_rows(chosen) == 256
+    paid = load_spec(ROOT / "configs" / "workflows" / "organisations_llm.yaml")  # an llm step
+    assert "batch_rows" not in paid.sink.model_fields_set and augment_batch_rows(paid) == paid.sink.batch_rows
