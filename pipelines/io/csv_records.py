@@ -29,12 +29,12 @@ class CsvRecord:
     error: str | None  # why not
 
 
-def csv_records(lines: Iterator[str], delimiter: str) -> Iterator[CsvRecord]:
+def csv_records(lines: Iterator[str], delimiter: str, first_line: int = 1) -> Iterator[CsvRecord]:
     """The records of CSV text given as lines (line ends kept), in order; blank lines are records
-    of no cells."""
+    of no cells. `first_line` is the number of the first line given (text read from inside a file)."""
     csv.field_size_limit(MAX_CELL_CHARS)  # process-wide in the csv module: set by every reader, to this
     ahead: deque[tuple[int, str]] = deque()  # lines read, to be read again as records of their own
-    numbered = enumerate(lines, start=1)
+    numbered = enumerate(lines, start=first_line)
 
     def next_line() -> tuple[int, str] | None:
         return ahead.popleft() if ahead else next(numbered, None)

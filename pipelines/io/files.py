@@ -7,9 +7,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
-from typing import Any
-
-import pyarrow as pa
+from typing import Any, Protocol
 
 from pipelines.spec.errors import clip
 from pipelines.spec.workflow import FileKind
@@ -24,16 +22,24 @@ EXTENSIONS: dict[FileKind, list[str]] = {
 }
 
 
+class ByteStream(Protocol):
+    """What text is read from: a pyarrow input stream, or anything else with its read()."""
+
+    def read(self, nbytes: int, /) -> bytes: ...
+
+
 class SourceError(Exception):
     """A source that cannot be read at all (missing file, missing required columns...)."""
 
 
-def text_lines(stream: pa.NativeFile) -> Iterator[str]:
+def text_lines(stream: ByteStream, bom: bool = True) -> Iterator[str]:
     """The lines of a UTF-8 text file (a BOM dropped, line ends kept for the csv module). A byte that
     is not UTF-8 does not stop the file: it comes through as a lone surrogate, so that the row
-    holding it is refused alone (see `undecodable`)."""
+    holding it is refused alone (see `undecodable`). `bom=False` reads text that starts inside a
+    file, after a line end, where U+FEFF is a character like any other."""
     yield from io.TextIOWrapper(
-        io.BufferedReader(_RawAdapter(stream)), encoding="utf-8-sig", errors="surrogateescape", newline=""
+        io.BufferedReader(_RawAdapter(stream)), encoding="utf-8-sig" if bom else "utf-8",
+        errors="surrogateescape", newline=""
     )
 
 
@@ -53,7 +59,7 @@ def undecodable(text: str) -> str | None:
 class _RawAdapter(io.RawIOBase):
     """Lets io.BufferedReader pull from a pyarrow input stream."""
 
-    def __init__(self, stream: pa.NativeFile) -> None:
+    def __init__(self, stream: ByteStream) -> None:
         self.stream = stream
 
     def readable(self) -> bool:

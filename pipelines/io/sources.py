@@ -15,14 +15,16 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 from ray.data.datasource import FileBasedDatasource
 
 from augment_core.storage import StoragePaths
+from pipelines.io.csv_fast import FastCsv
 from pipelines.io.csv_records import CsvRecord, csv_records
-from pipelines.io.files import EXTENSIONS, SourceError, text_lines, undecodable
+from pipelines.io.files import EXTENSIONS, ByteStream, SourceError, text_lines, undecodable
 from pipelines.io.json_records import ends_inside, json_record, parse_json
 from pipelines.io.resources import TASK_CPUS
 from pipelines.spec.errors import clip
@@ -78,6 +80,109 @@ def _header(records: Iterator[CsvRecord], path: str) -> list[str]:
     return [name.strip() for name in first.cells]
 
 
+def csv_blocks(
+    f: ByteStream, path: str, fields: list[str], delimiter: str, require: Callable[[str, list[str]], None],
+    fast: bool = True,
+) -> Iterator[pa.Table]:
+    """The blocks of a CSV file: ROWS_PER_BLOCK rows each, the declared fields as text, every row
+    kept. Read by Arrow wherever it provably gives what the row-exact reader gives (`csv_fast`),
+    by the row-exact reader from where it does not; `fast=False`: by the row-exact reader alone."""
+    buffer = _RowBuffer(path, fields, text=True)
+    if fast:
+        reader = FastCsv(f, delimiter)
+        header = reader.header()
+        if header is not None:
+            require(path, header)
+            blocks = _ArrowBlocks(path, fields)
+            positions = {name: header.index(name) if name in header else None for name in fields}
+            for table in reader.tables(positions):
+                yield from blocks.add(table)
+            if reader.rest is None:
+                yield from blocks.flush()
+                return
+            # The row-exact reader reads on from a line start after a whole record, into the same block.
+            buffer.rows, buffer.row_number = blocks.unsent(), blocks.rows
+            records = csv_records(text_lines(reader.rest.stream, bom=False), delimiter, reader.rest.line)
+            yield from _csv_rows(records, header, buffer)
+            return
+        assert reader.rest is not None and reader.rest.at_start
+        f = reader.rest.stream  # nothing taken from it
+    records = csv_records(text_lines(f), delimiter)
+    header = _header(records, path)
+    require(path, header)
+    yield from _csv_rows(records, header, buffer)
+
+
+def _csv_rows(records: Iterator[CsvRecord], header: list[str], buffer: _RowBuffer) -> Iterator[pa.Table]:
+    """The row-exact reader's rows after the header, added to `buffer`, as blocks."""
+    positions = {name: header.index(name) for name in buffer.fields if name in header}
+    for record in records:
+        row = record.cells
+        if row is not None and (not row or (len(row) == 1 and not row[0].strip())):
+            continue  # a blank line: not a record, not counted
+        if row is None:
+            buffer.add({}, record.error)
+        elif not any(cell.strip() for cell in row):  # a row of empty cells (,,,) is one, refused
+            buffer.add({}, f"blank row: all {len(row)} cells are empty")
+        elif len(row) != len(header):
+            buffer.add({}, f"malformed CSV row: {len(row)} cells, header has {len(header)}: {clip(row)}")
+        else:
+            buffer.add({name: row[i] for name, i in positions.items()})
+        if buffer.full():
+            yield buffer.take()
+    if buffer.rows:
+        yield buffer.take()
+
+
+class _ArrowBlocks:
+    """Cuts the rows Arrow read (the fields and `_parse_error`) into the blocks _RowBuffer makes."""
+
+    def __init__(self, path: str, fields: list[str]) -> None:
+        self.path, self.fields = path, fields
+        self.pending: list[pa.Table] = []  # rows read, not yet in a block
+        self.sent = 0  # rows in the blocks given
+
+    @property
+    def rows(self) -> int:
+        """Rows read so far: the number of the last."""
+        return self.sent + sum(t.num_rows for t in self.pending)
+
+    def add(self, table: pa.Table) -> Iterator[pa.Table]:
+        self.pending.append(table)
+        while self.rows - self.sent >= ROWS_PER_BLOCK:
+            rows = pa.concat_tables(self.pending)
+            self.pending = [rows.slice(ROWS_PER_BLOCK)]
+            yield self._block(rows.slice(0, ROWS_PER_BLOCK))
+
+    def flush(self) -> Iterator[pa.Table]:
+        if self.rows > self.sent:
+            rows = pa.concat_tables(self.pending)
+            self.pending = []
+            yield self._block(rows)
+
+    def unsent(self) -> list[dict[str, Any]]:
+        """The rows not yet in a block, as _RowBuffer holds them."""
+        if self.rows == self.sent:
+            return []
+        rows = pa.concat_tables(self.pending).to_pylist()
+        for number, row in enumerate(rows, start=self.sent + 1):
+            row["_source_row"] = number
+        return rows
+
+    def _block(self, table: pa.Table) -> pa.Table:
+        first, count = self.sent + 1, table.num_rows
+        self.sent += count
+        numbers = pa.array(range(first, first + count), pa.int64())
+        columns: dict[str, pa.Array] = {name: table.column(name).combine_chunks() for name in self.fields}
+        columns["_source"] = pa.array([self.path] * count, pa.string())
+        columns["_source_row"] = numbers
+        columns["_source_order"] = pc.binary_join_element_wise(
+            self.path + "\x1f", pc.utf8_lpad(pc.cast(numbers, pa.string()), 15, "0"), ""
+        )
+        columns["_parse_error"] = table.column("_parse_error").combine_chunks()
+        return pa.table(columns)
+
+
 def _first_sentence(exc: Exception) -> str:
     return str(exc).split(". ")[0].rstrip(".")
 
@@ -112,28 +217,7 @@ class RecordFileDatasource(FileBasedDatasource):
             raise SourceError(f"{path}: required column(s) {missing} are missing; the file has {present}")
 
     def _csv(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
-        fields = list(self.schema_spec.fields)
-        records = csv_records(text_lines(f), self.delimiter)
-        header = _header(records, path)
-        self._require(path, header)
-        positions = {name: header.index(name) for name in fields if name in header}
-        buffer = _RowBuffer(path, fields, text=True)
-        for record in records:
-            row = record.cells
-            if row is not None and (not row or (len(row) == 1 and not row[0].strip())):
-                continue  # a blank line: not a record, not counted
-            if row is None:
-                buffer.add({}, record.error)
-            elif not any(cell.strip() for cell in row):  # a row of empty cells (,,,) is one, refused
-                buffer.add({}, f"blank row: all {len(row)} cells are empty")
-            elif len(row) != len(header):
-                buffer.add({}, f"malformed CSV row: {len(row)} cells, header has {len(header)}: {clip(row)}")
-            else:
-                buffer.add({name: row[i] for name, i in positions.items()})
-            if buffer.full():
-                yield buffer.take()
-        if buffer.rows:
-            yield buffer.take()
+        yield from csv_blocks(f, path, list(self.schema_spec.fields), self.delimiter, self._require)
 
     def _jsonl(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
         fields = list(self.schema_spec.fields)
