@@ -46,6 +46,9 @@ from serve_apps import deploy  # noqa: E402
 CLUSTER = local.LocalCluster(dashboard_port=8385, gcs_port=6393, client_server_port=9013, agent_port=52385)
 SERVE_PORT = 8013
 TIMEOUT_S = 5.0
+# Requests the client keeps open at most: past that, a scheduled request is counted as `not sent`
+# rather than piling up (thousands of pending requests starved the client itself of CPU).
+MAX_IN_FLIGHT = 500
 
 
 @dataclass
@@ -77,9 +80,21 @@ async def open_loop(base: str, headers: dict[str, str], rate: float, seconds: fl
         loop = asyncio.get_running_loop()
         start = loop.time() + 0.5
         tasks: list[asyncio.Task[None]] = []
+        in_flight = 0
 
         async def send(kind: str, scheduled: float, i: int) -> None:
+            nonlocal in_flight
             tally = augment if kind == "augment" else health
+            if in_flight >= MAX_IN_FLIGHT:
+                tally.statuses["not sent"] += 1
+                return
+            in_flight += 1
+            try:
+                await answer_one(kind, scheduled, i, tally)
+            finally:
+                in_flight -= 1
+
+        async def answer_one(kind: str, scheduled: float, i: int, tally: Tally) -> None:
             try:
                 if kind == "augment":
                     answer = await http.post("/workflows/organisations/augment",
