@@ -12,12 +12,10 @@ batch run's `map_batches` does; the outputs must be equal. Prints rows/s of each
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,50 +26,16 @@ import pyarrow as pa  # noqa: E402
 import yaml  # noqa: E402
 from synth import organisations, write  # noqa: E402
 
-from pipelines.engine.validation import record_uuid, validate_record, validate_table  # noqa: E402
-from pipelines.io.columns import ERRORS_COLUMN, RAW_COLUMN, SOURCE_COLUMNS  # noqa: E402
-from pipelines.io.sources import RecordFileDatasource  # noqa: E402
+from pipelines.engine.validation import per_record_table, validate_table  # noqa: E402
+from pipelines.io.columns import ERRORS_COLUMN  # noqa: E402
+from pipelines.io.sources import csv_blocks  # noqa: E402
 from pipelines.spec.workflow import SchemaSpec  # noqa: E402
 
 
-def per_record_validate_table(table: pa.Table, schema: SchemaSpec) -> pa.Table:
-    """The baseline: validate_table as it was, one record at a time in Python."""
-    raw_columns = {name: table.column(name).to_pylist() for name in table.column_names}
-    rows = table.num_rows
-    parse_errors = raw_columns.get("_parse_error") or [None] * rows
-    given_ids = raw_columns.get("record_uuid") or [None] * rows
-    typed: dict[str, list[Any]] = {name: [] for name in schema.fields}
-    ids: list[str | None] = []
-    errors_out: list[str | None] = []
-    raw_out: list[str | None] = []
-    for i in range(rows):
-        raw = {name: raw_columns[name][i] for name in schema.fields if name in raw_columns}
-        if parse_errors[i]:
-            values, errors = {n: None for n in schema.fields}, [{"field": "(record)", "reason": parse_errors[i]}]
-        else:
-            values, errors = validate_record(raw, schema)
-        for name in schema.fields:
-            typed[name].append(None if errors else values[name])
-        ids.append(None if errors else given_ids[i] or record_uuid(values, schema))
-        errors_out.append(json.dumps(errors, ensure_ascii=False) if errors else None)
-        raw_out.append(json.dumps(raw, ensure_ascii=False, default=str) if errors else None)
-    arrays: dict[str, pa.Array] = {"record_uuid": pa.array(ids, pa.string())}
-    for name, field in schema.fields.items():
-        arrays[name] = pa.array(typed[name], type=field.type.arrow)
-    arrays[ERRORS_COLUMN] = pa.array(errors_out, pa.string())
-    arrays[RAW_COLUMN] = pa.array(raw_out, pa.string())
-    for name in SOURCE_COLUMNS:
-        if name in raw_columns and name != "_parse_error":
-            arrays[name] = table.column(name).combine_chunks()
-    return pa.table(arrays)
-
-
-def csv_blocks(path: Path, schema: SchemaSpec) -> list[pa.Table]:
+def raw_blocks(path: Path, schema: SchemaSpec) -> list[pa.Table]:
     """The raw blocks the CSV source gives for `path` (its reader, without Ray)."""
-    reader = SimpleNamespace(schema_spec=schema, delimiter=",", _require=lambda path, present: None)
     with pa.OSFile(str(path)) as handle:
-        return list(RecordFileDatasource._csv(reader, handle, str(path)))
-
+        return list(csv_blocks(handle, str(path), list(schema.fields), ",", lambda path, present: None))
 
 def timed(validate: Any, blocks: list[pa.Table], schema: SchemaSpec) -> tuple[float, list[pa.Table]]:
     started = time.perf_counter()
@@ -92,14 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "organisations.csv"
         write(organisations(args.rows, args.seed), path, "csv")
-        blocks = csv_blocks(path, schema)
+        blocks = raw_blocks(path, schema)
     rows = sum(b.num_rows for b in blocks)
     print(f"{rows} rows in {len(blocks)} blocks, columns {blocks[0].column_names}")
 
     # One block each first: imports, caches and compiled patterns are not what is measured.
-    per_record_validate_table(blocks[0], schema)
+    per_record_table(blocks[0], schema)
     validate_table(blocks[0], schema)
-    base_s, expected = timed(per_record_validate_table, blocks, schema)
+    base_s, expected = timed(per_record_table, blocks, schema)
     new_s, got = timed(validate_table, blocks, schema)
     same = all(g.equals(e) for g, e in zip(got, expected))
     valid = sum(b[ERRORS_COLUMN].null_count for b in got)

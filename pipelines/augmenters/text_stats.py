@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.augmenters.re2 import re2_class
 from pipelines.augmenters.registry import register
 from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
 
@@ -53,16 +54,8 @@ def _learn(blocks: set[int]) -> None:
 
 
 def _class(chars: Iterable[str]) -> str:
-    """An RE2 class of exactly these characters, in ranges (never none: ASCII has letters and digits)."""
-    points = sorted(map(ord, chars))
-    ranges = []
-    first = last = points[0]
-    for point in points[1:] + [-1]:
-        if point != last + 1:
-            ranges.append(f"\\x{{{first:x}}}" if first == last else f"\\x{{{first:x}}}-\\x{{{last:x}}}")
-            first = point
-        last = point
-    return f"[{''.join(ranges)}]"
+    """An RE2 class of exactly these characters (never none: ASCII has letters and digits)."""
+    return re2_class(map(ord, chars))
 
 
 def narrowed(texts: Iterable[str | None]) -> tuple[str, str]:

@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.augmenters.re2 import re2_class
+
 ASCII_WHITESPACE = "".join(chr(c) for c in range(128) if chr(c).isspace())
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -177,14 +179,7 @@ class _Translator:
                 members = set(_ALL_ASCII - members)
         if not members:
             raise _Untranslatable
-        ordered, runs = sorted(members), []
-        start = previous = ordered[0]
-        for c in ordered[1:] + [-1]:
-            if c != previous + 1:
-                runs.append(f"\\x{{{start:x}}}" if start == previous else f"\\x{{{start:x}}}-\\x{{{previous:x}}}")
-                start = c
-            previous = c
-        return "[" + "".join(runs) + "]"
+        return re2_class(members)
 
 
 @functools.cache
