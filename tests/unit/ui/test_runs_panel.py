@@ -97,6 +97,7 @@ def test_the_panel_builds_without_serve() -> None:
 
 def test_each_step_shows_its_work_time_once_measured() -> None:
     record = run(steps=[StepState(name="validate", state="succeeded", rows=9, seconds=1.25),
+                        StepState(name="normalize_url_1", state="succeeded", rows=9, seconds=0.0412),
                         StepState(name="write", state="running")])
     table = run_view(lambda run_id: record, record.id)[1]
-    assert table["work"].tolist() == ["1.2 s", ""]
+    assert table["work"].tolist() == ["1.2 s", "41 ms", ""]
