@@ -15,7 +15,7 @@ from pipelines.augmenters.base import Augmenter
 from pipelines.augmenters.registry import build_chain
 from pipelines.inference.context import RunContext
 from pipelines.io.columns import ERRORS_COLUMN, RAW_COLUMN
-from pipelines.review.decisions import apply_keeping_decisions
+from pipelines.review.decisions import apply_keeping_decisions, decided_for_batch
 from pipelines.spec.workflow import WorkflowSpec
 
 
@@ -84,6 +84,8 @@ def run_chain(
     """Valid records through every augmenter, returned with exactly the output schema. Values
     people decided in review (the context's decisions) are kept, not computed again."""
     decisions = context.decisions if context is not None else None
+    if decisions is not None:
+        decisions = decided_for_batch(decisions, chain, table)
     for augmenter in chain:
         started = time.perf_counter()
         try:

@@ -33,6 +33,28 @@ class DecisionLookup:
         return {key: kept._replace(value=from_json(kept.value, types[key[1]])) for key, kept in found.items()}
 
 
+def decided_for_batch(lookup: Decisions, chain: Sequence[Augmenter], table: pa.Table) -> Decisions:
+    """The decisions on every step's value columns for the batch's records, looked up once (not once
+    per step: an online request of an eight-step workflow made eight store queries), answered to
+    each step from that one result. A snapshot taken before the first step: every step of the batch
+    keeps the decisions as they stood then."""
+    if "record_uuid" not in table.column_names or not table.num_rows:
+        return lookup
+    types: dict[str, pa.DataType] = {}
+    for augmenter in chain:
+        declared = augmenter.adds()
+        types.update({column: declared[column] for column in augmenter.value_columns()})
+    found = lookup(table["record_uuid"].to_pylist(), types) if types else {}
+
+    def from_batch(record_uuids: Sequence[str], types: Mapping[str, pa.DataType]) -> dict[tuple[str, str], Kept]:
+        if not found:
+            return {}
+        ids = set(record_uuids)
+        return {key: kept for key, kept in found.items() if key[1] in types and key[0] in ids}
+
+    return from_batch
+
+
 def apply_keeping_decisions(
     augmenter: Augmenter, table: pa.Table, lookup: Decisions, run_id: str | None = None
 ) -> pa.Table:
