@@ -7,6 +7,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -58,19 +59,40 @@ def ensure_token() -> Path | None:
     return path
 
 
-def cluster_env(settings: Settings, token_auth: bool = True) -> dict[str, str]:
+def cluster_env(settings: Settings, cluster: LocalCluster | None = None) -> dict[str, str]:
     """The environment of the head node: its jobs, actors and Serve replicas inherit it.
 
     Settings go in as absolute values so a job's working directory does not move the data.
     With token auth every client (jobs API, dashboard, `ray.init`) must present the token, so
     nobody else on the machine can run code on the cluster.
     """
+    cluster = cluster or LocalCluster()
     env = dict(os.environ)
     env.update(settings.exported())
-    env[AUTH_MODE_ENV] = "token" if token_auth else "disabled"
+    env[AUTH_MODE_ENV] = "token" if cluster.token_auth else "disabled"
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    if settings.serve_ingress == "haproxy":
+        env.update(haproxy_env(cluster))
     return env
+
+
+def haproxy_env(cluster: LocalCluster) -> dict[str, str]:
+    """Ray's switches for HAProxy ingress, with this cluster's own files and ports: Ray's defaults
+    (/tmp/haproxy-serve/admin.sock, stats on 8404, metrics on 9101) are one per machine, and two
+    clusters here (a developer's, the tests', a benchmark's) would take each other's."""
+    folder = Path(tempfile.gettempdir()) / f"augment-haproxy-{cluster.gcs_port}"
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",  # HAProxy sends requests to replicas' own HTTP ports
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(folder / "server-state"),
+        # Beside the dashboard's port, which is already this cluster's own.
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(cluster.dashboard_port + 1),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(cluster.dashboard_port + 2),
+    }
 
 
 def _ray_cli() -> str:
@@ -99,7 +121,7 @@ def up(settings: Settings, cluster: LocalCluster) -> None:
     """Start the head node in the background; `down()` (ray stop) ends it."""
     if cluster.token_auth:
         ensure_token()
-    env = cluster_env(settings, cluster.token_auth)
+    env = cluster_env(settings, cluster)
     result = subprocess.run(head_command(cluster), env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(
@@ -113,7 +135,7 @@ def start_attached(settings: Settings, cluster: LocalCluster, log_path: Path) ->
     (`ray start --block`), unlike `ray stop`, which stops every Ray process on the machine."""
     if cluster.token_auth:
         ensure_token()
-    env = cluster_env(settings, cluster.token_auth)
+    env = cluster_env(settings, cluster)
     with log_path.open("ab") as log:
         process = subprocess.Popen([*head_command(cluster), "--block"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -29,7 +29,7 @@ def token_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_the_head_keeps_token_auth_unless_told_otherwise(settings: Settings) -> None:
     assert local.LocalCluster().token_auth is True
     assert local.cluster_env(settings)["RAY_AUTH_MODE"] == "token"
-    assert local.cluster_env(settings, token_auth=False)["RAY_AUTH_MODE"] == "disabled"
+    assert local.cluster_env(settings, local.LocalCluster(token_auth=False))["RAY_AUTH_MODE"] == "disabled"
 
 
 def test_a_missing_token_is_written_once_and_only_its_owner_can_read_it(token_file: Path) -> None:
