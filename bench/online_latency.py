@@ -11,7 +11,12 @@ second for `--overload-seconds`: every request must be answered (200, or 503 wit
 within a second, and the 200s per second must stay at the phase-1 rate. The client runs on the
 same machine as the cluster and takes its share of the CPUs.
 
+Each phase also prints the CPU time per answered request of the ingress (Ray's Python proxy or
+HAProxy), the API replicas, the quota actor and this load generator. The whole run is made once
+per ingress (`AUGMENT_SERVE_INGRESS`), one cluster after the other, side by side in one output.
+
     .venv/bin/python bench/online_latency.py [--rate 100 --seconds 60 --overload-rate 200 --overload-seconds 30]
+                                             [--ingress proxy haproxy]
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import httpx  # noqa: E402
+import light_http  # noqa: E402
 from synth import organisations  # noqa: E402
 
 from augment_core.identity import Identity, Role  # noqa: E402
@@ -45,6 +50,7 @@ from serve_apps import deploy  # noqa: E402
 # Apart from a developer's own cluster and the test suite's.
 CLUSTER = local.LocalCluster(dashboard_port=8385, gcs_port=6393, client_server_port=9013, agent_port=52385)
 SERVE_PORT = 8013
+API = "/api/v1"
 TIMEOUT_S = 5.0
 # Requests the client keeps open at most: past that, a scheduled request is counted as `not sent`
 # rather than piling up (thousands of pending requests starved the client itself of CPU).
@@ -72,58 +78,59 @@ class Tally:
                 f"  max {max(self.latencies_ms, default=float('nan')):7.1f}")
 
 
-async def open_loop(base: str, headers: dict[str, str], rate: float, seconds: float, records: list[dict[str, str]],
+async def open_loop(port: int, headers: dict[str, str], rate: float, seconds: float, records: list[dict[str, str]],
                     with_health: bool) -> tuple[Tally, Tally]:
     augment, health = Tally(), Tally()
-    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=500)
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=TIMEOUT_S, limits=limits) as http:
-        loop = asyncio.get_running_loop()
-        start = loop.time() + 0.5
-        tasks: list[asyncio.Task[None]] = []
-        in_flight = 0
+    host = f"127.0.0.1:{port}"
+    # Prepared once: sending is a socket write, so the client's CPU stays small beside the server's.
+    augments = [light_http.prepare("POST", host, f"{API}/workflows/organisations/augment", headers,
+                                   {"records": [record]}) for record in records]
+    health_check = light_http.prepare("GET", host, f"{API}/health", {})
+    pool = light_http.Pool("127.0.0.1", port)
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.5
+    tasks: list[asyncio.Task[None]] = []
+    in_flight = 0
 
-        async def send(kind: str, scheduled: float, i: int) -> None:
-            nonlocal in_flight
-            tally = augment if kind == "augment" else health
-            if in_flight >= MAX_IN_FLIGHT:
-                tally.statuses["not sent"] += 1
-                return
-            in_flight += 1
-            try:
-                await answer_one(kind, scheduled, i, tally)
-            finally:
-                in_flight -= 1
+    async def send(kind: str, scheduled: float, i: int) -> None:
+        nonlocal in_flight
+        tally = augment if kind == "augment" else health
+        if in_flight >= MAX_IN_FLIGHT:
+            tally.statuses["not sent"] += 1
+            return
+        in_flight += 1
+        try:
+            await answer_one(augments[i % len(augments)] if kind == "augment" else health_check, scheduled, tally)
+        finally:
+            in_flight -= 1
 
-        async def answer_one(kind: str, scheduled: float, i: int, tally: Tally) -> None:
-            try:
-                if kind == "augment":
-                    answer = await http.post("/workflows/organisations/augment",
-                                             json={"records": [records[i % len(records)]]})
-                else:
-                    answer = await http.get("/health")
-            except httpx.TimeoutException:
-                tally.statuses["timeout"] += 1
-                return
-            except httpx.HTTPError as exc:
-                tally.statuses[type(exc).__name__] += 1
-                return
-            done = loop.time()
-            tally.latencies_ms.append((done - scheduled) * 1000)
-            tally.statuses[str(answer.status_code)] += 1
-            if answer.status_code == 200:
-                tally.ok_per_second[int(done - start)] += 1
-            elif answer.status_code in (429, 503) and "retry-after" not in answer.headers:
-                tally.retry_after_missing += 1
+    async def answer_one(request: bytes, scheduled: float, tally: Tally) -> None:
+        try:
+            answer = await asyncio.wait_for(pool.send(request), TIMEOUT_S - (loop.time() - scheduled))
+        except (TimeoutError, asyncio.TimeoutError):
+            tally.statuses["timeout"] += 1
+            return
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            tally.statuses[type(exc).__name__] += 1
+            return
+        done = loop.time()
+        tally.latencies_ms.append((done - scheduled) * 1000)
+        tally.statuses[str(answer.status)] += 1
+        if answer.status == 200:
+            tally.ok_per_second[int(done - start)] += 1
+        elif answer.status in (429, 503) and "retry-after" not in answer.headers:
+            tally.retry_after_missing += 1
 
-        for i in range(int(rate * seconds)):
-            scheduled = start + i / rate
-            delay = scheduled - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(send("augment", scheduled, i)))
-            if with_health:
-                tasks.append(asyncio.create_task(send("health", scheduled, i)))
-        await asyncio.gather(*tasks)
+    for i in range(int(rate * seconds)):
+        scheduled = start + i / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send("augment", scheduled, i)))
+        if with_health:
+            tasks.append(asyncio.create_task(send("health", scheduled, i)))
+    await asyncio.gather(*tasks)
+    pool.close()
     return augment, health
 
 
@@ -133,13 +140,14 @@ def steady_ok_rate(tally: Tally, seconds: float) -> float:
     return statistics.median(inner) if inner else 0.0
 
 
-def start_cluster(folder: Path) -> tuple[Settings, local.LocalCluster, subprocess.Popen[bytes]]:
+def start_cluster(folder: Path, ingress: str) -> tuple[Settings, local.LocalCluster, subprocess.Popen[bytes]]:
     os.environ.update({
         "AUGMENT_STORAGE_ROOT": str(folder / "data"),
         "AUGMENT_DATABASE_URL": f"sqlite:///{folder / 'augment.db'}",
         "AUGMENT_WORKFLOWS_DIR": str(ROOT / "configs" / "workflows"),
         # The benchmark measures the replica, not the per-key rate limit.
         "AUGMENT_API_RATE_PER_MINUTE": "100000000", "AUGMENT_API_BURST": "1000000",
+        "AUGMENT_SERVE_INGRESS": ingress,
         "RAY_AUTH_TOKEN_PATH": str(folder / "auth_token"),
     })
     os.environ.pop("RAY_AUTH_MODE", None)
@@ -152,29 +160,55 @@ def start_cluster(folder: Path) -> tuple[Settings, local.LocalCluster, subproces
     return settings, cluster, head
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=100)
-    parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--overload-rate", type=float, default=200)
-    parser.add_argument("--overload-seconds", type=float, default=30)
-    args = parser.parse_args()
+# Processes whose CPU time a phase is charged, by the name they show in `ps`.
+ROLES = {"ingress": ("ray::ProxyActor", "haproxy"), "API replicas": ("ray::ServeReplica:api",),
+         "quota actor": ("ray::KeyQuotas",)}
 
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) each role's processes have used so far, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys(ROLES, 0.0)
+    used["load generator"] = sum(os.times()[:2])
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        for role, names in ROLES.items():
+            if any(name in command for name in names):
+                used[role] += (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def cpu_line(before: dict[str, float], after: dict[str, float], requests: int) -> str:
+    parts = [f"{role} {(after[role] - before[role]) / max(requests, 1) * 1000:.1f}" for role in before]
+    return "  CPU ms per answered request: " + ", ".join(parts)
+
+
+def measure(ingress: str, args: argparse.Namespace) -> list[tuple[str, bool]]:
+    """Both phases against a cluster started with `ingress`; the checks and whether each passed."""
     with tempfile.TemporaryDirectory() as tmp:
-        settings, cluster, head = start_cluster(Path(tmp))
+        settings, cluster, head = start_cluster(Path(tmp), ingress)
         try:
             config = deploy.load_config(ROOT / "configs" / "serve.yaml", port=SERVE_PORT)
             deploy.deploy(cluster.dashboard_url, config)
             identity = Identity(open_store(settings))
             user = identity.create_user(f"bench-{uuid.uuid4().hex[:6]}", Role.operator, None)
             headers = {"Authorization": f"Bearer {identity.create_key(user.name, 'bench')[1]}"}
-            base = f"http://127.0.0.1:{SERVE_PORT}/api/v1"
             records = organisations(5000, seed=3)
-            asyncio.run(open_loop(base, headers, 20, 5, records, with_health=True))  # warm up
-            print(f"phase 1: {args.rate:g} augments/s and {args.rate:g} health checks/s for {args.seconds:g} s")
-            augment, health = asyncio.run(open_loop(base, headers, args.rate, args.seconds, records, with_health=True))
+            asyncio.run(open_loop(SERVE_PORT, headers, 20, 5, records, with_health=True))  # warm up
+            print(f"[{ingress}] phase 1: {args.rate:g} augments/s and {args.rate:g} health checks/s"
+                  f" for {args.seconds:g} s")
+            before = cpu_seconds()
+            augment, health = asyncio.run(open_loop(SERVE_PORT, headers, args.rate, args.seconds, records,
+                                                    with_health=True))
+            answered = len(augment.latencies_ms) + len(health.latencies_ms)
             print(augment.line("augment"))
             print(health.line("health"))
+            print(cpu_line(before, cpu_seconds(), answered))
             timeouts = augment.statuses["timeout"] + health.statuses["timeout"]
             checks = [
                 ("augment p99 <= 50 ms", augment.percentile(99) <= 50),
@@ -182,23 +216,39 @@ def main() -> int:
                 ("no timeouts", timeouts == 0),
             ]
             time.sleep(5)
-            print(f"phase 2: {args.overload_rate:g} augments/s for {args.overload_seconds:g} s")
-            over, _ = asyncio.run(open_loop(base, headers, args.overload_rate, args.overload_seconds, records,
+            print(f"[{ingress}] phase 2: {args.overload_rate:g} augments/s for {args.overload_seconds:g} s")
+            over, _ = asyncio.run(open_loop(SERVE_PORT, headers, args.overload_rate, args.overload_seconds, records,
                                             with_health=False))
             print(over.line("augment"))
             goodput = steady_ok_rate(over, args.overload_seconds)
-            answered = over.statuses["200"] + over.statuses["503"]
+            replied = over.statuses["200"] + over.statuses["503"]
             print(f"  200s per second (median) {goodput:g}; 503 without Retry-After: {over.retry_after_missing}")
             checks += [
-                ("every request answered 200 or 503", answered == sum(over.statuses.values())),
+                ("every request answered 200 or 503", replied == sum(over.statuses.values())),
                 ("every answer within 1 s", max(over.latencies_ms, default=0) <= 1000),
                 (f"200s per second >= {args.rate:g}", goodput >= args.rate),
             ]
             for name, ok in checks:
                 print(f"  {'PASS' if ok else 'MISS'}  {name}")
+            return checks
         finally:
             head.terminate()
             head.wait(timeout=60)
+            while local.is_up(cluster):  # the next cluster takes the same ports
+                time.sleep(1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--overload-rate", type=float, default=200)
+    parser.add_argument("--overload-seconds", type=float, default=30)
+    parser.add_argument("--ingress", nargs="+", choices=["proxy", "haproxy"], default=["proxy", "haproxy"],
+                        help="AUGMENT_SERVE_INGRESS of each cluster, measured one after the other")
+    args = parser.parse_args()
+    for ingress in args.ingress:
+        measure(ingress, args)
     return 0
 
 
