@@ -3,6 +3,12 @@
 The legal forms are cleanco's vocabulary (Ltd, GmbH & Co. KG, S.A., ООО ... in many languages),
 matched here as whole words at the end of the name only, so that the name's own punctuation —
 brackets, a closing `!`, the dot of `Sr.` — is never touched. When unsure, the name is kept.
+
+Speed without changing an output (tests/unit/augmenters/test_fast_paths.py checks against the plain
+code): a word's key is worked out once per distinct word (`_key`), the legal forms that end a name
+are found by walking a tree of them back from its last word (`_forms_ending`) instead of trying
+every length, and only names with letters outside ASCII have theirs looked up in the Unicode
+database (`_latin`).
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import pyarrow as pa
@@ -20,6 +26,8 @@ from pipelines.augmenters.registry import register
 from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")  # letters, with inner apostrophes (O'Neil)
+_FORM_ENDS = re.compile(r"^[\W_]+|[^\w.]+$")  # what a removed legal form loses at either end
+_ALNUM = re.compile(r"[^\W_]")  # str.isalnum's characters, exactly (both are Py_UNICODE_ISALNUM)
 _CONNECTORS = frozenset({"and", "of", "the", "for", "de", "des", "du", "la", "le", "et", "und", "von", "van", "der"})
 # Left behind by a removed legal form: "Daddy & Sons, Ltd." -> "Daddy & Sons,".
 _SEPARATORS = " ,;:/&–—-"
@@ -43,21 +51,48 @@ def _legal_forms() -> dict[int, frozenset[tuple[str, ...]]]:
     return {size: frozenset(found) for size, found in forms.items()}
 
 
+@cache
+def _tails() -> dict[str | None, Any]:
+    """The legal forms as a tree read from their last word's key back: each node maps the key of
+    the word before to the next node, and holds None where a form ends (starts, read forwards)."""
+    root: dict[str | None, Any] = {}
+    for forms in _legal_forms().values():
+        for words in forms:
+            node = root
+            for word in reversed(words):
+                node = node.setdefault(word, {})
+            node[None] = True
+    return root
+
+
+@lru_cache(maxsize=1 << 16)
 def _key(word: str) -> str:
     """A word as cleanco's terms spell it: caseless, no accents, no dots, commas or hyphens."""
     return normalized(word).replace(".", "").replace(",", "").replace("-", "")
 
 
-def _is_form(words: list[str], all_lower: bool) -> bool:
-    """Whether these trailing words are a legal form. A short one (AB, SA, AS) counts only in
-    capitals (or in a name written all in lower case), so that a word of the name is not taken for
-    one."""
-    key = tuple(_key(w) for w in words)
-    if key not in _legal_forms().get(len(words), frozenset()):
-        return False
-    letters = "".join(c for c in "".join(words) if c.isalpha())
-    marked = any(c in "./" for c in "".join(words))  # S.A., A/S, Co.
-    return len(letters) > 2 or letters.isupper() or marked or all_lower or key == ("co",)
+def _forms_ending(words: list[str]) -> list[int]:
+    """The sizes n < len(words) for which the last n words (trailing commas aside) are, by their
+    keys, a legal form; shortest first."""
+    node: Any = _tails()
+    sizes: list[int] = []
+    for n in range(1, len(words)):
+        node = node.get(_key(words[-n].rstrip(",")))
+        if node is None:
+            break
+        if None in node:
+            sizes.append(n)
+    return sizes
+
+
+def _written_as_form(words: list[str], all_lower: bool) -> bool:
+    """Whether these trailing words, a legal form by their keys, count as one as written. A short
+    one (AB, SA, AS) counts only in capitals (or in a name written all in lower case), so that a
+    word of the name is not taken for one."""
+    written = "".join(words)
+    letters = "".join(filter(str.isalpha, written))
+    marked = "." in written or "/" in written  # S.A., A/S, Co.
+    return len(letters) > 2 or letters.isupper() or marked or all_lower or [_key(w) for w in words] == ["co"]
 
 
 def _county(words: list[str]) -> bool:
@@ -74,15 +109,17 @@ def split_legal_form(name: str) -> tuple[str, str | None]:
     while len(words) > 1:
         if not removed and _county(words):
             break
-        sizes = sorted((n for n in _legal_forms() if n < len(words)), reverse=True)
-        size = next((n for n in sizes if _is_form([w.rstrip(",") for w in words[-n:]], all_lower)), None)
-        if size is None:
+        size = 0
+        for n in reversed(_forms_ending(words)):  # the longest that counts
+            if _written_as_form([w.rstrip(",") for w in words[-n:]], all_lower):
+                size = n
+                break
+        if not size:
             break
         rest, form = words[:-size], words[-size:]
         if rest[-1] in ("&", "and") and _key(form[0]) == "co":  # "Smith & Co", "Sears, Roebuck and Co."
             rest, form = rest[:-1], [rest[-1], *form]
-        kept = [w for w in rest if any(c.isalnum() for c in w)]
-        if not kept or all(_key(w) in _CONNECTORS for w in kept):
+        if not _has_own_word(rest):
             break  # nothing but a legal form (or "The Company"): kept whole
         if _key(rest[-1]) in _CONNECTORS:
             break  # "... S.A.B. de C.V." read as "C.V." alone would leave "de": unsure, so kept
@@ -91,8 +128,16 @@ def split_legal_form(name: str) -> tuple[str, str | None]:
     if not removed:
         return name, None
     base = " ".join(words).rstrip(_SEPARATORS)
-    suffix = re.sub(r"^[\W_]+|[^\w.]+$", "", " ".join(removed))  # ", Ltd." -> "Ltd."
-    return base, suffix if any(c.isalpha() for c in suffix) else None
+    suffix = _FORM_ENDS.sub("", " ".join(removed))  # ", Ltd." -> "Ltd."
+    return base, suffix if any(map(str.isalpha, suffix)) else None
+
+
+def _has_own_word(words: list[str]) -> bool:
+    """Whether any of the words has a letter or digit and is not a connector ("of", "the" ...)."""
+    for word in words:
+        if _ALNUM.search(word) and _key(word) not in _CONNECTORS:
+            return True
+    return False
 
 
 def _without_stray_dot(name: str) -> str:
@@ -107,7 +152,13 @@ def _without_stray_dot(name: str) -> str:
 
 
 def _latin(text: str) -> bool:
-    return all("LATIN" in unicodedata.name(c, "") for c in text if c.isalpha())
+    # ASCII letters are all LATIN ... LETTER ...: the Unicode names are for the rest.
+    return text.isascii() or all(_latin_letter(c) for c in text if c.isalpha())
+
+
+@lru_cache(maxsize=1 << 12)
+def _latin_letter(letter: str) -> bool:
+    return "LATIN" in unicodedata.name(letter, "")
 
 
 def _title(name: str) -> str:
@@ -139,7 +190,7 @@ class CleanCompanyName(ColumnAugmenter):
 
     def parse(self, value: str) -> Mapping[str, Any]:
         name = " ".join(value.split())
-        if not any(c.isalnum() for c in name):
+        if not _ALNUM.search(name):
             return {}  # "-", "...": nothing to clean
         base, suffix = split_legal_form(name)
         clean = _without_stray_dot(base.rstrip(_SEPARATORS) or base)

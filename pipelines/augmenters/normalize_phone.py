@@ -1,13 +1,27 @@
-"""normalize_phone: a phone number in E.164 form, with the region it belongs to."""
+"""normalize_phone: a phone number in E.164 form, with the region it belongs to.
+
+Most numbers are written with digits, spaces and `+ ( ) - . /` only. For those, phonenumbers'
+`parse` reads nothing but the digits and whether a `+` comes before them (its text stages only
+find the number, drop the punctuation and look for extensions, which need other characters), so
+`_canonical` reduces the value to that and `_parse_digits` runs the rest of `parse` on it, step by
+step with phonenumbers' own helpers. `_judge` answers `is_valid_number` and
+`region_code_for_number` with each region's number-type patterns joined into one pattern per
+number length. Any other value, and the rare turns `_parse_digits` does not take, go through
+phonenumbers as before (`_parse_library`); tests/unit/augmenters/test_fast_paths.py checks both
+paths against the plain library calls.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 import phonenumbers
 import pyarrow as pa
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, REGION_CODE_FOR_NON_GEO_ENTITY, PhoneMetadata
+from phonenumbers import phonenumberutil as _util
 from pydantic import Field, field_validator
 
 from pipelines.augmenters.base import Augmenter, blank_to_none, map_distinct, string_values, values_of
@@ -16,6 +30,9 @@ from pipelines.augmenters.single_column import ColumnParams
 from pipelines.spec.base import IDENTIFIER
 
 _OUTPUTS = {"e164": pa.string(), "valid": pa.bool_(), "region": pa.string()}  # in _parse's order
+Parsed = tuple[str | None, bool | None, str | None]
+_INVALID: Parsed = (None, False, None)
+_NULL: Parsed = (None, None, None)
 
 
 def _region(value: str | None) -> str | None:
@@ -78,24 +95,238 @@ class NormalizePhone(Augmenter):
         """The added columns for the numbers' values and, given a region column, its values."""
         numbers = [blank_to_none(v) for v in column]
         if region_column is not None:
-            regions = [_region(r) or self.params.default_region for r in region_column]
+            meaning = {r: _region(r) or self.params.default_region for r in set(region_column)}
+            regions = [meaning[r] for r in region_column]
         else:
             regions = [self.params.default_region] * len(numbers)
         keys = [None if n is None else (n, r) for n, r in zip(numbers, regions)]
         parsed = map_distinct(keys, lambda key: _parse(*key))
-        rows = [row or (None, None, None) for row in parsed]
+        rows = [row or _NULL for row in parsed]
         return {self.params.output(suffix): [row[i] for row in rows] for i, suffix in enumerate(_OUTPUTS)}
 
 
-def _parse(value: str, region: str | None) -> tuple[str | None, bool, str | None]:
+def _parse(value: str, region: str | None) -> Parsed:
     """(E.164, valid, region) of one number; a number that parses but cannot exist is invalid."""
     if region is None and value.startswith("00"):
         value = "+" + value[2:]  # "00" is the international prefix almost everywhere
+    canonical = _canonical(value)
+    if canonical is not None:
+        parsed = _parse_digits(*canonical, region)
+        if parsed is not None:
+            return parsed
+    return _parse_library(value, region)
+
+
+def _parse_library(value: str, region: str | None) -> Parsed:
+    """`_parse` by phonenumbers' own parse, for any value (after the "00" rule)."""
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
-        return None, False, None
-    if not phonenumbers.is_valid_number(number):
-        return None, False, None
-    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return e164, True, phonenumbers.region_code_for_number(number)
+        return _INVALID
+    valid, number_region = _judge(number.country_code, phonenumbers.national_significant_number(number))
+    if not valid:
+        return _INVALID
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), True, number_region
+
+
+# --- the digits of a plainly written number ---------------------------------------------------------
+
+# Digits, ASCII space and ( ) - . / in any order, and at most one "+" before every digit: text that
+# phonenumbers' parse reads exactly as the digits alone, "+" first if there is one. The value is
+# its own number (nothing before or after it to drop but that punctuation), a possible number (3
+# digits or more, with that punctuation in between), without an extension (every extension form
+# needs a letter, "#", "~", "," or ";"), and its normalisation keeps just the digits.
+_PLAIN = re.compile(r"[ ().\-/]*(\+?)[0-9 ().\-/]*")
+_PUNCTUATION = str.maketrans("", "", " ().-/+")
+_MAX_INPUT = _util._MAX_INPUT_STRING_LENGTH
+_MIN_NSN, _MAX_NSN = _util._MIN_LENGTH_FOR_NSN, _util._MAX_LENGTH_FOR_NSN
+_NOT_STRIPPED = (_util.ValidationResult.TOO_SHORT, _util.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
+                 _util.ValidationResult.INVALID_LENGTH)
+
+
+def _canonical(value: str) -> tuple[bool, str] | None:
+    """(a "+" first, the digits) of a plainly written number, or None for any other text."""
+    match = _PLAIN.fullmatch(value)
+    if match is None or len(value) > _MAX_INPUT:
+        return None
+    digits = value.translate(_PUNCTUATION)
+    return (bool(match.group(1)), digits) if len(digits) >= 3 else None
+
+
+def _extract_country_code(digits: str) -> tuple[int, str]:
+    """phonenumbers' `_extract_country_code` for ASCII digits."""
+    if digits[:1] != "0":
+        for size in range(1, min(len(digits), 3) + 1):
+            code = int(digits[:size])
+            if code in COUNTRY_CODE_TO_REGION_CODE:
+                return code, digits[size:]
+    return 0, digits
+
+
+_idd_patterns: dict[str, re.Pattern[str]] = {}
+
+
+def _parse_digits(plus: bool, digits: str, region: str | None) -> Parsed | None:
+    """`_parse` of a number written as these digits, "+" first or not, read as phonenumbers'
+    `parse(("+" if plus else "") + digits, region)` reads it, step by step; None where parse would
+    retry after an unknown country code (left to the library)."""
+    metadata = None if region is None else PhoneMetadata.metadata_for_region(region, None)
+    code: int | None
+    if plus:
+        code, national = _extract_country_code(digits)
+        if code == 0:
+            return None  # parse retries without the "+": rare, the library's turn
+    elif metadata is None:
+        return _INVALID  # no region and no "+": no country code to read
+    else:
+        idd = metadata.international_prefix or "NonMatch"
+        pattern = _idd_patterns.get(idd)
+        if pattern is None:
+            pattern = _idd_patterns[idd] = re.compile(idd)
+        stripped, rest = _util._parse_prefix_as_idd(pattern, digits)
+        if stripped:
+            if len(rest) <= _MIN_NSN:
+                return _INVALID
+            code, national = _extract_country_code(rest)
+            if code == 0:
+                return _INVALID
+        else:
+            code, national = 0, digits
+            own = str(metadata.country_code)
+            if digits.startswith(own):
+                general = metadata.general_desc
+                _, potential, _ = _util._maybe_strip_national_prefix_carrier_code(digits[len(own):], metadata)
+                if (not _util._match_national_number(digits, general, False)
+                        and _util._match_national_number(potential, general, False)) \
+                        or _util._test_number_length(digits, metadata) == _util.ValidationResult.TOO_LONG:
+                    code, national = metadata.country_code, potential
+    if code:
+        number_region = phonenumbers.region_code_for_country_code(code)
+        if number_region != region:
+            metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, number_region)
+    elif metadata is not None:
+        code = metadata.country_code  # none read from the number: the region's
+    if metadata is None:
+        return None  # where parse would fail its own assertion: the library's turn
+    if len(national) < _MIN_NSN:
+        return _INVALID
+    _, potential, _ = _util._maybe_strip_national_prefix_carrier_code(national, metadata)
+    if _util._test_number_length(potential, metadata) not in _NOT_STRIPPED:
+        national = potential
+    if not _MIN_NSN <= len(national) <= _MAX_NSN:
+        return _INVALID
+    nsn = _significant(national)
+    valid, its_region = _judge(code, nsn)
+    return (f"+{code}{nsn}", True, its_region) if valid else _INVALID
+
+
+def _significant(national: str) -> str:
+    """The national significant number of a parsed number whose national digits are these: its
+    national number, an int, after its "Italian" leading zeros, as phonenumbers writes it."""
+    if len(national) > 1 and national[0] == "0":
+        zeros = 1
+        while zeros < len(national) - 1 and national[zeros] == "0":
+            zeros += 1
+        return "0" * zeros + str(int(national))
+    return str(int(national))
+
+
+# --- validity and region ----------------------------------------------------------------------------
+
+# The number types phonenumbers' _number_type_helper tries after the general description; a number
+# is of a known type (valid) when it matches the general description and any of them. Mobile counts
+# only where its pattern differs from fixed line's.
+_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
+          "fixed_line")
+
+
+class _Types:
+    """`_number_type_helper(nsn, metadata) != UNKNOWN` for one region's metadata, with one pattern
+    per number length: the general description as a lookahead, then the types whose possible
+    lengths allow that length, as alternatives."""
+
+    def __init__(self, metadata: Any) -> None:
+        self.metadata = metadata  # held, so that the id keying `_types` stays this object's
+        self.descs = [getattr(metadata, name) for name in _TYPES]
+        if not metadata.same_mobile_and_fixed_line_pattern:
+            self.descs.append(metadata.mobile)
+        self.by_length: dict[int, re.Pattern[str] | None] = {}
+
+    def known(self, nsn: str) -> bool:
+        size = len(nsn)
+        if size not in self.by_length:
+            self.by_length[size] = self._pattern(size)
+        pattern = self.by_length[size]
+        return pattern is not None and pattern.fullmatch(nsn) is not None
+
+    def _pattern(self, size: int) -> re.Pattern[str] | None:
+        general = self.metadata.general_desc
+        if not _fits(general, size):
+            return None
+        types = [desc.national_number_pattern for desc in self.descs if _fits(desc, size)]
+        if not types:
+            return None
+        alternatives = "|".join(f"(?:{pattern})" for pattern in types)
+        return re.compile(f"(?=(?:{general.national_number_pattern})\\Z)(?:{alternatives})")
+
+
+def _fits(desc: Any, size: int) -> bool:
+    """Whether phonenumbers' `_is_number_matching_desc` would try the desc's pattern on a number
+    of this length (and then the pattern decides)."""
+    return desc is not None and bool(desc.national_number_pattern) \
+        and (not desc.possible_length or size in desc.possible_length)
+
+
+_types: dict[int, _Types] = {}
+
+
+def _known(nsn: str, metadata: Any) -> bool:
+    types = _types.get(id(metadata))
+    if types is None or types.metadata is not metadata:
+        types = _types[id(metadata)] = _Types(metadata)
+    return types.known(nsn)
+
+
+_regions: dict[int, list[tuple[str, Any, re.Pattern[str] | None]]] = {}  # code -> its regions
+_region_metadata: dict[tuple[int | None, str], Any] = {}  # (code, region) -> metadata, when they agree
+
+
+def _judge(code: int | None, nsn: str) -> tuple[bool, str | None]:
+    """(phonenumbers' is_valid_number, its region_code_for_number) of the number with this country
+    code and national significant number."""
+    region = _region_of(code, nsn)
+    if region is None:
+        return False, None
+    key = (code, region)
+    if key not in _region_metadata:
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region.upper())  # type: ignore[arg-type]
+        agrees = metadata is not None and (region == REGION_CODE_FOR_NON_GEO_ENTITY
+                                           or code == phonenumbers.country_code_for_valid_region(region))
+        _region_metadata[key] = metadata if agrees else None
+    metadata = _region_metadata[key]
+    return metadata is not None and _known(nsn, metadata), region
+
+
+def _region_of(code: int | None, nsn: str) -> str | None:
+    """phonenumbers' region_code_for_number."""
+    regions = COUNTRY_CODE_TO_REGION_CODE.get(code)  # type: ignore[arg-type]
+    if regions is None:
+        return None
+    if len(regions) == 1:
+        return regions[0]
+    candidates = _regions.get(code)  # type: ignore[arg-type]
+    if candidates is None:
+        candidates = []
+        for region in regions:
+            metadata = PhoneMetadata.metadata_for_region(region.upper(), None)
+            if metadata is not None:
+                leading = None if metadata.leading_digits is None else re.compile(metadata.leading_digits)
+                candidates.append((region, metadata, leading))
+        _regions[code] = candidates  # type: ignore[index]
+    for region, metadata, leading in candidates:
+        if leading is not None:
+            if leading.match(nsn):
+                return region
+        elif _known(nsn, metadata):
+            return region
+    return None
