@@ -71,10 +71,10 @@ class Settings(BaseSettings):
         description="Such calls that wait for one of those; a call beyond both is answered 503 with Retry-After.",
     )
     serve_ingress: str = Field(
-        default="proxy", pattern="^(proxy|haproxy)$",
-        description="What takes HTTP requests into Serve on a cluster that `augment cluster up` starts: Ray's"
-                    " Python proxy, or HAProxy in front of replicas that listen themselves (Ray's direct"
-                    " ingress): a third of the CPU per request (docs/benchmarks.md).",
+        default="haproxy", pattern="^(proxy|haproxy)$",
+        description="What takes HTTP requests into Serve on a cluster that `augment cluster up` starts: HAProxy"
+                    " in front of replicas that listen themselves (Ray's direct ingress), or Ray's Python proxy,"
+                    " which costs 20 times the CPU per request (docs/benchmarks.md).",
     )
     max_streams_per_caller: int = Field(default=8, ge=1, description="Event streams one key or user holds open.")
     stream_idle_seconds: float = Field(

@@ -148,7 +148,6 @@ def start_cluster(folder: Path, ingress: str) -> tuple[Settings, local.LocalClus
         # The benchmark measures the replica, not the per-key rate limit.
         "AUGMENT_API_RATE_PER_MINUTE": "100000000", "AUGMENT_API_BURST": "1000000",
         "AUGMENT_SERVE_INGRESS": ingress,
-        "RAY_AUTH_TOKEN_PATH": str(folder / "auth_token"),
     })
     os.environ.pop("RAY_AUTH_MODE", None)
     settings = Settings()
@@ -188,54 +187,54 @@ def cpu_line(before: dict[str, float], after: dict[str, float], requests: int) -
     return "  CPU ms per answered request: " + ", ".join(parts)
 
 
-def measure(ingress: str, args: argparse.Namespace) -> list[tuple[str, bool]]:
+def measure(folder: Path, ingress: str, args: argparse.Namespace) -> list[tuple[str, bool]]:
     """Both phases against a cluster started with `ingress`; the checks and whether each passed."""
-    with tempfile.TemporaryDirectory() as tmp:
-        settings, cluster, head = start_cluster(Path(tmp), ingress)
-        try:
-            config = deploy.load_config(ROOT / "configs" / "serve.yaml", port=SERVE_PORT)
-            deploy.deploy(cluster.dashboard_url, config)
-            identity = Identity(open_store(settings))
-            user = identity.create_user(f"bench-{uuid.uuid4().hex[:6]}", Role.operator, None)
-            headers = {"Authorization": f"Bearer {identity.create_key(user.name, 'bench')[1]}"}
-            records = organisations(5000, seed=3)
-            asyncio.run(open_loop(SERVE_PORT, headers, 20, 5, records, with_health=True))  # warm up
-            print(f"[{ingress}] phase 1: {args.rate:g} augments/s and {args.rate:g} health checks/s"
-                  f" for {args.seconds:g} s")
-            before = cpu_seconds()
-            augment, health = asyncio.run(open_loop(SERVE_PORT, headers, args.rate, args.seconds, records,
-                                                    with_health=True))
-            answered = len(augment.latencies_ms) + len(health.latencies_ms)
-            print(augment.line("augment"))
-            print(health.line("health"))
-            print(cpu_line(before, cpu_seconds(), answered))
-            timeouts = augment.statuses["timeout"] + health.statuses["timeout"]
-            checks = [
-                ("augment p99 <= 50 ms", augment.percentile(99) <= 50),
-                ("augment p99 <= 1.5 x health p99", augment.percentile(99) <= 1.5 * health.percentile(99)),
-                ("no timeouts", timeouts == 0),
-            ]
-            time.sleep(5)
-            print(f"[{ingress}] phase 2: {args.overload_rate:g} augments/s for {args.overload_seconds:g} s")
-            over, _ = asyncio.run(open_loop(SERVE_PORT, headers, args.overload_rate, args.overload_seconds, records,
-                                            with_health=False))
-            print(over.line("augment"))
-            goodput = steady_ok_rate(over, args.overload_seconds)
-            replied = over.statuses["200"] + over.statuses["503"]
-            print(f"  200s per second (median) {goodput:g}; 503 without Retry-After: {over.retry_after_missing}")
-            checks += [
-                ("every request answered 200 or 503", replied == sum(over.statuses.values())),
-                ("every answer within 1 s", max(over.latencies_ms, default=0) <= 1000),
-                (f"200s per second >= {args.rate:g}", goodput >= args.rate),
-            ]
-            for name, ok in checks:
-                print(f"  {'PASS' if ok else 'MISS'}  {name}")
-            return checks
-        finally:
-            head.terminate()
-            head.wait(timeout=60)
-            while local.is_up(cluster):  # the next cluster takes the same ports
-                time.sleep(1)
+    folder.mkdir()
+    settings, cluster, head = start_cluster(folder, ingress)
+    try:
+        config = deploy.load_config(ROOT / "configs" / "serve.yaml", port=SERVE_PORT)
+        deploy.deploy(cluster.dashboard_url, config)
+        identity = Identity(open_store(settings))
+        user = identity.create_user(f"bench-{uuid.uuid4().hex[:6]}", Role.operator, None)
+        headers = {"Authorization": f"Bearer {identity.create_key(user.name, 'bench')[1]}"}
+        records = organisations(5000, seed=3)
+        asyncio.run(open_loop(SERVE_PORT, headers, 20, 5, records, with_health=True))  # warm up
+        print(f"[{ingress}] phase 1: {args.rate:g} augments/s and {args.rate:g} health checks/s"
+              f" for {args.seconds:g} s")
+        before = cpu_seconds()
+        augment, health = asyncio.run(open_loop(SERVE_PORT, headers, args.rate, args.seconds, records,
+                                                with_health=True))
+        answered = len(augment.latencies_ms) + len(health.latencies_ms)
+        print(augment.line("augment"))
+        print(health.line("health"))
+        print(cpu_line(before, cpu_seconds(), answered))
+        timeouts = augment.statuses["timeout"] + health.statuses["timeout"]
+        checks = [
+            ("augment p99 <= 50 ms", augment.percentile(99) <= 50),
+            ("augment p99 <= 1.5 x health p99", augment.percentile(99) <= 1.5 * health.percentile(99)),
+            ("no timeouts", timeouts == 0),
+        ]
+        time.sleep(5)
+        print(f"[{ingress}] phase 2: {args.overload_rate:g} augments/s for {args.overload_seconds:g} s")
+        over, _ = asyncio.run(open_loop(SERVE_PORT, headers, args.overload_rate, args.overload_seconds, records,
+                                        with_health=False))
+        print(over.line("augment"))
+        goodput = steady_ok_rate(over, args.overload_seconds)
+        replied = over.statuses["200"] + over.statuses["503"]
+        print(f"  200s per second (median) {goodput:g}; 503 without Retry-After: {over.retry_after_missing}")
+        checks += [
+            ("every request answered 200 or 503", replied == sum(over.statuses.values())),
+            ("every answer within 1 s", max(over.latencies_ms, default=0) <= 1000),
+            (f"200s per second >= {args.rate:g}", goodput >= args.rate),
+        ]
+        for name, ok in checks:
+            print(f"  {'PASS' if ok else 'MISS'}  {name}")
+        return checks
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
+        while local.is_up(cluster):  # the next cluster takes the same ports
+            time.sleep(1)
 
 
 def main() -> int:
@@ -247,8 +246,11 @@ def main() -> int:
     parser.add_argument("--ingress", nargs="+", choices=["proxy", "haproxy"], default=["proxy", "haproxy"],
                         help="AUGMENT_SERVE_INGRESS of each cluster, measured one after the other")
     args = parser.parse_args()
-    for ingress in args.ingress:
-        measure(ingress, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        # One token for every cluster of the run: this process's Ray client reads it once.
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(Path(tmp) / "auth_token")
+        for ingress in args.ingress:
+            measure(Path(tmp) / ingress, ingress, args)
     return 0
 
 

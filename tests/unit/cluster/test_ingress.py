@@ -16,9 +16,10 @@ def no_inherited_switches(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def test_rays_python_proxy_is_the_default(settings: Settings) -> None:
-    env = local.cluster_env(settings)
-    assert not any(name in env for name in HAPROXY_SWITCHES)
+def test_haproxy_is_the_default_and_rays_python_proxy_a_choice(settings: Settings) -> None:
+    assert Settings().serve_ingress == "haproxy"
+    proxy = settings.model_copy(update={"serve_ingress": "proxy"})
+    assert not any(name in local.cluster_env(proxy) for name in HAPROXY_SWITCHES)
 
 
 def test_haproxy_turns_on_direct_ingress_with_files_and_ports_of_its_own_cluster(settings: Settings) -> None:
