@@ -85,6 +85,9 @@ def haproxy_env(cluster: LocalCluster) -> dict[str, str]:
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",  # HAProxy sends requests to replicas' own HTTP ports
+        # A stopping replica lingers this long for load balancers outside Ray to let go of it (Ray's
+        # default, 30 s, is for a cloud load balancer); the HAProxy here is told by Serve at once.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3",
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),

@@ -27,6 +27,8 @@ def test_haproxy_turns_on_direct_ingress_with_files_and_ports_of_its_own_cluster
     mine = local.cluster_env(haproxy, local.LocalCluster())
     other = local.cluster_env(haproxy, local.LocalCluster(dashboard_port=8365, gcs_port=6480))
     assert all(mine[name] == "1" for name in HAPROXY_SWITCHES)
+    # No cloud load balancer to wait for: a stopping replica is gone in seconds, not Ray's 30.
+    assert float(mine["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) <= 5
     # Ray's defaults are one per machine: two clusters here must not share a socket, file or port.
     for name in ("RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC",
                  "RAY_SERVE_HAPROXY_SERVER_STATE_FILE", "RAY_SERVE_HAPROXY_STATS_PORT",
