@@ -41,6 +41,7 @@ from synth import organisations, write  # noqa: E402
 from actors.runs import start_run  # noqa: E402
 from augment_core.settings import Settings  # noqa: E402
 from augment_core.store import open_store  # noqa: E402
+from cluster.local import LocalCluster  # noqa: E402
 from pipelines.engine.chain import output_schema  # noqa: E402
 from pipelines.engine.inprocess import InProcessEngine  # noqa: E402
 from pipelines.workflows.loader import load_spec  # noqa: E402
@@ -281,9 +282,9 @@ def ratio(seconds: dict[str, float], side: str, other: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[20_000, 100_000])
-    parser.add_argument("--object-store-mb", type=int, default=None,
-                        help="cap the Ray instance's object store (Ray's default: 30%% of memory; augment"
-                             " cluster up: 500); beyond it Ray Data spills blocks to disk")
+    parser.add_argument("--object-store-mb", type=int, default=LocalCluster.object_store_bytes // 1_000_000,
+                        help="the Ray instance's object store, as `augment run` and `augment cluster up` size it"
+                             " (0: Ray's default, 30%% of memory); beyond it Ray Data spills blocks to disk")
     parser.add_argument("--only", nargs="+", choices=SIDES, default=list(SIDES), metavar="SIDE",
                         help=f"run only these sides, of {', '.join(SIDES)} (e.g. --only ray for memory at scale)")
     parser.add_argument("--sample-interval", type=float, default=0.5, metavar="SECONDS",
@@ -297,7 +298,7 @@ def main() -> int:
         ray_dir = str(folder / "ray")  # this instance's own: its processes name it, no other Ray does
         if "ray" in sides:
             ray.init(address="local", logging_level=logging.ERROR, log_to_driver=False, _temp_dir=ray_dir,
-                     object_store_memory=args.object_store_mb * 1024 * 1024 if args.object_store_mb else None)
+                     object_store_memory=args.object_store_mb * 1_000_000 if args.object_store_mb else None)
         print(f"{'rows':>9} {'in-process rows/s':>18} {'Ray Data rows/s':>16} {'Ray / in-process':>17} "
               f"{'pandas rows/s':>14} {'Ray / pandas':>13} {'in-process / pandas':>20}")
         for n in args.rows:
