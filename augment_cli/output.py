@@ -61,15 +61,10 @@ def print_run(record: RunRecord, as_json: bool) -> None:
     print("  steps")
     for step in record.steps:
         error = f" — {step.error}" if step.error and step.error != record.error else ""
-        work = f" · {work_time(step.seconds)} of work" if step.seconds else ""
+        work = f" · {step.work} of work" if step.work else ""
         print(f"    {step.name:<28} {step.state:<10} {step.rows:>8} rows{work}{step_outcome(step)}{error}")
     if record.error:
         print(f"  error        {record.error}")
-
-
-def work_time(seconds: float) -> str:
-    """'41 ms' below a second (a small run's steps take milliseconds), '3.1 s' above."""
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
 def step_outcome(step: StepState) -> str:

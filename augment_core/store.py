@@ -186,6 +186,14 @@ class StepState(BaseModel):
     finished_at: str | None = None
     error: str | None = None
 
+    @property
+    def work(self) -> str:
+        """The work time as people read it: '41 ms' below a second (a small run's steps take
+        milliseconds), '3.1 s' above; '' before any is measured."""
+        if not self.seconds:
+            return ""
+        return f"{self.seconds * 1000:.0f} ms" if self.seconds < 1 else f"{self.seconds:.1f} s"
+
 
 class RunRecord(BaseModel):
     """A run as the CLI, the API and the panels read it."""

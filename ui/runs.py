@@ -26,13 +26,6 @@ def _duration(seconds: float | None) -> str:
     return "" if seconds is None else f"{seconds:.1f} s"
 
 
-def _work(seconds: float) -> str:
-    """A step's work time: milliseconds below a second; blank before any is measured."""
-    if not seconds:
-        return ""
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
-
-
 def _when(value: dt.datetime | None) -> str:
     return "" if value is None else value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -61,7 +54,7 @@ def _state(step: StepState) -> str:
 
 def steps_table(record: RunRecord | None) -> pd.DataFrame:
     rows = [] if record is None else [
-        [s.name, _state(s), s.rows, _work(s.seconds), s.error or ""] for s in record.steps]
+        [s.name, _state(s), s.rows, s.work, s.error or ""] for s in record.steps]
     return pd.DataFrame(rows, columns=STEP_COLUMNS)
 
 
