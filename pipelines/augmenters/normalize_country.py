@@ -12,7 +12,7 @@ import pyarrow as pa
 import pycountry
 
 from pipelines.augmenters.registry import register
-from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
+from pipelines.augmenters.single_column import INVALID, ColumnAugmenter, ColumnParams
 
 # Common names pycountry does not know (it knows "South Korea", "Czech Republic", "Vietnam"...).
 ALIASES: dict[str, str] = {
@@ -70,7 +70,7 @@ class NormalizeCountry(ColumnAugmenter):
     def parse(self, value: str) -> Mapping[str, Any]:
         code = _index().get(_key(value))
         if code is None:
-            return {"valid": False}
+            return INVALID
         country = pycountry.countries.get(alpha_2=code)  # never None: the index holds pycountry's own codes
         name = getattr(country, "common_name", None) or getattr(country, "name", None)
         return {"code": code, "name": name, "valid": True}

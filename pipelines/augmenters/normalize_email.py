@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from types import MappingProxyType
 from typing import Any
 
 import email_validator
@@ -23,9 +22,8 @@ from email_validator.rfc_constants import DNS_LABEL_LENGTH_LIMIT, DOMAIN_MAX_LEN
 from email_validator.syntax import validate_email_domain_name
 
 from pipelines.augmenters.registry import register
-from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
+from pipelines.augmenters.single_column import INVALID, ColumnAugmenter, ColumnParams
 
-_INVALID: Mapping[str, Any] = MappingProxyType({"valid": False})  # shared: read-only
 # Two labels or more of ASCII letters, digits and inner hyphens: no dot or hyphen first or last, no
 # empty label, no dot next to a hyphen.
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
@@ -52,7 +50,7 @@ def _parse_library(value: str) -> Mapping[str, Any]:
     try:
         email = validate_email(value, check_deliverability=False)
     except ValueError:  # EmailNotValidError, and UnicodeError from odd input, are ValueErrors
-        return _INVALID
+        return INVALID
     # Local parts are case-sensitive by the RFC but not in practice; lower-case for matching.
     return {"normalized": email.normalized.lower(), "domain": email.domain.lower(), "valid": True}
 
@@ -74,15 +72,15 @@ def _fast(value: str) -> Mapping[str, Any] | None:
     if not DOT_ATOM_TEXT.match(local) or "[" in domain or email_validator.STRICT:
         return None
     if not domain:
-        return _INVALID
+        return INVALID
     names = _domain(domain, email_validator.TEST_ENVIRONMENT, email_validator.GLOBALLY_DELIVERABLE)
     if names is None:
-        return _INVALID
+        return INVALID
     unicode_domain, ascii_domain = names
     normalized = f"{local}@{unicode_domain}"
     if len(value) > EMAIL_MAX_LENGTH or len(normalized.encode("utf8")) > EMAIL_MAX_LENGTH \
             or len(local) + 1 + len(ascii_domain) > EMAIL_MAX_LENGTH:
-        return _INVALID
+        return INVALID
     return {"normalized": normalized.lower(), "domain": unicode_domain.lower(), "valid": True}
 
 

@@ -13,7 +13,6 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from functools import cache, lru_cache
-from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,14 +20,13 @@ import pyarrow as pa
 import tldextract
 
 from pipelines.augmenters.registry import register
-from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
+from pipelines.augmenters.single_column import INVALID, ColumnAugmenter, ColumnParams
 
 _HAS_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _LABEL = re.compile(r"^(?!-)[\w-]{1,63}(?<!-)$")  # \w: internationalised labels stay as written
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _SPACE = re.compile(r"\s")  # str.isspace's characters, exactly (both are Py_UNICODE_ISSPACE)
 _IPV4_CHARS = frozenset("0123456789.")
-_INVALID: Mapping[str, Any] = MappingProxyType({"valid": False})  # shared: read-only
 
 
 @cache
@@ -56,20 +54,20 @@ class NormalizeUrl(ColumnAugmenter):
 
     def parse(self, value: str) -> Mapping[str, Any]:
         if _SPACE.search(value):  # "acme.com/about us": not a URL, and not ours to guess
-            return _INVALID
+            return INVALID
         has_scheme = bool(_HAS_SCHEME.match(value))
         parts = _split_plain(value, has_scheme)
         if parts is _NOT_PLAIN:
             parts = _split(value, has_scheme)
         if parts is None:
-            return _INVALID
+            return INVALID
         scheme, netloc, host, port, path, query = parts
         # Without a scheme, "x@y.com" or "mailto:x@y.com" is an email address, not a website.
         if scheme not in _DEFAULT_PORTS or not host or (not has_scheme and "@" in netloc):
-            return _INVALID
+            return INVALID
         ip_version, domain, valid = _host(host)
         if not valid:
-            return _INVALID
+            return INVALID
         netloc = f"[{host}]" if ip_version == 6 else host
         if port is not None and port != _DEFAULT_PORTS[scheme]:
             netloc += f":{port}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -19,6 +20,9 @@ from pipelines.augmenters.base import (
 )
 from pipelines.spec.base import IDENTIFIER
 
+# The parse result of a value that is not one: every added column null but `valid`. One shared,
+# read-only mapping, not a new dict for each of a batch's invalid values.
+INVALID: Mapping[str, Any] = MappingProxyType({"valid": False})
 # Short enough that `{prefix}_<suffix>` stays a readable column name.
 PREFIX = r"^[A-Za-z][A-Za-z0-9_]{0,47}$"
 
