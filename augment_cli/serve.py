@@ -22,6 +22,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             print("Serve applications removed")
             return EXIT_OK
         config = deploy.load_config(args.config, prefix=args.prefix, port=args.port)
+        if settings.serve_ingress == "proxy" and (single := deploy.single_replica_panels(config)):
+            print(f"augment serve: AUGMENT_SERVE_INGRESS=proxy cannot keep a browser on one panel replica; "
+                  f"{', '.join(single)} run(s) one replica each (HAProxy, the default, runs them as configured)",
+                  file=sys.stderr)
         urls = deploy.deploy(address, config)
     except deploy.ServeConfigError as exc:
         raise CommandError(f"serve config rejected: {exc}", EXIT_USAGE) from None

@@ -31,6 +31,7 @@ from augment_core.store import (
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
 MIN_PASSWORD = 8
 KEY_START = "aug_"
+SESSION_COOKIE = "augment_session"  # the login session's cookie, which the cluster's ingress also hashes
 MAX_SECRET = 200  # longer than any key or session token we hand out: refused unhashed
 MAX_DAILY_SPEND_USD = 1_000_000.0
 # Last use is written at most this often per key, not on every request.

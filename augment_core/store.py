@@ -373,10 +373,16 @@ class MetadataStore:
             raise KeyError(f"run id prefix {prefix!r} is ambiguous")
         return _run_record(rows[0])
 
-    def list_runs(self, limit: int = 50, workflow: str | None = None) -> list[RunRecord]:
+    def list_runs(self, limit: int = 50, workflow: str | None = None, status: str | None = None,
+                  since: dt.datetime | None = None) -> list[RunRecord]:
+        """The newest runs first, of one workflow, in one status, created at or after `since`."""
         query = runs_table.select().order_by(runs_table.c.created_at.desc()).limit(limit)
         if workflow:
             query = query.where(runs_table.c.workflow == workflow)
+        if status:
+            query = query.where(runs_table.c.status == status)
+        if since is not None:
+            query = query.where(runs_table.c.created_at >= since)
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [_run_record(r) for r in rows]

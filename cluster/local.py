@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from augment_core.identity import SESSION_COOKIE
 from augment_core.settings import Settings
 
 
@@ -88,6 +89,10 @@ def haproxy_env(cluster: LocalCluster) -> dict[str, str]:
         # A stopping replica lingers this long for load balancers outside Ray to let go of it (Ray's
         # default, 30 s, is for a cloud load balancer); the HAProxy here is told by Serve at once.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "3",
+        # Sticky sessions: a browser's requests (and a gradio_client's, which keeps the cookie) go to
+        # the replica its login cookie hashes to, because a Gradio panel's queue lives in one
+        # process. Requests without the cookie (API keys, the login page) are spread round robin.
+        "RAY_SERVE_HAPROXY_BALANCE_ALGORITHM": f"hash req.cook({SESSION_COOKIE})",
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(folder),

@@ -12,13 +12,11 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application, Deployment
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from actors.reaper import ensure_reaper
 from augment_core.settings import Settings
 from serve_apps.api_v1.app import create_app
-
-REPLICA_HEADER = "X-Augment-Replica"
+from serve_apps.gateway.replica import REPLICA_HEADER, NameReplica
 
 
 class ApiArgs(BaseModel):
@@ -54,28 +52,8 @@ class AugmentApi:
         app = create_app(self.settings, self.max_body_bytes)
         if self.replica_header:
             replica = serve.get_replica_context().replica_id.unique_id
-            app.add_middleware(_NameReplica, replica=replica)
+            app.add_middleware(NameReplica, replica=replica)
         return app
-
-
-class _NameReplica:
-    """Adds REPLICA_HEADER to every answer (ASGI middleware: streams pass unbuffered)."""
-
-    def __init__(self, app: ASGIApp, replica: str) -> None:
-        self.app, self.value = app, replica.encode("latin-1")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def named(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), (REPLICA_HEADER.lower().encode(),
-                                                                                  self.value)]}
-            await send(message)
-
-        await self.app(scope, receive, named)
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -74,16 +74,39 @@ def load_config(path: str | Path, prefix: str | None = None, port: int | None = 
             continue
         if root:
             app["route_prefix"] = root if route == "/" else root + route.rstrip("/")
-        import_path = str(app.get("import_path", ""))
-        if import_path.startswith("serve_apps.") and import_path != API_IMPORT_PATH:
-            # The shell and the panels link to each other and to the login page below the prefix.
+        # The shell and the panels link to each other and to the login page below the prefix;
+        # a panel tells the shell its route (PanelApp.manifest).
+        if app.get("import_path") == SHELL_IMPORT_PATH:
             app["args"] = {**(app.get("args") or {}), "prefix": root}
+        elif is_panel(app):
+            app["args"] = {**(app.get("args") or {}), "prefix": root, "route": route.rstrip("/")}
     if port is not None:
         config["http_options"] = {**(config.get("http_options") or {}), "port": port}
     if bad_routes:
         raise ServeConfigError(source, bad_routes)
     validate_config(config, source)
     return config
+
+
+def is_panel(app: dict[str, Any]) -> bool:
+    """A Gradio panel of ours: neither the API nor the shell (which keep no state per session)."""
+    path = str(app.get("import_path", ""))
+    return path.startswith("serve_apps.") and path not in (API_IMPORT_PATH, SHELL_IMPORT_PATH)
+
+
+def single_replica_panels(config: dict[str, Any]) -> list[str]:
+    """Every panel down to one replica, for Ray's Python proxy, which cannot keep a browser's
+    session on one replica as HAProxy does (cluster/local.py); returns the applications changed."""
+    changed = []
+    for app in config.get("applications") or []:
+        if not is_panel(app):
+            continue
+        for deployment in app.get("deployments") or []:
+            if deployment.get("num_replicas", 1) != 1 or "autoscaling_config" in deployment:
+                deployment.pop("autoscaling_config", None)
+                deployment["num_replicas"] = 1
+                changed.append(app["name"])
+    return changed
 
 
 def validate_config(config: dict[str, Any], source: str = "<config>") -> None:

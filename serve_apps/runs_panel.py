@@ -1,53 +1,57 @@
-"""The `runs` Serve application: the runs panel (ui.runs) mounted on FastAPI inside the replica.
-
-Gradio's app must be created in the replica, after the constructor, so that its lifespan (which
-starts the queue) runs there: `__serve_build_asgi_app__` is Serve's hook for that. One replica
-only: Gradio's queue state is per process and Serve routes without session affinity. Only
-signed-in viewers (and above) get in, and the page's changes carry the session's CSRF token:
-`serve_apps.gateway.panels.mount_panel`, which every panel uses.
-"""
+"""The `runs` Serve application: the runs panel (ui.runs) on the panel framework
+(serve_apps/gateway/panels.py: its manifest for the shell, the gateway, the navigation bar)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, cast
 
-from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+import gradio as gr
+from pydantic import Field
 from ray import serve
 from ray.serve import Application, Deployment
 
 from actors.reaper import ensure_reaper
 from actors.runs import read_run
-from augment_core.identity import Role
-from augment_core.settings import Settings
+from augment_core.events import Event, follow_run
+from augment_core.identity import Identity, Role
 from augment_core.store import RunRecord, open_store
-from serve_apps.gateway.panels import mount_panel
-from serve_apps.gateway.redact import run_without_paths
-from serve_apps.shell import ROUTE_OR_EMPTY
-from ui.runs import build_runs_panel
+from serve_apps import run_actions
+from serve_apps.gateway.panels import PanelApp, PanelArgs
+from serve_apps.gateway.redact import event_without_paths, run_without_paths
+from ui.runs import RunActions, RunFilter, build_runs_panel
 
 
-class RunsPanelArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    prefix: str = Field(default="", pattern=ROUTE_OR_EMPTY, description="Set by `augment serve`: where login is.")
+class RunsPanelArgs(PanelArgs):
     limit: int = Field(default=100, ge=1, le=1000, description="Runs listed, newest first.")
     refresh_seconds: float = Field(default=5.0, ge=1, le=300)
 
 
-@serve.deployment(num_replicas=1, max_ongoing_requests=100, ray_actor_options={"num_cpus": 0.1})
+@serve.deployment(num_replicas=2, max_ongoing_requests=100, ray_actor_options={"num_cpus": 0.05})
 @serve.ingress()
-class RunsPanel:
+class RunsPanel(PanelApp):
+    title = "Runs"
+    role = Role.viewer
+
     def __init__(self, args: RunsPanelArgs) -> None:
-        self.args = args
-        self.settings = Settings()
+        super().__init__(args)
+        self.limit = args.limit
+        self.refresh_seconds = args.refresh_seconds
+        self.launched = run_actions.LaunchedRuns()
         # What this app reads of runs is true only while someone fails the runs whose driver died:
         # the cluster's reaper, started here too for a cluster where no run was launched since it came up.
         ensure_reaper(self.settings)
 
-    def list_runs(self) -> list[RunRecord]:
+    def list_runs(self, wanted: RunFilter) -> list[RunRecord]:
         # A read: runs whose driver died are failed by the cluster's reaper (actors/reaper.py).
-        return [self._shown(r) for r in open_store(self.settings).list_runs(limit=self.args.limit)]
+        found = open_store(self.settings).list_runs(
+            limit=self.limit, workflow=wanted.workflow, status=wanted.status, since=wanted.since)
+        return [self._shown(r) for r in found]
+
+    def follow(self, run_id: str) -> Iterator[list[Event]]:
+        """The run's events as the API's event stream reads them, with server paths hidden."""
+        for events in follow_run(self.settings, run_id, follow=True, block_seconds=1.0):
+            yield [event_without_paths(e, self.settings.storage_root) for e in events]
 
     def get_run(self, run_id: str) -> RunRecord:
         return self._shown(read_run(self.settings, run_id))
@@ -56,9 +60,26 @@ class RunsPanel:
         """No server paths on a page in a browser, whatever the role (serve_apps/gateway/redact.py)."""
         return run_without_paths(record, self.settings.storage_root)
 
-    def __serve_build_asgi_app__(self) -> FastAPI:
-        blocks = build_runs_panel(self.list_runs, self.get_run, refresh_seconds=self.args.refresh_seconds)
-        return mount_panel(blocks, self.settings, self.args.prefix, Role.viewer)
+    def may_act(self, user: str) -> bool:
+        """Cancel and resume are the operator's, as on the API; the role as stored now."""
+        found = Identity(open_store(self.settings)).get_user(user)
+        return not found.disabled and found.role.allows(Role.operator)
+
+    def cancel(self, run_id: str, user: str) -> RunRecord:
+        return self._shown(run_actions.cancel(self.settings, open_store(self.settings), f"{user} (session)", run_id))
+
+    def resume(self, run_id: str, user: str) -> RunRecord:
+        store = open_store(self.settings)
+        return self._shown(run_actions.resume(self.settings, store, f"{user} (session)", run_id, self.launched))
+
+    def health(self) -> str:
+        open_store(self.settings).list_runs(limit=1)  # the store answers
+        return "ok"
+
+    def blocks(self) -> gr.Blocks:
+        actions = RunActions(cancel=self.cancel, resume=self.resume, may_act=self.may_act)
+        return build_runs_panel(self.list_runs, self.get_run, self.follow, actions,
+                                refresh_seconds=self.refresh_seconds)
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -1,5 +1,7 @@
-"""The `shell` Serve application: the landing page at the top prefix, linking the panels the signed-in
-user's role may open and the API; it also serves the one login page (serve_apps/gateway/login.py)."""
+"""The `shell` Serve application: the landing page at the top prefix and the navigation every page
+carries (ui/nav.py), listing the panels found at run time among the cluster's Serve applications
+(serve_apps/discovery.py) that the signed-in user's role may open; it also serves the one login
+page (serve_apps/gateway/login.py)."""
 
 from __future__ import annotations
 
@@ -8,27 +10,19 @@ import re
 from typing import Any, cast
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve import Application, Deployment
 
 from augment_core.identity import Principal, Role
 from augment_core.settings import Settings
+from serve_apps.discovery import PanelDirectory, PanelEntry
 from serve_apps.gateway.gate import Gate
 from serve_apps.gateway.login import login_router
 from serve_apps.gateway.pages import LOGIN_PATH, HostCheck, PageGuard, principal_of
-
-ROUTE = r"^(/[A-Za-z0-9._~-]+)+$"
-ROUTE_OR_EMPTY = r"^(/[A-Za-z0-9._~-]+)*$"
-
-
-class PanelLink(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    title: str = Field(min_length=1, max_length=60)
-    path: str = Field(pattern=ROUTE, description="Route of the panel's application below the prefix.")
-    role: Role = Field(default=Role.viewer, description="The least role that may open it.")
+from serve_apps.gateway.panels import ROUTE, ROUTE_OR_EMPTY
+from ui.nav import nav_head
 
 
 class ShellArgs(BaseModel):
@@ -37,7 +31,6 @@ class ShellArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prefix: str = Field(default="", description='"" or a route such as /augment.')
-    panels: list[PanelLink] = Field(default_factory=list)
     api_path: str = Field(default="/api", pattern=ROUTE)
 
     @field_validator("prefix")
@@ -49,14 +42,12 @@ class ShellArgs(BaseModel):
         return value
 
 
-def render_page(args: ShellArgs, principal: Principal) -> str:
-    """The page: who is signed in, one link per panel their role may open, then the API's health
-    and docs, all below the prefix."""
+def render_page(args: ShellArgs) -> str:
+    """The page: the navigation bar and a card per panel (both drawn by ui/nav.py's script from
+    /panels.json, so they follow panels coming and going), then the API's health and docs."""
     def link(path: str, title: str) -> str:
         return f'<li><a href="{html.escape(args.prefix + path)}">{html.escape(title)}</a></li>'
 
-    allowed = [p for p in args.panels if principal.role.allows(p.role)]
-    panels = "\n".join(link(p.path + "/", p.title) for p in allowed) or "<li>no panels for your role</li>"
     api = "\n".join([
         link(f"{args.api_path}/v1/health", "API health"),
         link(f"{args.api_path}/docs", "API reference"),
@@ -64,26 +55,31 @@ def render_page(args: ShellArgs, principal: Principal) -> str:
     return f"""<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>augment</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}}
-li{{margin:.4rem 0}} header{{display:flex;justify-content:space-between;align-items:center}}
-#user form{{display:inline;margin-left:.8rem}}</style></head>
+<style>body{{font-family:system-ui,sans-serif;margin:0}} main{{max-width:48rem;margin:2rem auto;padding:0 1rem}}
+li{{margin:.4rem 0}}</style>
+{nav_head(args.prefix)}</head>
 <body>
-<header><h1>augment</h1>
-<div id="user">{html.escape(principal.user)} · {html.escape(principal.role.value)}
-<form method="post" action="{html.escape(args.prefix)}/logout">
-<input type="hidden" name="csrf_token" value="{html.escape(principal.csrf_token or "")}">
-<button type="submit">Sign out</button></form></div></header>
+<main>
+<h1>augment</h1>
 <h2>Panels</h2>
-<ul id="panels">
-{panels}
-</ul>
+<div id="panels"><p>Finding the panels…</p></div>
 <h2>API</h2>
 <ul id="api">
 {api}
 </ul>
+</main>
 </body>
 </html>
 """
+
+
+def panels_answer(principal: Principal, entries: list[PanelEntry], problem: str, prefix: str) -> dict[str, Any]:
+    """What /panels.json says to this user: who they are and the panels their role may open."""
+    return {
+        "user": principal.user, "role": principal.role.value, "csrf_token": principal.csrf_token or "",
+        "panels": [e.as_json(prefix) for e in entries if principal.role.allows(e.role)],
+        "problem": problem,
+    }
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=100, ray_actor_options={"num_cpus": 0.05})
@@ -94,19 +90,27 @@ class Shell:
         self.settings = Settings()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_shell_app(self.args, self.settings)
+        return create_shell_app(self.args, self.settings, PanelDirectory(serve.get_replica_context().app_name))
 
 
-def create_shell_app(args: ShellArgs, settings: Settings) -> FastAPI:
+def create_shell_app(args: ShellArgs, settings: Settings, directory: PanelDirectory | None = None) -> FastAPI:
+    """`directory` finds the panels (by default among the Serve applications other than "shell")."""
+    directory = directory or PanelDirectory("shell")
     gate = Gate(settings)
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.include_router(login_router(gate, args.prefix))
 
     @app.get("/", response_class=HTMLResponse)
-    def page(request: Request) -> HTMLResponse:
+    def page() -> HTMLResponse:  # PageGuard let only signed-in users through
+        return HTMLResponse(render_page(args), headers={"Cache-Control": "no-store"})
+
+    @app.get("/panels.json")
+    async def panels(request: Request) -> JSONResponse:
         principal = principal_of(request)
-        assert principal is not None  # PageGuard let only signed-in users through
-        return HTMLResponse(render_page(args, principal), headers={"Cache-Control": "no-store"})
+        assert principal is not None
+        entries, problem = await directory.panels()
+        return JSONResponse(panels_answer(principal, entries, problem, args.prefix),
+                            headers={"Cache-Control": "no-store"})
 
     # Outermost first: the Host check, then the session (the login page and its forms are open).
     app.add_middleware(PageGuard, gate=gate, prefix=args.prefix, role=Role.viewer,

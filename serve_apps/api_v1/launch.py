@@ -3,21 +3,19 @@ workflows folder by name, or carry on a run that failed or was cancelled — wha
 `augment resume` do, answered 202 with the run at once (follow it with GET /v1/runs/{id} or its
 events). Every attempt is audited, refused ones too.
 
-The run's coordinator belongs to this replica's process, as a CLI run's belongs to its driver: the
-replica holds its handle until the run ends. A replica that goes away (redeployed, scaled down)
-takes the coordinators of its running runs with it; they end as lost, and resume like any other.
+The run's coordinator belongs to this replica's process (serve_apps/run_actions.py, which the runs
+panel's resume button goes through too).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Callable
 from pathlib import Path
 
-import ray
 from fastapi import APIRouter, HTTPException, status
 
-from actors.runs import Launched, ResumeError, refuse_unresumable, resume_run, start_run
+from actors.runs import start_run
 from augment_core.audit import Outcome, record
 from augment_core.store import MetadataStore
 from pipelines.io.dataset_source import resolve_dataset_source
@@ -32,33 +30,16 @@ from serve_apps.api_v1.runs import RunId
 from serve_apps.api_v1.schemas import RunOut, RunStart
 from serve_apps.api_v1.workflows import workflows_unreadable
 from serve_apps.gateway.api_auth import Operator
+from serve_apps.run_actions import ActionRefused, LaunchedRuns, need_cluster
+from serve_apps.run_actions import resume as resume_run
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=JsonBodyRoute)
 log = logging.getLogger(__name__)
-NO_CLUSTER = ("this API replica is not on a Ray cluster, so it cannot {what} runs: deploy it with"
-              " `augment serve`, or use `augment {command}` on the cluster's machine")
 LAUNCH_RESPONSES: dict[int | str, dict[str, str]] = {
     404: {"description": "No such workflow or run"},
     409: {"description": "It cannot run now (broken spec, missing input, already running or succeeded)"},
     503: {"description": "This replica has no Ray cluster, or the run's coordinator could not start"},
 }
-
-
-class LaunchedRuns:
-    """The runs this replica started, held until each ends: Ray reclaims an actor once no handle
-    of it is left, and a run's coordinator is such an actor."""
-
-    def __init__(self) -> None:
-        self._runs: dict[str, Launched] = {}
-        self._lock = threading.Lock()
-
-    def keep(self, run_id: str, launched: Launched) -> None:
-        with self._lock:
-            finals = [final for _, final in self._runs.values()]
-            if finals:
-                done, _ = ray.wait(finals, num_returns=len(finals), timeout=0)
-                self._runs = {k: v for k, v in self._runs.items() if v[1] not in done}
-            self._runs[run_id] = launched
 
 
 _launched = LaunchedRuns()
@@ -71,7 +52,7 @@ def start(body: RunStart, caller: Operator, settings: SettingsDep, store: StoreD
     action = "run.start"
     try:
         spec, file = _runnable(workflows, body.workflow, store)
-        _need_cluster("start", "run")
+        _http(need_cluster, "start", "run")
         try:
             run_id, launched = start_run(settings, spec, str(file))
         except Exception as exc:  # Ray's words can name hosts: the log has them, the caller the kind
@@ -92,21 +73,10 @@ def start(body: RunStart, caller: Operator, settings: SettingsDep, store: StoreD
 def resume(run_id: RunId, caller: Operator, settings: SettingsDep, store: StoreDep) -> RunOut:
     """Carry on a run that failed or was cancelled, as `augment resume` does: the same run id and
     output folder; records already written are not done again."""
-    action = "run.resume"
     try:
-        try:
-            refuse_unresumable(store.find_run(run_id))  # before asking for a cluster
-            _need_cluster("resume", "resume")
-            resumed, launched = resume_run(settings, run_id)
-        except KeyError as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
-        except ResumeError as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    except HTTPException as exc:
-        _audit_refusal(store, caller.label, action, run_id, exc)
-        raise
-    _launched.keep(resumed.id, launched)
-    record(store, caller.label, action, resumed.id, detail=f"resume {resumed.resumes}")
+        resumed = resume_run(settings, store, caller.label, run_id, _launched)
+    except ActionRefused as exc:
+        raise HTTPException(exc.status, exc.message) from None
     return RunOut.from_record(resumed)
 
 
@@ -135,9 +105,11 @@ def _runnable(workflows: WorkflowFolder, name: str, store: MetadataStore) -> tup
     return spec, entry.file
 
 
-def _need_cluster(what: str, command: str) -> None:
-    if not ray.is_initialized():
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, NO_CLUSTER.format(what=what, command=command))
+def _http(check: Callable[..., None], *args: str) -> None:
+    try:
+        check(*args)
+    except ActionRefused as exc:
+        raise HTTPException(exc.status, exc.message) from None
 
 
 def _audit_refusal(store: MetadataStore, actor: str, action: str, target: str, exc: HTTPException) -> None:

@@ -11,12 +11,12 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, stat
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from actors.runs import CancelError, cancel_run, read_run
-from augment_core.audit import record
+from actors.runs import read_run
 from augment_core.events import Event, follow_run
 from augment_core.identity import Principal
 from augment_core.settings import Settings
 from augment_core.store import RunRecord
+from serve_apps import run_actions
 from serve_apps.api_v1.deps import SettingsDep, StoreDep
 from serve_apps.api_v1.schemas import RunOut
 from serve_apps.gateway.api_auth import Operator, Refusal, Viewer, get_gate
@@ -61,14 +61,9 @@ def get_run(run_id: RunId, caller: Viewer, settings: SettingsDep) -> RunOut:
 def cancel(run_id: RunId, caller: Operator, settings: SettingsDep, store: StoreDep) -> RunOut:
     """Stop a pending or running run: it ends 'cancelled', keeping what it wrote."""
     try:
-        cancelled = RunOut.from_record(cancel_run(settings, run_id))
-    except KeyError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
-    except CancelError as exc:
-        record(store, caller.label, "run.cancel", run_id, "refused", str(exc))
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    record(store, caller.label, "run.cancel", cancelled.id)
-    return cancelled
+        return RunOut.from_record(run_actions.cancel(settings, store, caller.label, run_id))
+    except run_actions.ActionRefused as exc:
+        raise HTTPException(exc.status, exc.message) from None
 
 
 KEEPALIVE_SECONDS = 15  # a comment line this often keeps proxies from closing a quiet stream

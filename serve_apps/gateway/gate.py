@@ -13,13 +13,13 @@ from urllib.parse import urlsplit
 
 import ray
 
-from augment_core.identity import Identity, Principal, digest
+from augment_core.identity import SESSION_COOKIE, Identity, Principal, digest
 from augment_core.quotas import KeyQuotas, Quotas, RedisQuotas
 from augment_core.settings import Settings
 from augment_core.store import open_store
 
 T = TypeVar("T")
-COOKIE = "augment_session"
+COOKIE = SESSION_COOKIE
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 QUOTA_RETRY_SECONDS = 5  # what a refusal for an unanswering quota store asks the caller to wait

@@ -1,5 +1,7 @@
-"""What every Gradio panel shares: its app mounted inside the gateway, and the script that makes the
-page's own requests carry the session's CSRF token.
+"""What every Gradio panel shares: `PanelApp`, the base of each panel's Serve deployment (its
+manifest, which the shell discovers it by, and its page mounted inside the gateway with the
+navigation bar of ui/nav.py), and the script that makes the page's own requests carry the
+session's CSRF token.
 
 PageGuard refuses a state-changing request to a panel (Gradio's queue joins, uploads, cancels) that
 does not carry the session's token in `X-CSRF-Token`. Gradio cannot be told to send a header, so
@@ -12,16 +14,24 @@ which only GETs).
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import asyncio
+from typing import Any, ClassVar
 
 import gradio as gr
 from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
 
 from augment_core.identity import Role
 from augment_core.settings import Settings
 from serve_apps.gateway.gate import CSRF_HEADER, SAFE_METHODS, Gate
 from serve_apps.gateway.pages import HostCheck, PageGuard, gradio_user
+from serve_apps.gateway.replica import NameReplica
+from ui.nav import js_literal, nav_head
+
+ROUTE = r"^(/[A-Za-z0-9._~-]+)+$"
+ROUTE_OR_EMPTY = r"^(/[A-Za-z0-9._~-]+)*$"
+VERSION = "0.1.0"  # the package's; a panel's deploy time (from Serve) tells redeploys apart
 
 _SCRIPT = """<script>
 (() => {
@@ -46,15 +56,10 @@ _SCRIPT = """<script>
 </script>"""
 
 
-def _js(value: object) -> str:
-    """A JSON literal that cannot end the script element."""
-    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
 def csrf_head(prefix: str) -> str:
     """The `<script>` for a panel's head; `prefix` is where the shell (and its /session) lives."""
-    return _SCRIPT % {"header": _js(CSRF_HEADER), "session": _js(prefix + "/session"),
-                      "safe": _js(sorted(SAFE_METHODS))}
+    return _SCRIPT % {"header": js_literal(CSRF_HEADER), "session": js_literal(prefix + "/session"),
+                      "safe": js_literal(sorted(SAFE_METHODS))}
 
 
 def mount_panel(blocks: gr.Blocks, settings: Settings, prefix: str, role: Role = Role.viewer,
@@ -62,7 +67,7 @@ def mount_panel(blocks: gr.Blocks, settings: Settings, prefix: str, role: Role =
     """A panel's ASGI app: `blocks` on Gradio's FastAPI app with the CSRF script in its head, behind
     the Host check and the session guard (users of `role` and above). Call it inside the replica
     (Serve's `__serve_build_asgi_app__`) so that Gradio's lifespan starts the queue there."""
-    head = csrf_head(prefix) + gradio_options.pop("head", "")
+    head = csrf_head(prefix) + nav_head(prefix) + gradio_options.pop("head", "")
     # No "Use via API" link: a panel takes sessions only, so gradio_client with a key gets 401.
     gradio_options.setdefault("footer_links", ["gradio", "settings"])
     app = gr.mount_gradio_app(FastAPI(), blocks, path="/", auth_dependency=gradio_user, head=head, **gradio_options)
@@ -70,3 +75,73 @@ def mount_panel(blocks: gr.Blocks, settings: Settings, prefix: str, role: Role =
     app.add_middleware(PageGuard, gate=Gate(settings), prefix=prefix, role=role)
     app.add_middleware(HostCheck, settings=settings)
     return app
+
+
+class PanelArgs(BaseModel):
+    """A panel application's args; `augment serve` sets both from configs/serve.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str = Field(default="", pattern=ROUTE_OR_EMPTY, description="Where the shell and the login page are.")
+    route: str = Field(default="", pattern=ROUTE_OR_EMPTY,
+                       description="This panel's route below the prefix; '' means /ui/<application name>.")
+    title: str | None = Field(default=None, min_length=1, max_length=60,
+                              description="Its name in the navigation, instead of the panel's own.")
+    role: Role | None = Field(default=None, description="The least role that may open it, if above the panel's own.")
+
+
+class PanelManifest(BaseModel):
+    """What a panel application tells the shell about itself (`PanelApp.manifest`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="The Serve application's name.")
+    title: str = Field(min_length=1, max_length=60)
+    path: str = Field(pattern=ROUTE, description="The panel's route below the prefix, e.g. /ui/runs.")
+    role: Role = Field(description="The least role that may open it.")
+    version: str
+    health: str = Field(description='"ok", or why the panel cannot do its job right now.')
+    replica: str = Field(description="The replica that answered.")
+
+
+class PanelApp:
+    """The base of every panel's deployment class: subclass it, set `title` (and `role`), write
+    `blocks()` (a `ui/` module's builder fed with this class's read functions) and, where the panel
+    reads something that can be down, `health()`. Decorate the subclass with `@serve.deployment`
+    and `@serve.ingress()`; the Blocks are built inside the replica (`__serve_build_asgi_app__`), so
+    that Gradio's lifespan starts its queue there."""
+
+    title: ClassVar[str]
+    role: ClassVar[Role] = Role.viewer
+
+    def __init__(self, args: PanelArgs) -> None:
+        self.args = args
+        self.settings = Settings()
+        self.shown_title = args.title or self.title
+        # A deployment may close a panel to more roles, never open it to fewer.
+        self.least_role = args.role if args.role is not None and args.role.allows(self.role) else self.role
+
+    def blocks(self) -> gr.Blocks:
+        raise NotImplementedError
+
+    def health(self) -> str:
+        """'ok', or a short reason; raising says the same with the exception's words."""
+        return "ok"
+
+    async def manifest(self) -> dict[str, Any]:
+        """Called by the shell through a handle (no HTTP), so that a panel is found at run time."""
+        context = serve.get_replica_context()
+        try:
+            health = await asyncio.to_thread(self.health)
+        except Exception as exc:  # the reason goes to the shell, which shows the panel as unavailable
+            health = f"{type(exc).__name__}: {exc}"
+        return PanelManifest(
+            name=context.app_name, title=self.shown_title, path=self.args.route or f"/ui/{context.app_name}",
+            role=self.least_role, version=VERSION, health=health[:300], replica=context.replica_id.unique_id,
+        ).model_dump(mode="json")
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        app = mount_panel(self.blocks(), self.settings, self.args.prefix, self.least_role)
+        # Outermost: which replica answered (sessions stick to one; see cluster/local.py).
+        app.add_middleware(NameReplica, replica=serve.get_replica_context().replica_id.unique_id)
+        return app

@@ -11,6 +11,7 @@ import os
 import re
 from typing import Any
 
+from augment_core.events import Event
 from augment_core.identity import Principal, Role
 from augment_core.store import RunRecord
 
@@ -55,6 +56,19 @@ def run_without_paths(record: RunRecord, storage_root: str) -> RunRecord:
         "error": hide_paths(record.error),
         "steps": [s.model_copy(update={"error": hide_paths(s.error)}) for s in record.steps],
     })
+
+
+def event_without_paths(event: Event, storage_root: str) -> Event:
+    """The event with its '…path' entries made public and no absolute path in its texts."""
+    def cut(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: public_path(v, storage_root) if k.endswith("path") and isinstance(v, str) else cut(v)
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [cut(v) for v in value]
+        return hide_paths(value) if isinstance(value, str) else value
+
+    return event.model_copy(update={"data": cut(event.data)})
 
 
 def files_by_name(value: Any) -> Any:

@@ -19,14 +19,23 @@ from augment_core.settings import Settings
 from augment_core.store import RunRecord, open_store
 from pipelines.workflows.loader import load_spec
 from tests.conftest import SAMPLE_SPEC
+from tests.integration.serving import (  # noqa: F401 - session fixtures of the Serve deployment
+    admin_key,
+    base_url,
+    client,
+    serve_config,
+    signed_in,
+    stored_run,
+    workflows_dir,
+)
 
 
 def company_llm_spec(
-    folder: Path, base_url: str, records: int, prefix: str, *, limits: dict[str, Any] | None = None,
+    folder: Path, provider_url: str, records: int, prefix: str, *, limits: dict[str, Any] | None = None,
     sink: dict[str, Any] | None = None, name_suffix: dict[int, str] | None = None, extra_rows: list[list[str]] = (),
 ) -> Path:
     """A workflow with one llm step ("profile" -> summary) over `records` companies r0..rN-1, against
-    a provider at `base_url` on an account of its own; `name_suffix` adds fault markers to names."""
+    a provider at `provider_url` on an account of its own; `name_suffix` adds fault markers to names."""
     data = folder / "in.csv"
     with data.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -36,7 +45,7 @@ def company_llm_spec(
     name = f"{prefix}_{uuid.uuid4().hex[:6]}"
     spec = {
         "name": name,
-        "providers": {"fake": {"kind": "openai", "base_url": base_url, "allow_hosts": ["127.0.0.1"], "model": "m",
+        "providers": {"fake": {"kind": "openai", "base_url": provider_url, "allow_hosts": ["127.0.0.1"], "model": "m",
                                "account": name,
                                "limits": limits or {}}},
         "source": {"kind": "csv", "path": str(data)},

@@ -19,86 +19,12 @@ import pytest
 from pydantic_core import to_jsonable_python
 
 from augment_core.settings import Settings
-from augment_core.store import open_store, utcnow
+from augment_core.store import open_store
 from pipelines.engine.inprocess import InProcessEngine
 from pipelines.workflows.loader import load_spec
 from serve_apps import deploy
-from tests.conftest import (
-    REQUIRE_SERVICES,
-    ROOT,
-    SAMPLE_CSV,
-    SAMPLE_SPEC,
-    TEST_DASHBOARD_PORT,
-    TEST_SERVE_PORT,
-    api_key,
-)
-
-PREFIX = "/augment"
-DASHBOARD = f"http://127.0.0.1:{TEST_DASHBOARD_PORT}"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync",
-]
-BROKEN_SPEC = """\
-name: broken
-source: {kind: csv, path: nowhere.csv}
-schema:
-  fields:
-    id: {type: string}
-steps:
-  - use: no_such_augmenter
-sink: {dataset: broken, export: true}
-"""
-
-
-@pytest.fixture(scope="module")
-def workflows_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample spec (linked, so its relative paths still resolve) next to a broken one."""
-    folder = tmp_path_factory.mktemp("workflows")
-    (folder / SAMPLE_SPEC.name).symlink_to(SAMPLE_SPEC)
-    (folder / "broken.yaml").write_text(BROKEN_SPEC, encoding="utf-8")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def serve_config(workflows_dir: Path) -> dict[str, Any]:
-    """configs/serve.yaml as this module deploys it."""
-    config = deploy.load_config(ROOT / "configs" / "serve.yaml", prefix=PREFIX, port=TEST_SERVE_PORT)
-    api = next(app for app in config["applications"] if app["name"] == "api")
-    api["args"] = {**(api.get("args") or {}), "workflows_dir": str(workflows_dir)}
-    return config
-
-
-@pytest.fixture(scope="module")
-def base_url(ray_cluster, serve_config: dict[str, Any]) -> Iterator[str]:
-    urls = deploy.deploy(DASHBOARD, serve_config)
-    base = f"http://127.0.0.1:{TEST_SERVE_PORT}{PREFIX}"
-    assert urls == {"api": f"{base}/api", "runs": f"{base}/ui/runs", "shell": base}
-    yield base
-    deploy.stop(DASHBOARD)
-
-
-@pytest.fixture(scope="module")
-def admin_key(settings: Settings) -> str:
-    return api_key(settings, "admin")
-
-
-@pytest.fixture(scope="module")
-def client(base_url: str, admin_key: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{base_url}/api/v1", timeout=60,
-                      headers={"Authorization": f"Bearer {admin_key}"}) as http:
-        yield http
-
-
-@pytest.fixture(scope="module")
-def signed_in(base_url: str, settings: Settings) -> dict[str, str]:
-    """A user with a password, who signs in on the shell's login page."""
-    from augment_core.identity import Identity, Role
-
-    name = f"ops-{uuid.uuid4().hex[:6]}"
-    Identity(open_store(settings)).create_user(name, Role.operator, "a long password")
-    return {"username": name, "password": "a long password"}
+from tests.conftest import SAMPLE_CSV, SAMPLE_SPEC, TEST_SERVE_PORT
+from tests.integration.serving import DASHBOARD, PREFIX, launch_chromium, require_chromium, sign_in
 
 
 def test_strangers_get_nothing_but_health(base_url: str, admin_key: str) -> None:
@@ -114,33 +40,6 @@ def test_strangers_get_nothing_but_health(base_url: str, admin_key: str) -> None
         assert http.get(f"{base_url}/ui/runs/config").status_code == 401
         assert http.get(f"{base_url}/api/v1/runs", headers={"host": "evil.example"}).status_code == 400
         assert http.get(f"{base_url}/api/v1/me", headers={"Authorization": f"Bearer {admin_key}x"}).status_code == 401
-
-
-@pytest.fixture
-def stored_run(settings: Settings) -> str:
-    """A finished run written straight to the metadata store, as a coordinator would leave it."""
-    store = open_store(settings)
-    run_id = f"test-serve-{uuid.uuid4().hex[:8]}"
-    store.create_run(run_id, "organisations", 1, str(SAMPLE_SPEC), ["validate", "normalize_url_1", "write"])
-    store.update_run(
-        run_id,
-        status="running",
-        started_at=utcnow(),
-        heartbeat_at=utcnow(),
-        counts={"in": 12, "valid": 10, "quarantined": 2, "augmented": 10, "failed": 0, "skipped": 0},
-        steps=[
-            {"name": "validate", "state": "succeeded", "rows": 12},
-            {"name": "normalize_url_1", "state": "succeeded", "rows": 10},
-            {"name": "write", "state": "failed", "rows": 0, "error": "disk full"},
-        ],
-    )
-    store.finish_run(
-        run_id,
-        "failed",
-        error="write failed: disk full",
-        output={"dataset": "organisations_enriched", "version": 3, "path": "/data/x", "quarantine_path": "/data/q"},
-    )
-    return run_id
 
 
 def _org(org_id: str, **values: object) -> dict[str, object]:
@@ -420,24 +319,6 @@ def test_run_events_stream_through_serve_live_and_resume_after_the_last_event_se
     assert client.get("/runs/no-such-run/events").status_code == 404
 
 
-def sign_in(http: httpx.Client, base_url: str, user: dict[str, str]) -> None:
-    answer = http.post(f"{base_url}/login", data={**user, "next": f"{PREFIX}/"},
-                       headers={"origin": f"http://127.0.0.1:{TEST_SERVE_PORT}"}, follow_redirects=False)
-    assert answer.status_code == 303, answer.text
-
-
-def test_the_shell_links_every_panel_and_the_api(base_url: str, signed_in: dict[str, str]) -> None:
-    with httpx.Client(timeout=60, follow_redirects=True) as http:
-        sign_in(http, base_url, signed_in)
-        page = http.get(base_url)
-        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        for link in (f'href="{PREFIX}/ui/runs/"', f'href="{PREFIX}/api/v1/health"', f'href="{PREFIX}/api/docs"'):
-            assert link in page.text
-        origin = f"http://127.0.0.1:{TEST_SERVE_PORT}"
-        for path in ("/ui/runs/", "/api/v1/health", "/api/docs"):
-            assert http.get(f"{origin}{PREFIX}{path}").status_code == 200, path
-
-
 def test_cross_site_forms_with_the_session_cookie_are_refused(base_url: str, signed_in: dict[str, str]) -> None:
     """What a page of another site could make a browser send with our cookie (a form: no custom
     header), to a panel, to the API and to logout, is refused; with the session's token a change
@@ -467,9 +348,7 @@ def test_a_browser_signs_in_uses_the_shell_and_the_runs_panel_and_signs_out(
     runs panel, two Serve applications under one session; the panel's Gradio actions carry the
     session's CSRF token (PageGuard refuses them otherwise). Signing out on the shell ends the session
     for both. AUGMENT_SCREENSHOTS=DIR saves what the browser saw there as PNGs."""
-    if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: apt-get install -y chromium"
-        pytest.fail(message) if REQUIRE_SERVICES else pytest.skip(message)
+    require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     shots = Path(os.environ["AUGMENT_SCREENSHOTS"]) if os.environ.get("AUGMENT_SCREENSHOTS") else None
@@ -480,7 +359,7 @@ def test_a_browser_signs_in_uses_the_shell_and_the_runs_panel_and_signs_out(
             page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
             page = context.new_page()

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from augment_core.identity import Principal, Role
 from serve_apps import deploy
 from serve_apps.shell import ShellArgs, render_page
 from tests.conftest import ROOT
@@ -32,25 +31,28 @@ def test_every_route_goes_under_the_prefix(prefix: str | None, expected: dict[st
     config = deploy.load_config(SERVE_YAML, prefix=prefix, port=8123)
     assert routes(config) == expected
     shell = next(app for app in config["applications"] if app["import_path"] == deploy.SHELL_IMPORT_PATH)
-    assert shell["args"]["prefix"] == expected["shell"].rstrip("/")
+    assert shell["args"] == {"prefix": expected["shell"].rstrip("/")}
+    runs = next(app for app in config["applications"] if app["name"] == "runs")
+    assert runs["args"]["prefix"] == expected["shell"].rstrip("/") and runs["args"]["route"] == "/ui/runs"
     assert config["http_options"] == {"host": "127.0.0.1", "port": 8123}
 
 
-def test_the_shell_page_links_below_the_prefix() -> None:
+def test_the_shell_page_links_below_the_prefix_and_names_no_panel() -> None:
+    """The panels come from /panels.json at run time, drawn by the navigation script."""
     config = deploy.load_config(SERVE_YAML, prefix="/augment")
     shell = next(app for app in config["applications"] if app["name"] == "shell")
-    ana = Principal(user="ana", role=Role.viewer, via="session", csrf_token="t")
-    page = render_page(ShellArgs.model_validate(shell["args"]), ana)
-    assert 'href="/augment/ui/runs/"' in page and 'href="/augment/api/v1/health"' in page
+    page = render_page(ShellArgs.model_validate(shell["args"]))
+    assert 'href="/augment/api/v1/health"' in page
+    assert '"/augment"' in page and 'id="panels"' in page and "ui/runs" not in page
 
 
-def test_replicas_ask_for_fractions_of_a_cpu_and_panels_keep_one_replica() -> None:
+def test_replicas_ask_for_fractions_of_a_cpu_and_panels_run_two_sticky_replicas() -> None:
     config = deploy.load_config(SERVE_YAML)
     for app in config["applications"]:
         for deployment in app["deployments"]:
             assert 0 < deployment["ray_actor_options"]["num_cpus"] < 1
-            if app["name"] == "runs":
-                assert deployment["num_replicas"] == 1 and deployment["max_ongoing_requests"] >= 100
+            if app["route_prefix"].startswith("/ui/"):
+                assert deployment["num_replicas"] == 2 and deployment["max_ongoing_requests"] >= 100
 
 
 def test_unknown_keys_and_bad_values_are_reported_by_path(tmp_path: Path) -> None:
@@ -95,3 +97,14 @@ def test_a_bad_prefix_and_a_missing_file_are_rejected(tmp_path: Path) -> None:
 def test_an_unreachable_dashboard_is_a_deploy_error() -> None:
     with pytest.raises(deploy.DeployError, match="cannot reach the Ray dashboard"):
         deploy.deploy("http://127.0.0.1:9", deploy.load_config(SERVE_YAML), timeout_s=5)
+
+
+def test_under_rays_python_proxy_panels_keep_one_replica() -> None:
+    """Only HAProxy hashes the session cookie onto a replica; the API and the shell keep no Gradio state."""
+    config = deploy.load_config(SERVE_YAML)
+    before = {app["name"]: app["deployments"][0].copy() for app in config["applications"]}
+    assert deploy.single_replica_panels(config) == ["runs"]
+    after = {app["name"]: app["deployments"][0] for app in config["applications"]}
+    assert after["runs"]["num_replicas"] == 1
+    assert after["api"] == before["api"] and after["shell"] == before["shell"]
+    deploy.validate_config(config)

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Iterator
 
 import gradio as gr
 
+from augment_core.events import Event
 from augment_core.store import RunRecord, StepState
-from ui.runs import build_runs_panel, list_view, run_view
+from ui.runs import (
+    RunActions,
+    RunFilter,
+    Watches,
+    act_view,
+    ask_view,
+    build_runs_panel,
+    list_view,
+    run_filter,
+    run_view,
+    watch_view,
+)
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
 
@@ -33,12 +46,12 @@ def run(run_id: str = "20260102-030405-abcd1234", **fields: object) -> RunRecord
     return RunRecord(**(values | fields))
 
 
-def failing() -> list[RunRecord]:
+def failing(*_args: object) -> list[RunRecord]:
     raise ConnectionError("database is down")
 
 
 def test_runs_are_listed_and_the_choice_is_kept() -> None:
-    message, table, choices = list_view(lambda: [run()], "20260102")
+    message, table, choices = list_view(lambda _filter: [run()], "20260102")
     assert "1 most recent run(s)" in message
     assert table.values.tolist() == [
         ["20260102-030405-abcd1234", "organisations", "failed", 9, 7, 2, 7, 0, 0, "2026-01-02 03:04:05", "2.5 s"]
@@ -47,7 +60,7 @@ def test_runs_are_listed_and_the_choice_is_kept() -> None:
 
 
 def test_an_empty_store_says_so() -> None:
-    message, table, _ = list_view(lambda: [], None)
+    message, table, _ = list_view(lambda _filter: [], None)
     assert message.startswith("No runs yet") and table.empty
 
 
@@ -92,7 +105,8 @@ def test_an_unknown_or_unreadable_run_is_explained() -> None:
 
 
 def test_the_panel_builds_without_serve() -> None:
-    assert isinstance(build_runs_panel(lambda: [], lambda _id: run(), refresh_seconds=2), gr.Blocks)
+    assert isinstance(build_runs_panel(lambda _f: [], lambda _id: run(), lambda _id: iter([]), refresh_seconds=2),
+                      gr.Blocks)
 
 
 def test_each_step_shows_its_work_time_once_measured() -> None:
@@ -101,3 +115,137 @@ def test_each_step_shows_its_work_time_once_measured() -> None:
                         StepState(name="write", state="running")])
     table = run_view(lambda run_id: record, record.id)[1]
     assert table["work"].tolist() == ["1.2 s", "41 ms", ""]
+
+
+def test_records_that_failed_or_were_skipped_stand_out_in_the_list() -> None:
+    records = [run(status="succeeded", counts={"in": 9, "failed": 3, "skipped": 1}), run(status="succeeded")]
+    message, table, _ = list_view(lambda _filter: records, None)
+    assert table["status"].tolist() == ["succeeded · 3 failed · 1 skipped", "succeeded"]
+    assert "⚠️ 1 with failures" in message
+
+
+def test_the_filters_reach_the_read_and_an_empty_answer_says_so() -> None:
+    asked: list[RunFilter] = []
+    message, table, _ = list_view(lambda wanted: asked.append(wanted) or [], None, " orgs ", "failed", "last 7 days")
+    assert asked[0].workflow == "orgs" and asked[0].status == "failed"
+    assert asked[0].since is not None and (dt.datetime.now(dt.timezone.utc) - asked[0].since).days == 7
+    assert message == "No runs match these filters." and table.empty
+    assert run_filter("", "any", "any time") == RunFilter()
+
+
+class FakeRequest:
+    def __init__(self, session: str) -> None:
+        self.session_hash = session
+
+
+def event(seq: int, type: str, **data: object) -> Event:
+    return Event(seq=seq, run_id="r", type=type, at="2026-01-02T03:04:05Z", data=data)
+
+
+def test_a_live_run_follows_its_events_until_it_ends() -> None:
+    """Each batch of events redraws the run: steps from step.progress (fresher than the stored
+    row), the failed records with why, rate and ETA, the cost against the budget."""
+    live_steps = [StepState(name="validate", state="succeeded", rows=100), StepState(name="tag", state="running"),
+                  StepState(name="write", state="pending")]
+    stored = [run(status="running", error=None, finished_at=None, steps=live_steps,
+                  counts={"in": 100, "valid": 100}, cost={"total_usd": 0.25, "budget_usd": 1.0})]
+    batches = [
+        [event(1, "run.started")],
+        [event(2, "step.progress", steps={"validate": {"state": "succeeded", "rows": 100},
+                                          "tag": {"state": "running", "rows": 20},
+                                          "write": {"state": "pending", "rows": 0}}),
+         event(3, "record.failed", record_uuid="u-1", step="tag", reason="provider said 500")],
+        [event(4, "step.progress", steps={"validate": {"state": "succeeded", "rows": 100},
+                                          "tag": {"state": "running", "rows": 60},
+                                          "write": {"state": "pending", "rows": 0}})],
+    ]
+
+    def follow(_run_id: str) -> Iterator[list[Event]]:
+        for batch in batches:
+            yield batch
+
+    views = list(watch_view(lambda _id: stored[0], follow, Watches(), "2026", FakeRequest("s1")))
+    assert len(views) == 4  # the run at once, then one per batch
+    summary, steps, failures = views[-1]
+    assert steps.values.tolist()[1][:3] == ["tag", "running", 60]
+    assert failures.values.tolist() == [["u-1", "tag", "provider said 500"]]
+    assert "60 of 100 rows augmented" in summary and "rows/s" in summary and "ETA" in summary
+    assert "cost $0.2500 of $1.00 budget (25%)" in summary
+
+
+def test_choosing_another_run_stops_following_the_first() -> None:
+    watches = Watches()
+    seen: list[int] = []
+
+    def follow(_run_id: str) -> Iterator[list[Event]]:
+        for seq in range(1, 100):
+            seen.append(seq)
+            yield [event(seq, "run.started")]
+
+    first = watch_view(lambda _id: run(status="running"), follow, watches, "2026", FakeRequest("s1"))
+    next(first), next(first)
+    watches.begin("s1")  # the same page chose another run
+    assert list(first) == [] and seen == [1, 2]
+
+
+def test_when_the_bus_fails_the_last_view_stays_with_an_error() -> None:
+    def follow(_run_id: str) -> Iterator[list[Event]]:
+        yield [event(1, "record.failed", record_uuid="u-1", step="tag", reason="x")]
+        raise ConnectionError("redis is down")
+
+    views = list(watch_view(lambda _id: run(status="running"), follow, Watches(), "2026", FakeRequest("s1")))
+    summary, _, failures = views[-1]
+    assert "Live updates stopped" in summary and "ConnectionError: redis is down" in summary
+    assert failures.values.tolist() == [["u-1", "tag", "x"]]
+
+
+class SignedIn:
+    def __init__(self, user: str) -> None:
+        self.username = user
+
+
+def actions(roles: dict[str, bool], refuse: str | None = None) -> RunActions:
+    done: list[tuple[str, str]] = []
+
+    def act(status: str) -> Callable[[str, str], RunRecord]:
+        def apply(run_id: str, user: str) -> RunRecord:
+            if refuse:
+                raise RuntimeError(refuse)
+            done.append((run_id, user))
+            return run(run_id=run_id, status=status)
+        return apply
+
+    return RunActions(cancel=act("cancelled"), resume=act("running"), may_act=lambda user: roles[user])
+
+
+def test_an_action_asks_first_and_says_what_it_did() -> None:
+    both = actions({"olga": True})
+    row, question, pending = ask_view(both, "cancel", "r-1", SignedIn("olga"))
+    assert row["visible"] and question.startswith("**Cancel run `r-1`?**") and pending == ("cancel", "r-1")
+    row, outcome = act_view(both, pending, SignedIn("olga"))
+    assert not row["visible"] and outcome == "✓ Run `r-1` cancelled: now **cancelled**."
+    _, _, pending = ask_view(both, "resume", "r-1", SignedIn("olga"))
+    assert act_view(both, pending, SignedIn("olga"))[1] == "✓ Run `r-1` resumed: now **running**."
+
+
+def test_a_viewer_is_refused_before_and_at_the_action_and_refusals_say_why() -> None:
+    roles = {"vera": False, "olga": True}
+    _, question, pending = ask_view(actions(roles), "cancel", "r-1", SignedIn("vera"))
+    assert question == "⚠️ Cancel needs the operator role; vera may only look." and pending is None
+    # a forged pending action from a viewer's page is refused when it is done, too
+    assert act_view(actions(roles), ("cancel", "r-1"), SignedIn("vera"))[1].startswith("⚠️ Cancel needs")
+    assert ask_view(actions(roles), "resume", "  ", SignedIn("olga"))[1] == "⚠️ Choose a run first."
+    refused = act_view(actions(roles, refuse="run r-1 already ended: succeeded"), ("cancel", "r-1"), SignedIn("olga"))
+    assert refused[1] == "⚠️ **Cancel refused**: run r-1 already ended: succeeded"
+
+
+def test_events_shown_in_the_panel_carry_no_server_paths() -> None:
+    from serve_apps.gateway.redact import event_without_paths
+
+    failed = event(1, "record.failed", record_uuid="u-1", step="tag",
+                   reason="cannot read /srv/augment/refs/countries.csv: gone",
+                   output={"path": "/data/datasets/orgs/v2", "quarantine_path": "/elsewhere/q"})
+    shown = event_without_paths(failed, "/data")
+    assert shown.data["reason"] == "cannot read countries.csv: gone"
+    assert shown.data["output"] == {"path": "datasets/orgs/v2", "quarantine_path": "q"}
+    assert shown.data["record_uuid"] == "u-1" and failed.data["reason"].startswith("cannot read /srv")

@@ -1,0 +1,238 @@
+"""The shell and the panel framework on the session's Serve deployment: panels found at run time,
+one failing or removed panel leaving the shell and the others working, sessions stuck to one of a
+panel's two replicas (browsers and gradio_client), and a run followed live from its events."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from augment_core.audit import list_entries
+from augment_core.identity import SESSION_COOKIE, Identity, Role
+from augment_core.settings import Settings
+from augment_core.store import open_store
+from serve_apps.gateway.replica import REPLICA_HEADER
+from tests.conftest import TEST_SERVE_PORT
+from tests.integration.serving import PREFIX, launch_chromium, redeploy, sign_in
+
+ORIGIN = f"http://127.0.0.1:{TEST_SERVE_PORT}"
+SHOTS = Path(os.environ["AUGMENT_SCREENSHOTS"]) if os.environ.get("AUGMENT_SCREENSHOTS") else None
+
+
+def shoot(page: Any, name: str) -> None:
+    """AUGMENT_SCREENSHOTS=DIR keeps what the browser saw as PNGs."""
+    if SHOTS is not None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def session_of(settings: Settings, user: dict[str, str]) -> tuple[str, str]:
+    """A new login session, as the login page makes one (which allows a few a minute per user):
+    (its cookie's value, its CSRF token)."""
+    token, principal = Identity(open_store(settings)).create_session(user["username"], dt.timedelta(hours=1))
+    assert principal.csrf_token
+    return token, principal.csrf_token
+
+
+def signed_in_context(browser: Any, token: str) -> Any:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.add_cookies([{"name": SESSION_COOKIE, "value": token, "domain": "127.0.0.1", "path": PREFIX,
+                          "httpOnly": True, "sameSite": "Lax"}])
+    return context
+
+
+def panels_of(http: httpx.Client, base_url: str) -> dict[str, dict[str, Any]]:
+    answer = http.get(f"{base_url}/panels.json")
+    assert answer.status_code == 200, answer.text
+    return {p["name"]: p for p in answer.json()["panels"]}
+
+
+def test_the_shell_finds_the_panels_at_run_time_for_the_users_role(
+        base_url: str, signed_in: dict[str, str], settings: Settings) -> None:
+    with httpx.Client(timeout=60, follow_redirects=True) as http:
+        sign_in(http, base_url, signed_in)
+        page = http.get(base_url)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        for link in (f'href="{PREFIX}/api/v1/health"', f'href="{PREFIX}/api/docs"'):
+            assert link in page.text
+        runs = panels_of(http, base_url)["runs"]
+        assert runs["title"] == "Runs" and runs["url"] == f"{PREFIX}/ui/runs" and runs["available"], runs
+        assert http.get(f"{ORIGIN}{runs['url']}/").status_code == 200
+        assert set(panels_of(http, base_url)) == {"runs"}  # the API and the shell are no panels
+
+
+def test_sessions_stick_to_one_of_a_panels_two_replicas(
+        base_url: str, signed_in: dict[str, str], stored_run: str, settings: Settings) -> None:
+    """Gradio's queue lives in one process: 6 browser sessions at once (3 on each replica) and 12
+    gradio_client calls all succeed, each session answered by one replica throughout."""
+    from gradio_client import Client
+    from playwright.sync_api import expect, sync_playwright
+
+    sessions: dict[str, list[tuple[str, str]]] = {}  # replica -> sessions it answers
+    with httpx.Client(timeout=60) as http:
+        for _ in range(40):
+            token, csrf = session_of(settings, signed_in)
+            http.cookies.set(SESSION_COOKIE, token)
+            replicas = {http.get(f"{base_url}/ui/runs/config").headers[REPLICA_HEADER] for _ in range(3)}
+            assert len(replicas) == 1, replicas  # the same session, the same replica
+            sessions.setdefault(replicas.pop(), []).append((token, csrf))
+            if len(sessions) == 2 and all(len(s) >= 3 for s in sessions.values()):
+                break
+    assert len(sessions) == 2, f"the panel's sessions all went to one replica: {sessions.keys()}"
+    chosen = [(replica, s) for replica, found in sessions.items() for s in found[:3]]
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            pages = []
+            for replica, (token, _) in chosen:
+                page = signed_in_context(browser, token).new_page()
+                seen: set[str] = set()
+                page.on("response", lambda r, seen=seen: seen.add(r.headers.get(REPLICA_HEADER.lower(), ""))
+                        if "/ui/runs/" in r.url else None)
+                page.goto(f"{base_url}/ui/runs/")
+                pages.append((replica, page, seen))
+            for _, page, _ in pages:  # every page open at once, each with its own queue stream
+                row = page.locator("#runs-table").get_by_role("row").filter(has_text=stored_run)
+                row.locator("visible=true").get_by_text(stored_run, exact=True).click(timeout=30_000)
+            for replica, page, seen in pages:
+                expect(page.locator("#run-steps")).to_contain_text("normalize_url_1", timeout=30_000)
+                expect(page.locator("#run-detail")).to_contain_text(f"Run {stored_run} — failed")
+                assert seen == {replica}, (replica, seen)
+        finally:
+            browser.close()
+
+    def call(index: int) -> tuple[str, Any]:
+        _, (token, csrf) = chosen[index % len(chosen)]
+        client = Client(f"{base_url}/ui/runs/", verbose=False, download_files=False,
+                        headers={"Cookie": f"{SESSION_COOKIE}={token}", "X-CSRF-Token": csrf, "Origin": ORIGIN})
+        if index % 2:
+            return "watch", client.predict(stored_run, api_name="/watch_run")
+        return "list", client.predict(None, "organisations", "failed", "any time", api_name="/list_runs")
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(call, range(12)))
+    for kind, answer in answers:
+        if kind == "watch":
+            summary, steps, _failures = answer
+            assert f"Run `{stored_run}` — **failed**" in summary
+            assert [row[0] for row in steps["data"]] == ["validate", "normalize_url_1", "write"]
+        else:
+            message, table, _choice = answer
+            assert "matching the filters" in message and stored_run in [row[0] for row in table["data"]]
+
+
+def test_a_run_is_followed_live_cancelled_and_resumed_from_the_panel(
+        base_url: str, signed_in: dict[str, str], settings: Settings, tmp_path: Path) -> None:
+    """A run opened by a deep link, its steps and rows pushed to the page from its events (the
+    page's only timer refreshes the list, never the run); an operator cancels it and resumes it,
+    each confirmed first and its outcome shown, and watches it succeed with its failed record."""
+    import ray
+    from playwright.sync_api import expect, sync_playwright
+
+    from actors.runs import start_run
+    from devtools.fake_openai import FakeOpenAI
+    from pipelines.workflows.loader import load_spec
+    from tests.integration.conftest import company_llm_spec
+
+    token, _ = session_of(settings, signed_in)
+    with FakeOpenAI() as fake, sync_playwright() as playwright:
+        # 24 records at 2 requests a second, in batches of 4: the run is live for a while, and its
+        # rows arrive batch by batch (a rate); record 5 is refused (400)
+        spec_path = company_llm_spec(tmp_path, fake.base_url, 24, "live", limits={"requests_per_minute": 120},
+                                     name_suffix={5: " #400"}, sink={"batch_rows": 4})
+        run_id, (_, final) = start_run(settings, load_spec(spec_path), str(spec_path))
+        browser = launch_chromium(playwright)
+        try:
+            page = signed_in_context(browser, token).new_page()
+            page.goto(f"{base_url}/ui/runs/?run={run_id}")
+            detail = page.locator("#run-detail")
+            expect(detail).to_contain_text(f"Run {run_id} — running", timeout=60_000)
+            expect(detail).to_contain_text("rows/s", timeout=60_000)
+            shoot(page, "runs-live")
+
+            confirm, outcome = page.locator("#run-confirm"), page.locator("#run-action-outcome")
+            page.click("#run-cancel")
+            expect(confirm).to_contain_text(f"Cancel run {run_id}?")
+            page.click("#run-confirm-yes")
+            expect(outcome).to_contain_text(f"Run {run_id} cancelled: now cancelled", timeout=60_000)
+            expect(confirm).to_be_hidden()
+            expect(detail).to_contain_text(f"Run {run_id} — cancelled", timeout=30_000)
+            with pytest.raises(ray.exceptions.RayActorError):  # the coordinator is gone, and its work
+                ray.get(final, timeout=60)
+            assert open_store(settings).get_run(run_id).status == "cancelled"
+
+            page.click("#run-resume")
+            expect(confirm).to_contain_text(f"Resume run {run_id}?")
+            page.click("#run-confirm-yes")
+            expect(outcome).to_contain_text(f"Run {run_id} resumed", timeout=60_000)
+            expect(detail).to_contain_text(f"Run {run_id} — succeeded", timeout=180_000)
+            failures = page.locator("#run-failures")
+            expect(failures).to_contain_text("profile", timeout=15_000)
+            expect(failures).to_contain_text("400")
+            expect(detail).to_contain_text("failed 1")
+            shoot(page, "runs-finished")
+        finally:
+            browser.close()
+    operator = f"{signed_in['username']} (session)"
+    actions = [(e.actor, e.action, e.outcome) for e in list_entries(open_store(settings), actor=operator)
+               if e.target == run_id]
+    assert (operator, "run.cancel", "ok") in actions and (operator, "run.resume", "ok") in actions
+
+
+def test_panels_come_and_go_without_touching_the_shell_or_the_others(
+        base_url: str, serve_config: dict[str, Any], signed_in: dict[str, str], settings: Settings) -> None:
+    """A panel application deployed while a browser has the shell open appears in its navigation;
+    removed, it is shown as unavailable, and the shell and the runs panel keep working. An admin-only
+    panel is not listed to an operator."""
+    from playwright.sync_api import expect, sync_playwright
+
+    extra = copy.deepcopy(serve_config)
+    runs = next(app for app in extra["applications"] if app["name"] == "runs")
+    spare = {**copy.deepcopy(runs), "name": "spare", "route_prefix": f"{PREFIX}/ui/spare",
+             "args": {**runs["args"], "route": "/ui/spare", "title": "Spare runs"}}
+    spare["deployments"][0]["num_replicas"] = 1
+    extra["applications"].insert(1, spare)
+    admin_only = {**copy.deepcopy(spare), "name": "vault", "route_prefix": f"{PREFIX}/ui/vault",
+                  "args": {**spare["args"], "route": "/ui/vault", "title": "Vault", "role": "admin"}}
+    extra["applications"].insert(1, admin_only)
+    admin = f"admin-{uuid.uuid4().hex[:6]}"
+    Identity(open_store(settings)).create_user(admin, Role.admin, "a long password")
+
+    token, _ = session_of(settings, signed_in)
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            shell = signed_in_context(browser, token).new_page()
+            shell.goto(f"{base_url}/")
+            nav = shell.locator("#augment-nav")
+            expect(nav).to_contain_text("Runs", timeout=30_000)
+            redeploy(extra)
+            try:
+                expect(nav).to_contain_text("Spare runs", timeout=60_000)  # no reload: the bar follows
+                expect(shell.locator("#panels")).to_contain_text("Spare runs")
+                expect(nav).not_to_contain_text("Vault")
+                with httpx.Client(timeout=60) as http:
+                    sign_in(http, base_url, {"username": admin, "password": "a long password"})
+                    assert panels_of(http, base_url)["vault"]["available"]
+                    assert http.get(f"{base_url}/ui/vault/").status_code == 200
+                shoot(shell, "shell")
+            finally:
+                redeploy(serve_config)  # the session's applications only: spare and vault removed
+            expect(nav).to_contain_text("Spare runs (unavailable)", timeout=60_000)
+            expect(shell.locator("#panels [data-panel=spare]")).to_contain_text("not deployed")
+            shoot(shell, "shell-panel-down")
+            page = shell.context.new_page()
+            page.goto(f"{base_url}/ui/runs/")
+            expect(page.locator("#runs-status")).to_contain_text("most recent run", timeout=30_000)
+            expect(page.locator("#augment-nav")).to_contain_text("Spare runs (unavailable)", timeout=30_000)
+        finally:
+            browser.close()
