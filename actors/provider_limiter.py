@@ -74,6 +74,25 @@ def limiter_for(account: str, limits: Limits) -> ActorHandle:
     return handle
 
 
+LIMITER_PREFIX = limiter_name("")
+
+
+def limiter_snapshots(timeout_s: float = 2.0) -> list[dict[str, Any]]:
+    """Every provider account's limiter on this cluster, as it stands now (`RateLimiter.snapshot`
+    with the account and its limits); an account whose actor does not answer says so."""
+    names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                   if a.get("namespace") == NAMESPACE and a["name"].startswith(LIMITER_PREFIX))
+    refs: dict[str, ray.ObjectRef[dict[str, Any]]] = {
+        name: ray.get_actor(name, namespace=NAMESPACE).snapshot.remote() for name in names}
+    found: list[dict[str, Any]] = []
+    for name, ref in refs.items():
+        try:
+            found.append(ray.get(ref, timeout=timeout_s))
+        except Exception as exc:  # a restarting actor: shown as such, the others still are
+            found.append({"account": name.removeprefix(LIMITER_PREFIX), "error": type(exc).__name__})
+    return found
+
+
 def cluster_permits(account: str, limits: Limits) -> Permits:
     """The RunContext.permits_for of runs and replicas on a cluster."""
     return ActorPermits(limiter_for(account, limits))

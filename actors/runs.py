@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from datetime import datetime, timezone
@@ -24,15 +25,20 @@ from pipelines.spec.workflow import WorkflowSpec
 Launched = tuple[ActorHandle, ray.ObjectRef]
 
 
+RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")
+
+
 def new_run_id() -> str:
     """Sortable by time, unique by a random suffix."""
     return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
-def start_run(settings: Settings, spec: WorkflowSpec, spec_path: str) -> tuple[str, Launched]:
-    """Create the run row and its named coordinator; returns (run id, ref of the final status)."""
+def start_run(settings: Settings, spec: WorkflowSpec, spec_path: str,
+              run_id: str | None = None) -> tuple[str, Launched]:
+    """Create the run row and its named coordinator; returns (run id, ref of the final status).
+    `run_id`, when the caller chose it (RUN_ID's form), must not be taken."""
     store = open_store(settings)
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     store.create_run(run_id, spec.name, spec.version, spec_path, spec.run_step_names(), spec=spec_data(spec))
     return run_id, _launch(settings, run_id, spec, resume=False)
 

@@ -20,7 +20,7 @@ from pipelines.spec.workflow import WorkflowSpec
 
 if TYPE_CHECKING:  # for annotations only: these modules import Ray, which printing does not need
     from pipelines.operations.importer import ImportResult
-    from pipelines.operations.preview import Preview
+    from pipelines.operations.preview_result import Preview
 
 
 def print_json(data: Any) -> None:

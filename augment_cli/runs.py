@@ -49,7 +49,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     store = open_store(settings)
     resolve_source(spec, store)
     connect_ray(cluster_address(settings))
-    earlier = None if args.fresh else resumable_run(settings, spec)
+    earlier = None if args.fresh or args.run_id else resumable_run(settings, spec)
     if earlier is not None:  # the same job submitted again after its driver was lost: carry it on
         record, (coordinator, final) = resume_run(settings, earlier.id)
         run_id = record.id
@@ -57,11 +57,19 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
               f" {earlier.error}; --fresh starts a new run instead)", file=sys.stderr, flush=True)
         audit(store, local_actor(), "run.resume", run_id, detail=f"workflow {spec.name} v{spec.version}")
     else:
-        run_id, (coordinator, final) = start_run(settings, spec, os.path.abspath(args.spec))
+        run_id, (coordinator, final) = start_run(settings, spec, os.path.abspath(args.spec), run_id=args.run_id)
         audit(store, local_actor(), "run.start", run_id, detail=f"workflow {spec.name} v{spec.version}")
         # Progress goes to stderr: stdout holds the result (plain or --json) alone.
         print(f"run {run_id} started: workflow {spec.name} v{spec.version}", file=sys.stderr, flush=True)
     return _wait_for_run(settings, store, run_id, coordinator, final, args.json)
+
+
+def run_id_arg(value: str) -> str:
+    from actors.runs import RUN_ID
+
+    if not RUN_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a run id such as 20260102-030405-0a1b2c3d")
+    return value
 
 
 def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
@@ -188,6 +196,9 @@ def add_parsers(sub: SubParsers) -> None:
     add_json_flag(p, "print the final run as JSON")
     p.add_argument("--fresh", action="store_true",
                    help="start a new run even if the last run of this very spec lost its driver (default: resume it)")
+    p.add_argument("--run-id", type=run_id_arg, default=None,
+                   help="the new run's id, chosen by the caller (as the workflow editor does, to link to the run"
+                        " it launched); implies --fresh")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("resume", help="carry on a failed or cancelled run from what it durably wrote")

@@ -11,6 +11,7 @@ teaches (the tokens it really used, a 429) applies to the very next grant.
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import itertools
 import math
@@ -29,6 +30,7 @@ MIN_TOKEN_RATIO, MAX_TOKEN_RATIO = 0.01, 4.0
 # Older ones still go first: batch runs next to a busy API are slowed, never stopped (a strict
 # priority starved two runs completely behind three API clients).
 URGENT_LEAD_SECONDS = 10.0
+RECENT_SECONDS = 300.0  # the window of `RateLimiter.recent` (a health view's "last 5 minutes")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class RateLimiter:
     stats: dict[str, float] = field(default_factory=lambda: {
         "granted": 0, "denied": 0, "rate_limited": 0, "failures": 0, "circuit_opened": 0, "reclaimed": 0,
     })
+    # (when, "answered" | "rate_limited" | "failures") of the replies of the last RECENT_SECONDS
+    _recent: collections.deque[tuple[float, str]] = field(default_factory=lambda: collections.deque(maxlen=100_000))
 
     def configure(self, limits: Limits) -> None:
         self.limits = limits
@@ -251,6 +255,8 @@ class RateLimiter:
             return
         now = self.clock()
         status = outcome.status
+        self._recent.append((now, "rate_limited" if status == 429 else
+                             "failures" if status is None or status >= 500 or status == 408 else "answered"))
         if lease is not None and outcome.tokens is not None:
             self._learn_tokens(lease, outcome.tokens)
         sent = lease.granted_at if lease is not None and lease.granted_at else now
@@ -320,9 +326,20 @@ class RateLimiter:
             f" the next probe is allowed in {wait:.0f}s"
         )
 
+    def recent(self) -> dict[str, int]:
+        """Replies of the last RECENT_SECONDS by kind: what a health view shows."""
+        now = self.clock()
+        while self._recent and self._recent[0][0] < now - RECENT_SECONDS:
+            self._recent.popleft()
+        counts = {"answered": 0, "rate_limited": 0, "failures": 0}
+        for _, kind in self._recent:
+            counts[kind] += 1
+        return counts
+
     def snapshot(self) -> dict[str, Any]:
         now = self.clock()
         return {
+            "recent": self.recent(),
             "in_flight": len(self._leases),
             "queued": len(self._queue),
             "token_ratio": None if self._token_ratio is None else round(self._token_ratio, 3),

@@ -149,6 +149,18 @@ sessions_table = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+workflow_versions_table = sa.Table(
+    "workflow_versions",
+    metadata,
+    sa.Column("workflow", sa.String(200), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("file", sa.String(300), nullable=False),  # its file's name in the workflows folder
+    sa.Column("text", sa.Text, nullable=False),  # the YAML exactly as saved
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("author", sa.String(200), nullable=False),  # "ana (session)", or "the workflows folder"
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 audit_table = sa.Table(
     "audit_log",
     metadata,

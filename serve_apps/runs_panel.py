@@ -11,6 +11,7 @@ from pydantic import Field
 from ray import serve
 from ray.serve import Application, Deployment
 
+from actors.provider_limiter import limiter_snapshots
 from actors.reaper import ensure_reaper
 from actors.runs import read_run
 from augment_core.events import Event, follow_run
@@ -78,7 +79,7 @@ class RunsPanel(PanelApp):
 
     def blocks(self) -> gr.Blocks:
         actions = RunActions(cancel=self.cancel, resume=self.resume, may_act=self.may_act)
-        return build_runs_panel(self.list_runs, self.get_run, self.follow, actions,
+        return build_runs_panel(self.list_runs, self.get_run, self.follow, actions, limiter_snapshots,
                                 refresh_seconds=self.refresh_seconds)
 
 

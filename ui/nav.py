@@ -16,7 +16,7 @@ NAV_ID = "augment-nav"
 
 _STYLE = """<style>
 #augment-nav{display:flex;align-items:center;gap:1.2rem;padding:.55rem 1.2rem;background:#1f2937;color:#f9fafb;
-  font:14px/1.4 system-ui,sans-serif;position:sticky;top:0;z-index:1000;flex-wrap:wrap}
+  font:14px/1.4 system-ui,sans-serif;flex-wrap:wrap}
 #augment-nav a{color:#f9fafb;text-decoration:none;padding:.2rem .5rem;border-radius:.3rem}
 #augment-nav a:hover{background:#374151}
 #augment-nav a.current{background:#4b5563;font-weight:600}

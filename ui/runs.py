@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,8 @@ from augment_core.store import LIVE_STATUSES, RunRecord, StepState
 STATUSES = ["pending", "running", "succeeded", "failed", "cancelled"]
 SINCE = {"any time": None, "last 24 hours": 1, "last 7 days": 7, "last 30 days": 30}
 FAILURE_COLUMNS = ["record_uuid", "step", "reason"]
+LAUNCHED_RUN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")  # a whole run id (actors/runs.RUN_ID), not a prefix
+START_WAIT_SECONDS = 60.0  # how long a chosen run that does not exist yet is waited for
 MAX_FAILURES_SHOWN = 500  # the run's failures beyond these are counted, not listed
 ANY = "any"
 
@@ -53,6 +56,9 @@ ACTIONS = {
                                     "written are not done again."),
 }
 ListRuns = Callable[[RunFilter], list[RunRecord]]
+ReadProviders = Callable[[], list[dict[str, Any]]]  # each account's limiter snapshot (RateLimiter.snapshot)
+PROVIDER_COLUMNS = ["account", "limit", "pace now", "in flight", "queued", "circuit",
+                    "answered (5 min)", "429s (5 min)", "errors (5 min)"]
 GetRun = Callable[[str], RunRecord]
 FollowRun = Callable[[str], Iterator[list[Event]]]  # a run's events, batch by batch, until it ends
 
@@ -294,12 +300,25 @@ def watch_view(get_run: GetRun, follow: FollowRun, watches: Watches, run_id: str
                request: gr.Request) -> Iterator[tuple[str, pd.DataFrame, pd.DataFrame]]:
     """One run, then again at each batch of its events (pushed by the bus, not polled) until it
     ends, another run is chosen or the page is closed."""
-    summary, steps = run_view(get_run, run_id)
-    if not run_id or not run_id.strip() or summary.startswith("⚠️"):
-        yield summary, steps, failures_table([])
-        return
     session = request.session_hash or ""
     token = watches.begin(session)
+    summary, steps = run_view(get_run, run_id)
+    if run_id and LAUNCHED_RUN.fullmatch(run_id.strip()) and summary.startswith("⚠️ **no run"):
+        # A run just launched (the workflow editor links to it at once) appears when its job starts.
+        deadline = time.monotonic() + START_WAIT_SECONDS
+        while summary.startswith("⚠️ **no run") and time.monotonic() < deadline:
+            yield f"Waiting for run `{run_id.strip()}` to start…", steps, failures_table([])
+            time.sleep(1.0)
+            if not watches.current(session, token):
+                return
+            summary, steps = run_view(get_run, run_id)
+        if summary.startswith("⚠️ **no run"):
+            summary += (f"\n\nIf it was just launched, its job did not start it: "
+                        f"`ray job logs augment-{run_id.strip()}` says why.")
+    if not run_id or not run_id.strip() or summary.startswith("⚠️"):
+        watches.end(session, token)
+        yield summary, steps, failures_table([])
+        return
     live = LiveRun()
     record = get_run(run_id.strip())
     try:
@@ -357,6 +376,38 @@ def act_view(actions: RunActions, pending: tuple[str, str] | None, request: gr.R
     return gr.update(visible=False), f"✓ Run `{record.id}` {done}: now **{record.status}**."
 
 
+def provider_row(snapshot: dict[str, Any]) -> list[Any]:
+    """One account: its limit, the pace it keeps now (429s slow it), what waits and what failed."""
+    if "error" in snapshot:
+        return [snapshot.get("account", "?"), "", "", "", "", f"⚠ not answering ({snapshot['error']})", "", "", ""]
+    limits, recent = snapshot.get("limits") or {}, snapshot.get("recent") or {}
+    rpm = limits.get("requests_per_minute")
+    pace = float(snapshot.get("pace_factor") or 1.0) * float(limits.get("pace") or 1.0)
+    limit = f"{rpm:g} req/min" if rpm else "no request limit"
+    circuit = str(snapshot.get("circuit", ""))
+    if circuit != "closed":
+        circuit = f"⚠ {circuit}"
+    if float(snapshot.get("paused_for") or 0) > 0:
+        circuit += f" · paused {float(snapshot['paused_for']):.1f} s"
+    return [snapshot.get("account", ""), limit, f"{pace:.0%} of the limit", snapshot.get("in_flight", 0),
+            snapshot.get("queued", 0), circuit, recent.get("answered", 0), recent.get("rate_limited", 0),
+            recent.get("failures", 0)]
+
+
+def providers_view(read: ReadProviders) -> tuple[str, Any]:
+    """(message, table); on failure the table is left as it was."""
+    try:
+        snapshots = read()
+    except Exception as exc:
+        return f"⚠️ **Could not read the provider limiters**: {type(exc).__name__}: {exc}", gr.skip()
+    if not snapshots:
+        return "No provider account has been used on this cluster yet.", pd.DataFrame(columns=PROVIDER_COLUMNS)
+    rows = [provider_row(s) for s in snapshots]
+    trouble = [r[0] for r in rows if str(r[5]).startswith("⚠") or r[7] or r[8]]
+    message = f"{len(rows)} provider account(s)" + (f" · ⚠ trouble: {', '.join(trouble)}" if trouble else " · all well")
+    return message, pd.DataFrame(rows, columns=PROVIDER_COLUMNS)
+
+
 def deep_link(request: gr.Request) -> str | None:
     """`?run=<id>` in the page's address chooses that run."""
     value = (request.query_params.get("run") if request is not None else None) or ""
@@ -372,6 +423,7 @@ def build_runs_panel(
     get_run: GetRun,
     follow: FollowRun,
     actions: RunActions | None = None,
+    providers: ReadProviders | None = None,
     *,
     refresh_seconds: float = 5.0,
 ) -> gr.Blocks:
@@ -421,6 +473,11 @@ def build_runs_panel(
             value=failures_table([]), headers=FAILURE_COLUMNS, interactive=False, elem_id="run-failures",
             label="Records that failed, with why", max_height=300,
         )
+        if providers is not None:
+            with gr.Accordion("Provider health", open=False):
+                providers_status = gr.Markdown("", elem_id="providers-status")
+                providers_table = gr.Dataframe(headers=PROVIDER_COLUMNS, interactive=False, elem_id="providers-table",
+                                               label="Provider accounts (this cluster's limiters)")
         timer = gr.Timer(refresh_seconds)
 
         filters = [chosen, workflow, state, since]
@@ -442,6 +499,13 @@ def build_runs_panel(
         chosen.input(**{**watching, "api_visibility": "public"}, api_name="watch_run")
         table.select(_row_run_id, None, chosen, api_visibility="private").then(**watching)
         panel.unload(stop_watching)
+        if providers is not None:
+            def read_providers() -> tuple[str, Any]:
+                return providers_view(providers)
+
+            health = [providers_status, providers_table]
+            panel.load(read_providers, None, health, api_name="provider_health")
+            timer.tick(read_providers, None, health, show_progress="hidden", api_visibility="private")
         if actions is not None:
             # Closures, not partials: Gradio hands gr.Request only to a parameter it can see.
             def ask_cancel(run_id: str | None, request: gr.Request) -> tuple[Any, str, tuple[str, str] | None]:

@@ -8,8 +8,6 @@ steps after it. The estimate is an upper bound (every reply at max_tokens, no ca
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 import ray
@@ -24,31 +22,8 @@ from pipelines.inference.client import Request
 from pipelines.inference.context import RunContext
 from pipelines.io.resources import TASK_CPUS
 from pipelines.io.sources import read_source
+from pipelines.operations.preview_result import Preview, StepEstimate
 from pipelines.spec.workflow import SchemaSpec, WorkflowSpec
-
-
-@dataclass
-class StepEstimate:
-    step: str
-    provider: str
-    model: str | None
-    requests: int = 0
-    unbuildable: int = 0
-    tokens_in: int = 0
-    tokens_out_max: int = 0
-    cost_max_usd: float = 0.0
-
-
-@dataclass
-class Preview:
-    rows_in: int = 0
-    valid: int = 0
-    samples: list[dict[str, Any]] = field(default_factory=list)  # {"record": i, "step": s, "request": ...}
-    steps: list[StepEstimate] = field(default_factory=list)
-
-    @property
-    def cost_max_usd(self) -> float:
-        return sum(s.cost_max_usd for s in self.steps)
 
 
 def dry_chain(chain: list[Augmenter], table: pa.Table) -> tuple[pa.Table, dict[str, list[Request | str]]]:

@@ -64,13 +64,18 @@ def load_spec(path: str | Path) -> WorkflowSpec:
         raise SpecError(str(path), [f"(file): cannot read: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise SpecError(str(path), [f"(file): not valid UTF-8 ({exc.reason} at byte {exc.start})"]) from None
+    return load_spec_text(text, str(path), path.resolve().parent)
+
+
+def load_spec_text(text: str, source: str, base_dir: Path) -> WorkflowSpec:
+    """A spec's YAML text, checked as `load_spec` checks a file; relative paths from `base_dir`."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        raise SpecError(str(path), [f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
-    return parse_spec(data, str(path), path.resolve().parent)
+        raise SpecError(source, [f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    return parse_spec(data, source, base_dir)
 
 
 def _add_file_providers(spec: WorkflowSpec, providers_file: str | Path | None) -> list[str]:

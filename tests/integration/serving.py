@@ -51,8 +51,9 @@ def workflows_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def serve_config(workflows_dir: Path) -> dict[str, Any]:
     """configs/serve.yaml as the session deploys it."""
     config = deploy.load_config(ROOT / "configs" / "serve.yaml", prefix=PREFIX, port=TEST_SERVE_PORT)
-    api = next(app for app in config["applications"] if app["name"] == "api")
-    api["args"] = {**(api.get("args") or {}), "workflows_dir": str(workflows_dir)}
+    for app in config["applications"]:
+        if app["name"] in ("api", "workflows"):  # the API serves the folder the editor edits
+            app["args"] = {**(app.get("args") or {}), "workflows_dir": str(workflows_dir)}
     return config
 
 
@@ -60,7 +61,8 @@ def serve_config(workflows_dir: Path) -> dict[str, Any]:
 def base_url(ray_cluster, serve_config: dict[str, Any]) -> Iterator[str]:
     urls = deploy.deploy(DASHBOARD, serve_config)
     base = f"http://127.0.0.1:{TEST_SERVE_PORT}{PREFIX}"
-    assert urls == {"api": f"{base}/api", "runs": f"{base}/ui/runs", "shell": base}
+    assert urls == {"api": f"{base}/api", "runs": f"{base}/ui/runs", "workflows": f"{base}/ui/workflows",
+                    "shell": base}
     yield base
     deploy.stop(DASHBOARD)
 

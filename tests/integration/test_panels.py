@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -66,7 +67,7 @@ def test_the_shell_finds_the_panels_at_run_time_for_the_users_role(
         runs = panels_of(http, base_url)["runs"]
         assert runs["title"] == "Runs" and runs["url"] == f"{PREFIX}/ui/runs" and runs["available"], runs
         assert http.get(f"{ORIGIN}{runs['url']}/").status_code == 200
-        assert set(panels_of(http, base_url)) == {"runs"}  # the API and the shell are no panels
+        assert set(panels_of(http, base_url)) == {"runs", "workflows"}  # the API and the shell are no panels
 
 
 def test_sessions_stick_to_one_of_a_panels_two_replicas(
@@ -228,11 +229,81 @@ def test_panels_come_and_go_without_touching_the_shell_or_the_others(
             finally:
                 redeploy(serve_config)  # the session's applications only: spare and vault removed
             expect(nav).to_contain_text("Spare runs (unavailable)", timeout=60_000)
-            expect(shell.locator("#panels [data-panel=spare]")).to_contain_text("not deployed")
+            # while its replicas stop it reads "its application is DELETING", then this
+            expect(shell.locator("#panels [data-panel=spare]")).to_contain_text("not deployed", timeout=60_000)
             shoot(shell, "shell-panel-down")
             page = shell.context.new_page()
             page.goto(f"{base_url}/ui/runs/")
-            expect(page.locator("#runs-status")).to_contain_text("most recent run", timeout=30_000)
+            loaded = re.compile("most recent run|No runs yet")  # the panel read the store
+            expect(page.locator("#runs-status")).to_contain_text(loaded, timeout=30_000)
             expect(page.locator("#augment-nav")).to_contain_text("Spare runs (unavailable)", timeout=30_000)
         finally:
             browser.close()
+
+
+def test_a_workflow_is_edited_checked_previewed_saved_and_launched_from_the_editor(
+        base_url: str, workflows_dir: Path, signed_in: dict[str, str], settings: Settings) -> None:
+    """The editor's main task in a browser: an edit into an error shows its path; fixed, previewed,
+    saved as version 2 (kept in the store with who saved it), launched as a Ray job, and followed
+    to `succeeded` in the runs panel through the link; the run ran version 2."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from augment_core.workflow_history import WorkflowHistory
+    from tests.conftest import SAMPLE_SPEC
+
+    name = f"edited_{uuid.uuid4().hex[:6]}"
+    file = workflows_dir / f"{name}.yaml"
+    original = SAMPLE_SPEC.read_text(encoding="utf-8").replace("name: organisations", f"name: {name}")
+    original = original.replace("../data/", f"{SAMPLE_SPEC.parent.parent}/data/")  # the copy lives elsewhere
+    original = original.replace("dataset: organisations_enriched", f"dataset: {name}")
+    file.write_text(original, encoding="utf-8")
+    token, _ = session_of(settings, signed_in)
+    try:
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                page = signed_in_context(browser, token).new_page()
+                page.goto(f"{base_url}/ui/workflows/")
+                expect(page.locator("#workflows-table")).to_contain_text(file.name, timeout=30_000)
+                page.locator("#workflow-file input").fill(file.name)
+                page.get_by_role("option", name=file.name).click()
+                verdict, editor = page.locator("#workflow-verdict"), page.locator("#workflow-editor .cm-content")
+                expect(verdict).to_contain_text(f"Valid: workflow {name}", timeout=30_000)
+
+                broken = original.replace("params: {column: website}", "params: {column: website, bogus: 1}", 1)
+                assert broken != original
+                editor.fill(broken)
+                expect(verdict).to_contain_text("error(s)", timeout=15_000)
+                expect(verdict).to_contain_text(".params.bogus")
+                shoot(page, "workflows-error")
+
+                fixed = original.replace("description: ", "description: Edited in the panel. ", 1)
+                editor.fill(fixed)
+                expect(verdict).to_contain_text(f"Valid: workflow {name}", timeout=15_000)
+                page.click("#workflow-preview")
+                preview = page.locator("#workflow-preview-result")
+                expect(preview).to_contain_text("nothing was sent", timeout=60_000)
+                expect(preview).to_contain_text("300 record(s) in")
+
+                page.click("#workflow-save")
+                outcome = page.locator("#workflow-outcome")
+                expect(outcome).to_contain_text(f"Saved {name} as version 2", timeout=30_000)
+                assert "version: 2" in file.read_text() and "Edited in the panel." in file.read_text()
+                kept = WorkflowHistory(open_store(settings)).versions(name)
+                assert [(v.version, v.author) for v in kept] == [
+                    (2, f"{signed_in['username']} (session)"), (1, "the workflows folder")]
+
+                page.click("#workflow-launch")
+                expect(outcome).to_contain_text("launched as a Ray job", timeout=60_000)
+                shoot(page, "workflows-launched")
+                run_id = outcome.locator("code").first.inner_text()
+                link = outcome.get_by_role("link", name="Follow it in the runs panel").get_attribute("href")
+                assert link == f"{PREFIX}/ui/runs/?run={run_id}"  # Gradio opens it in a new tab
+                page.goto(f"{ORIGIN}{link}")
+                expect(page.locator("#run-detail")).to_contain_text(f"Run {run_id} — succeeded", timeout=180_000)
+            finally:
+                browser.close()
+        run = open_store(settings).get_run(run_id)
+        assert run.workflow == name and run.workflow_version == 2 and run.counts["valid"] == 277
+    finally:
+        file.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ from ui.runs import (
     ask_view,
     build_runs_panel,
     list_view,
+    providers_view,
     run_filter,
     run_view,
     watch_view,
@@ -249,3 +250,28 @@ def test_events_shown_in_the_panel_carry_no_server_paths() -> None:
     assert shown.data["reason"] == "cannot read countries.csv: gone"
     assert shown.data["output"] == {"path": "datasets/orgs/v2", "quarantine_path": "q"}
     assert shown.data["record_uuid"] == "u-1" and failed.data["reason"].startswith("cannot read /srv")
+
+
+def test_provider_health_shows_pace_waits_and_trouble_of_the_last_minutes() -> None:
+    from augment_core.ratelimit import Limits, Outcome, RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(Limits(), clock=lambda: now[0])
+    for status in (200, 200, 429, 500):  # the replies of four calls (their permits long gone)
+        limiter.release(0, Outcome(status=status))
+        now[0] += 0.2
+    calm = {"account": "quiet", "limits": {"requests_per_minute": None, "pace": 0.98}, "pace_factor": 1.0,
+            "in_flight": 0, "queued": 0, "circuit": "closed", "paused_for": 0.0, "recent": {}}
+    busy = {"account": "openai-main", "limits": {**vars(limiter.limits), "requests_per_minute": 600},
+            **limiter.snapshot()}
+    message, table = providers_view(lambda: [busy, calm, {"account": "gone", "error": "RayActorError"}])
+    rows = {row[0]: row for row in table.values.tolist()}
+    assert rows["openai-main"][1] == "600 req/min" and rows["openai-main"][2] == "78% of the limit"  # slowed by the 429
+    assert rows["openai-main"][6:] == [2, 1, 1]
+    assert rows["quiet"][1:3] == ["no request limit", "98% of the limit"] and rows["quiet"][5] == "closed"
+    assert rows["gone"][5] == "⚠ not answering (RayActorError)"
+    assert message == "3 provider account(s) · ⚠ trouble: openai-main, gone"
+    now[0] += 301  # five minutes later the window is empty again
+    assert limiter.recent() == {"answered": 0, "rate_limited": 0, "failures": 0}
+    assert providers_view(lambda: [])[0] == "No provider account has been used on this cluster yet."
+    assert providers_view(lambda: (_ for _ in ()).throw(ConnectionError("no cluster")))[1] == gr.skip()
