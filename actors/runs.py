@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 import uuid
 from datetime import datetime, timezone
@@ -23,9 +22,6 @@ from pipelines.spec.workflow import WorkflowSpec
 
 # A started run: its coordinator, and the ref of the final status its `execute` returns.
 Launched = tuple[ActorHandle, ray.ObjectRef]
-
-
-RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")
 
 
 def new_run_id() -> str:

@@ -33,7 +33,7 @@ from augment_core.errors import describe_error
 from augment_core.events import follow_run
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
-from augment_core.store import MetadataStore, open_store
+from augment_core.store import RUN_ID, MetadataStore, open_store
 from pipelines.workflows.loader import load_spec, preflight
 
 if TYPE_CHECKING:  # annotations only: importing Ray costs a second this module does not need for --help
@@ -65,8 +65,6 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_id_arg(value: str) -> str:
-    from actors.runs import RUN_ID
-
     if not RUN_ID.fullmatch(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a run id such as 20260102-030405-0a1b2c3d")
     return value

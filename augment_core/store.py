@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from augment_core.settings import Settings
 
+RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")  # a whole run id (actors/runs.new_run_id), not a prefix
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 LIVE_STATUSES = ("pending", "running")
 COUNT_NAMES = ("in", "valid", "quarantined", "augmented", "failed", "skipped")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,12 +21,11 @@ import gradio as gr
 import pandas as pd
 
 from augment_core.events import Event
-from augment_core.store import LIVE_STATUSES, RunRecord, StepState
+from augment_core.store import LIVE_STATUSES, RUN_ID, RunRecord, StepState
 
 STATUSES = ["pending", "running", "succeeded", "failed", "cancelled"]
 SINCE = {"any time": None, "last 24 hours": 1, "last 7 days": 7, "last 30 days": 30}
 FAILURE_COLUMNS = ["record_uuid", "step", "reason"]
-LAUNCHED_RUN = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}")  # a whole run id (actors/runs.RUN_ID), not a prefix
 START_WAIT_SECONDS = 60.0  # how long a chosen run that does not exist yet is waited for
 MAX_FAILURES_SHOWN = 500  # the run's failures beyond these are counted, not listed
 ANY = "any"
@@ -303,7 +301,7 @@ def watch_view(get_run: GetRun, follow: FollowRun, watches: Watches, run_id: str
     session = request.session_hash or ""
     token = watches.begin(session)
     summary, steps = run_view(get_run, run_id)
-    if run_id and LAUNCHED_RUN.fullmatch(run_id.strip()) and summary.startswith("⚠️ **no run"):
+    if run_id and RUN_ID.fullmatch(run_id.strip()) and summary.startswith("⚠️ **no run"):
         # A run just launched (the workflow editor links to it at once) appears when its job starts.
         deadline = time.monotonic() + START_WAIT_SECONDS
         while summary.startswith("⚠️ **no run") and time.monotonic() < deadline:

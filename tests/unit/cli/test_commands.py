@@ -91,6 +91,7 @@ def test_cli_help_exits_0(argv: list[str], capsys: pytest.CaptureFixture[str]) -
         (["runs", "--limit", "many"], "invalid int value: 'many'"),
         (["runs", "--limit", "0"], "argument --limit: 0 is below 1"),
         (["validate", "a.yaml", "--colour"], "unrecognized arguments: --colour"),
+        (["run", "--run-id", "2026", "a.yaml"], "argument --run-id: '2026' is not a run id"),
     ],
 )
 def test_cli_usage_errors_exit_2(argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]) -> None:
