@@ -24,3 +24,8 @@ KEY_QUOTAS = "key-quotas"  # per-caller request rates and open streams of the ga
 def reaper_name(store_key: str) -> str:
     """The reaper of one metadata store (detached, one per store and cluster; see actors/reaper.py)."""
     return f"reaper-{store_key}"
+
+
+def alert_watcher_name(store_key: str) -> str:
+    """The alert watcher of one metadata store (detached, one per store and cluster; see actors/alert_watcher.py)."""
+    return f"alerts-{store_key}"

@@ -12,8 +12,8 @@ import ray
 from pydantic import SecretStr
 from ray.actor import ActorHandle
 
+from actors.alert_watcher import ensure_watchers
 from actors.naming import NAMESPACE, consumer_name, run_actor_name
-from actors.reaper import ensure_reaper
 from actors.run_coordinator import RunCoordinatorActor
 from augment_core.settings import Settings
 from augment_core.store import FINAL_STATUSES, RunRecord, StepState, open_store, utcnow
@@ -47,7 +47,7 @@ def spec_data(spec: WorkflowSpec) -> dict[str, Any]:
 def _launch(settings: Settings, run_id: str, spec: WorkflowSpec, resume: bool) -> Launched:
     """The run's named coordinator and the ref of its final status; the cluster's reaper, which
     fails the run if its coordinator dies, is started first if it is not there."""
-    ensure_reaper(settings)
+    ensure_watchers(settings)
     try:
         coordinator = RunCoordinatorActor.options(
             name=run_actor_name(run_id), namespace=NAMESPACE

@@ -16,8 +16,8 @@ from typing import Any, cast
 import ray
 from ray.actor import ActorHandle
 
+from actors.alert_watcher import ensure_watchers
 from actors.naming import NAMESPACE, consumer_name
-from actors.reaper import ensure_reaper
 from actors.runs import new_run_id, run_secrets
 from actors.stream_consumer import CrashHook, StreamConsumerActor
 from augment_core.errors import describe_error
@@ -54,7 +54,7 @@ def start_stream(settings: Settings, spec: WorkflowSpec, spec_path: str, crash: 
     if not settings.redis_url:
         raise StreamError("AUGMENT_REDIS_URL is not set: a redis_stream source is read from that Redis")
     store = open_store(settings)
-    ensure_reaper(settings)  # it fails the run if the consumer dies
+    ensure_watchers(settings)  # the reaper fails the run if the consumer dies
     name = consumer_name(spec.name)
     live = _snapshot(name)
     if live is not None:

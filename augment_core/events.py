@@ -65,10 +65,12 @@ class EventBus(Protocol):
     def consume(
         self, group: str, consumer: str, handler: Handler, *, stop: threading.Event | None = None,
         max_events: int | None = None, idle_seconds: float = 0, claim_after_seconds: float = 60,
-        batch: int = 100,
+        batch: int = 100, new_group_at_end: bool = False,
     ) -> int: ...
 
     def dead_letters(self, group: str, limit: int = 1000) -> list[DeadLetter]: ...
+
+    def group_lags(self) -> dict[str, int]: ...
 
 
 # Where a consumed event sits: a Redis stream entry id, or a row id of the events table.
@@ -110,10 +112,11 @@ class _Base:
     def consume(
         self, group: str, consumer: str, handler: Handler, *, stop: threading.Event | None = None,
         max_events: int | None = None, idle_seconds: float = 0, claim_after_seconds: float = 60,
-        batch: int = 100,
+        batch: int = 100, new_group_at_end: bool = False,
     ) -> int:
         """Hand the cluster-wide stream's events to `handler` as consumer `consumer` of `group`
-        (created at the first event retained when new). Each event is acked once the handler
+        (created at the first event retained when new, or after the last one with
+        `new_group_at_end`: for a consumer that has no use for the past). Each event is acked once the handler
         returns; one it raises on goes to the group's dead letters with the error, is acked, and
         the loop carries on. Events another consumer took and did not ack for
         `claim_after_seconds` (it died) are taken over. Returns the number of events handled, once
@@ -123,6 +126,7 @@ class _Base:
         while not (stop is not None and stop.is_set()) and (max_events is None or handled < max_events):
             want = batch if max_events is None else min(batch, max_events - handled)
             try:
+                self._ensure_group(group, new_group_at_end)
                 messages = self._take(group, consumer, want, claim_after_seconds, block_seconds=1.0)
             except Exception as exc:  # noqa: BLE001 - an outage: wait and try again, lose nothing
                 log.warning("consumer %s/%s cannot read events: %s", group, consumer, _error_text(exc))
@@ -154,6 +158,10 @@ class _Base:
     def _append(self, run_id: str, type: str, payload: str, at: str) -> int:
         raise NotImplementedError
 
+    def _ensure_group(self, group: str, at_end: bool) -> None:
+        """Create the group if it does not exist: at the first event retained, or after the last."""
+        raise NotImplementedError
+
     def _take(
         self, group: str, consumer: str, count: int, claim_after_seconds: float, block_seconds: float
     ) -> list[tuple[MessageId, Event, str | None]]:
@@ -178,6 +186,7 @@ redis.call('XADD', KEYS[2], '0-' .. seq, 'run_id', ARGV[1], 'seq', seq, 'type', 
 redis.call('XADD', KEYS[3], '*', 'run_id', ARGV[1], 'seq', seq, 'type', ARGV[2], 'data', ARGV[3], 'at', ARGV[4])
 return seq
 """
+LAG_SCAN_CAP = 100_000  # a group's lag counted entry by entry stops here
 MAX_BLOCK_SECONDS = 5.0  # one XREAD never blocks past the socket timeout
 Entries = list[tuple[str, dict[str, str]]]  # what XRANGE and XREAD answer: (id, fields), decoded
 
@@ -218,11 +227,11 @@ class RedisEventBus(_Base):
             entries = found[0][1] if found else []
         return [_event_of(fields) for _, fields in entries]
 
-    def _ensure_group(self, group: str) -> None:
+    def _ensure_group(self, group: str, at_end: bool) -> None:
         if group in self._groups:
             return
         try:
-            self.client.xgroup_create(self.PREFIX, group, id="0", mkstream=True)
+            self.client.xgroup_create(self.PREFIX, group, id="$" if at_end else "0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -231,7 +240,6 @@ class RedisEventBus(_Base):
     def _take(
         self, group: str, consumer: str, count: int, claim_after_seconds: float, block_seconds: float
     ) -> list[tuple[MessageId, Event, str | None]]:
-        self._ensure_group(group)
         try:
             # First what dead consumers left unacked, then new messages.
             _, claimed, *_ = self.client.xautoclaim(
@@ -258,6 +266,24 @@ class RedisEventBus(_Base):
             "group": group, "consumer": consumer, "message_id": message_id, "error": error,
             "event": event.model_dump_json(), "at": _now(),
         })
+
+    def group_lags(self) -> dict[str, int]:
+        """Each consumer group of the cluster-wide stream: events not yet handed out plus those
+        handed out and not acked."""
+        try:
+            groups = self.client.xinfo_groups(self.PREFIX)
+        except redis.ResponseError:  # no stream yet: nothing published, nobody behind
+            return {}
+        return {str(g["name"]): self._lag(g) + int(g.get("pending") or 0) for g in groups}
+
+    def _lag(self, group: dict[str, Any]) -> int:
+        """Redis knows a group's lag only once it has read (a group made at the end has not): else
+        counted, up to LAG_SCAN_CAP."""
+        if group.get("lag") is not None:
+            return int(group["lag"])
+        after = cast(Entries, self.client.xrange(self.PREFIX, min=f"({group['last-delivered-id']}", max="+",
+                                                 count=LAG_SCAN_CAP))
+        return len(after)
 
     def dead_letters(self, group: str, limit: int = 1000) -> list[DeadLetter]:
         entries = cast(Entries, self.client.xrange(f"{self.PREFIX}:dead:{group}", count=limit))
@@ -334,6 +360,7 @@ class DatabaseEventBus(_Base):
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self._engine: sa.Engine | None = None
+        self._groups: set[str] = set()
 
     @property
     def engine(self) -> sa.Engine:
@@ -387,7 +414,6 @@ class DatabaseEventBus(_Base):
     def _take(
         self, group: str, consumer: str, count: int, claim_after_seconds: float, block_seconds: float
     ) -> list[tuple[MessageId, Event, str | None]]:
-        self._insert_ignore(event_groups_table, {"name": group, "delivered": 0}, ["name"])
         deadline = time.monotonic() + block_seconds
         while True:
             ids = self._claim(group, consumer, count, claim_after_seconds)
@@ -403,6 +429,16 @@ class DatabaseEventBus(_Base):
                 .all()
             )
         return [(r["id"], _row_event(r), None) for r in rows]
+
+    def _ensure_group(self, group: str, at_end: bool) -> None:
+        if group in self._groups:
+            return
+        start = 0
+        if at_end:
+            with self.engine.connect() as conn:
+                start = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(events_table.c.id), 0))).scalar_one())
+        self._insert_ignore(event_groups_table, {"name": group, "delivered": start}, ["name"])
+        self._groups.add(group)
 
     def _claim(self, group: str, consumer: str, count: int, claim_after_seconds: float) -> list[int]:
         """Event ids handed to this consumer: first those left pending by a consumer silent for
@@ -452,6 +488,15 @@ class DatabaseEventBus(_Base):
                 group=group, consumer=consumer, event_id=message_id, error=error,
                 event=event.model_dump_json(), at=_now(),
             ))
+
+    def group_lags(self) -> dict[str, int]:
+        groups, pending = event_groups_table, event_pending_table
+        undelivered = (sa.select(sa.func.count()).where(events_table.c.id > groups.c.delivered)
+                       .scalar_subquery())
+        unacked = sa.select(sa.func.count()).where(pending.c.group == groups.c.name).scalar_subquery()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(groups.c.name, undelivered, unacked)).all()
+        return {str(name): int(a) + int(b) for name, a, b in rows}
 
     def dead_letters(self, group: str, limit: int = 1000) -> list[DeadLetter]:
         table = event_dead_letters_table

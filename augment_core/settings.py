@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         default=2.0, ge=0, description="How long a replica trusts a key or session it checked (revocation delay)."
     )
+    # Alerts (actors/alert_watcher.py): how often the time-based rules are judged, and which private
+    # hosts a rule's webhook may reach (webhooks go only to public addresses otherwise).
+    alert_interval_seconds: float = Field(default=15.0, gt=0, le=3600)
+    alert_webhook_allow_hosts: str = Field(
+        default="",
+        description="Hosts (names or addresses) alert webhooks may reach although private, comma-separated.",
+    )
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     stale_after_seconds: float = Field(
         default=30.0, gt=0, description="A running run without a heartbeat for this long is failed."
@@ -135,6 +142,10 @@ class Settings(BaseSettings):
     @property
     def host_names(self) -> frozenset[str]:
         return frozenset(h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip())
+
+    @property
+    def webhook_allow_list(self) -> list[str]:
+        return [h.strip() for h in self.alert_webhook_allow_hosts.split(",") if h.strip()]
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -163,6 +163,41 @@ workflow_versions_table = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+alert_rules_table = sa.Table(
+    "alert_rules",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("threshold", sa.Float),
+    sa.Column("minutes", sa.Float),
+    sa.Column("workflow", sa.String(200)),  # runs of this workflow only; all when null
+    sa.Column("webhook_env", sa.String(100)),  # the variable holding the webhook's URL, never the URL
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+alerts_table = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("rule_id", sa.Integer, nullable=False, index=True),
+    sa.Column("rule", sa.String(100), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("subject", sa.String(300), nullable=False),  # "run <id>", "provider <account>", "group <name>"
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("state", sa.String(16), nullable=False, index=True),  # firing | resolved
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("fired_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.Column("resolved_by", sa.String(200)),  # "the condition cleared", or who marked it
+    sa.Column("delivery", sa.Text),  # what the webhook answered, if the rule has one
+    # "<rule_id>:<subject>" while firing, null once resolved: one open alert per rule and subject
+    sa.Column("open_key", sa.String(320), unique=True),
+)
+
 audit_table = sa.Table(
     "audit_log",
     metadata,

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application, Deployment
 
-from actors.reaper import ensure_reaper
+from actors.alert_watcher import ensure_watchers
 from augment_core.settings import Settings
 from serve_apps.api_v1.app import create_app
 from serve_apps.gateway.replica import REPLICA_HEADER, NameReplica
@@ -44,7 +44,7 @@ class AugmentApi:
         self.settings = Settings(workflows_dir=args.workflows_dir) if args.workflows_dir else Settings()
         # What this app reads of runs is true only while someone fails the runs whose driver died:
         # the cluster's reaper, started here too for a cluster where no run was launched since it came up.
-        ensure_reaper(self.settings)
+        ensure_watchers(self.settings)
         self.max_body_bytes = args.max_body_bytes
         self.replica_header = args.replica_header
 

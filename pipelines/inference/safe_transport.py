@@ -31,7 +31,7 @@ class RefusedAddress(Exception):
     """A connection the guard did not open: not retried, the record's error says why."""
 
     def __init__(self, host: str, address: str, why: str) -> None:
-        self.host, self.address = host, address
+        self.host, self.address, self.why = host, address, why
         where = host if host == address else f"{host} at {address}"
         super().__init__(f"refused to connect to {where}: {why}; list {host} in the provider's allow_hosts to call it")
 

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -121,3 +122,34 @@ def _answers(port: int) -> bool:
         return False
     finally:
         client.close()
+
+
+class WebhookReceiver:
+    """An HTTP server on loopback that answers 204 to every POST and keeps what it was sent (path
+    and JSON body): what an alert webhook reaches."""
+
+    def __init__(self, port: int | None = None) -> None:
+        import http.server
+        import json
+        import threading
+
+        self.received: list[dict[str, Any]] = []
+        received = self.received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                received.append({"path": self.path, "body": json.loads(body or b"null")})
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port or free_port()), Handler)
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
