@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -41,11 +41,16 @@ class PanelEntry:
     available: bool
     reason: str  # why not available; "" when it is
     deployed_at: float
+    views: dict[str, str] = field(default_factory=dict)  # view name -> query on the panel's path
 
     def as_json(self, prefix: str) -> dict[str, Any]:
         return {"name": self.name, "title": self.title, "url": prefix + self.path, "role": self.role.value,
                 "version": self.version, "available": self.available, "reason": self.reason,
                 "deployed_at": self.deployed_at}
+
+    def view_url(self, prefix: str, view: str) -> str | None:
+        query = self.views.get(view)
+        return f"{prefix}{self.path}/{query}" if query is not None else None
 
 
 def serve_status() -> dict[str, tuple[str, str, float]]:
@@ -130,7 +135,8 @@ class PanelDirectory:
 
 def _entry(manifest: PanelManifest, available: bool, reason: str, deployed_at: float) -> PanelEntry:
     return PanelEntry(name=manifest.name, title=manifest.title, path=manifest.path, role=manifest.role,
-                      version=manifest.version, available=available, reason=reason, deployed_at=deployed_at)
+                      version=manifest.version, available=available, reason=reason, deployed_at=deployed_at,
+                      views=dict(manifest.views))
 
 
 def _status_reason(status: str, message: str) -> str:

@@ -11,15 +11,21 @@ from pydantic import Field
 from ray import serve
 from ray.serve import Application, Deployment
 
+from actors.alert_watcher import deliver, ensure_watchers
 from actors.provider_limiter import limiter_snapshots
-from actors.reaper import ensure_reaper
 from actors.runs import read_run
+from augment_core.alerts import Alert, AlertRule, AlertStore
+from augment_core.audit import record
 from augment_core.events import Event, follow_run
 from augment_core.identity import Identity, Role
-from augment_core.store import RunRecord, open_store
+from augment_core.storage import StoragePaths
+from augment_core.store import RunRecord, open_store, utcnow
+from pipelines.io.parquet import first_rows
+from pipelines.operations.provider_usage import usage_by_account
 from serve_apps import run_actions
 from serve_apps.gateway.panels import PanelApp, PanelArgs
 from serve_apps.gateway.redact import event_without_paths, run_without_paths
+from ui.alerts import AlertAccess
 from ui.runs import RunActions, RunFilter, build_runs_panel
 
 
@@ -33,6 +39,7 @@ class RunsPanelArgs(PanelArgs):
 class RunsPanel(PanelApp):
     title = "Runs"
     role = Role.viewer
+    views = {"alerts": "?view=alerts"}  # the shell's bar links its alert count there
 
     def __init__(self, args: RunsPanelArgs) -> None:
         super().__init__(args)
@@ -41,7 +48,7 @@ class RunsPanel(PanelApp):
         self.launched = run_actions.LaunchedRuns()
         # What this app reads of runs is true only while someone fails the runs whose driver died:
         # the cluster's reaper, started here too for a cluster where no run was launched since it came up.
-        ensure_reaper(self.settings)
+        ensure_watchers(self.settings)
 
     def list_runs(self, wanted: RunFilter) -> list[RunRecord]:
         # A read: runs whose driver died are failed by the cluster's reaper (actors/reaper.py).
@@ -62,7 +69,8 @@ class RunsPanel(PanelApp):
         return run_without_paths(record, self.settings.storage_root)
 
     def may_act(self, user: str) -> bool:
-        """Cancel and resume are the operator's, as on the API; the role as stored now."""
+        """Cancel and resume, and changing alert rules, are the operator's, as on the API; the
+        role as stored now."""
         found = Identity(open_store(self.settings)).get_user(user)
         return not found.disabled and found.role.allows(Role.operator)
 
@@ -73,14 +81,62 @@ class RunsPanel(PanelApp):
         store = open_store(self.settings)
         return self._shown(run_actions.resume(self.settings, store, f"{user} (session)", run_id, self.launched))
 
+    def alerts(self) -> AlertStore:
+        return AlertStore(open_store(self.settings))
+
+    def save_rule(self, rule: AlertRule, user: str) -> AlertRule:
+        saved = self.alerts().save_rule(rule, f"{user} (session)")
+        record(open_store(self.settings), f"{user} (session)", "alert_rule.save", saved.name,
+               detail=f"{saved.kind}, {'enabled' if saved.enabled else 'disabled'}")
+        return saved
+
+    def delete_rule(self, name: str, user: str) -> bool:
+        deleted = self.alerts().delete_rule(name)
+        record(open_store(self.settings), f"{user} (session)", "alert_rule.delete", name,
+               "ok" if deleted else "refused", detail=None if deleted else "no such rule")
+        return deleted
+
+    def resolve_alert(self, alert_id: int, user: str) -> Alert:
+        """Marked resolved by hand; its rule's webhook hears it, as it hears the watcher's."""
+        alert = self.alerts().resolve_by_hand(alert_id, f"{user} (session)")
+        record(open_store(self.settings), f"{user} (session)", "alert.resolve", f"alert {alert_id}")
+        rule = self.alerts().rule(alert.rule_id)
+        if rule is not None:
+            deliver(self.settings, rule, alert)
+        return alert
+
+    def quarantine(self, run_id: str, limit: int) -> list[dict[str, Any]]:
+        """The first quarantined rows of the run: its recorded quarantine folder, or where a
+        running run writes it."""
+        run = open_store(self.settings).get_run(run_id)
+        paths = StoragePaths(self.settings)
+        where = run.output.get("quarantine_path") or paths.quarantine(
+            str(((run.spec or {}).get("sink") or {}).get("dataset", run.workflow)), run.id)
+        fs, path = paths.filesystem(where)
+        return first_rows(fs, path, limit)
+
+    def provider_health(self) -> list[dict[str, Any]]:
+        """Each account's limiter now, with what runs created today (UTC) did with it."""
+        snapshots = limiter_snapshots()
+        midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+        usage = usage_by_account(open_store(self.settings).list_runs(limit=1000, since=midnight))
+        today = {account: {"calls": u.calls, "cache_hits": u.cache_hits, "hit_rate": u.hit_rate,
+                           "cost_usd": round(u.cost_usd, 6), "runs": sorted(u.runs)} for account, u in usage.items()}
+        for snapshot in snapshots:
+            snapshot["today"] = today.pop(str(snapshot.get("account")), None)
+        return snapshots + [{"account": account, "today": used} for account, used in sorted(today.items())]
+
     def health(self) -> str:
         open_store(self.settings).list_runs(limit=1)  # the store answers
         return "ok"
 
     def blocks(self) -> gr.Blocks:
         actions = RunActions(cancel=self.cancel, resume=self.resume, may_act=self.may_act)
-        return build_runs_panel(self.list_runs, self.get_run, self.follow, actions, limiter_snapshots,
-                                refresh_seconds=self.refresh_seconds)
+        alerts = AlertAccess(recent=lambda: self.alerts().recent(), rules=lambda: self.alerts().rules(),
+                             save_rule=self.save_rule, delete_rule=self.delete_rule, resolve=self.resolve_alert,
+                             may_edit=self.may_act)
+        return build_runs_panel(self.list_runs, self.get_run, self.follow, actions, self.provider_health, alerts,
+                                self.quarantine, refresh_seconds=self.refresh_seconds)
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -5,6 +5,7 @@ page (serve_apps/gateway/login.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from typing import Any, cast
@@ -15,8 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve import Application, Deployment
 
+from augment_core.alerts import Alert, AlertStore
 from augment_core.identity import Principal, Role
 from augment_core.settings import Settings
+from augment_core.store import open_store
 from serve_apps.discovery import PanelDirectory, PanelEntry
 from serve_apps.gateway.gate import Gate
 from serve_apps.gateway.login import login_router
@@ -73,13 +76,28 @@ li{{margin:.4rem 0}}</style>
 """
 
 
-def panels_answer(principal: Principal, entries: list[PanelEntry], problem: str, prefix: str) -> dict[str, Any]:
-    """What /panels.json says to this user: who they are and the panels their role may open."""
+def panels_answer(principal: Principal, entries: list[PanelEntry], problem: str, prefix: str,
+                  firing: list[Alert] | str) -> dict[str, Any]:
+    """What /panels.json says to this user: who they are, the panels their role may open, and the
+    alerts firing (`firing`: them, or why they could not be read), linked to the panel showing them."""
+    mine = [e for e in entries if principal.role.allows(e.role)]
+    where = next((url for e in mine if e.available and (url := e.view_url(prefix, "alerts"))), None)
+    alerts: dict[str, Any] = {"url": where}
+    if isinstance(firing, str):
+        alerts["error"] = firing
+    else:
+        alerts.update(firing=len(firing), newest=firing[0].message if firing else None)
     return {
         "user": principal.user, "role": principal.role.value, "csrf_token": principal.csrf_token or "",
-        "panels": [e.as_json(prefix) for e in entries if principal.role.allows(e.role)],
-        "problem": problem,
+        "panels": [e.as_json(prefix) for e in mine], "problem": problem, "alerts": alerts,
     }
+
+
+def firing_alerts(settings: Settings) -> list[Alert] | str:
+    try:
+        return AlertStore(open_store(settings)).firing()
+    except Exception as exc:  # noqa: BLE001 - the bar says so; the panels still list
+        return f"alerts cannot be read right now ({type(exc).__name__})"
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=100, ray_actor_options={"num_cpus": 0.05})
@@ -109,7 +127,8 @@ def create_shell_app(args: ShellArgs, settings: Settings, directory: PanelDirect
         principal = principal_of(request)
         assert principal is not None
         entries, problem = await directory.panels()
-        return JSONResponse(panels_answer(principal, entries, problem, args.prefix),
+        firing = await asyncio.to_thread(firing_alerts, settings)
+        return JSONResponse(panels_answer(principal, entries, problem, args.prefix, firing),
                             headers={"Cache-Control": "no-store"})
 
     # Outermost first: the Host check, then the session (the login page and its forms are open).

@@ -43,6 +43,7 @@ TEST_GCS_PORT = _test_port(6391)
 TEST_CLIENT_PORT = _test_port(9011)
 TEST_SERVE_PORT = _test_port(8011)
 TEST_AGENT_PORT = 52375 + _OFFSET
+TEST_HOOK_PORT = _test_port(8391)
 
 
 def service_unavailable(what: str, exc: Exception) -> None:
@@ -63,6 +64,11 @@ def augment_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         # The suite's callers send far more than a person would; the gateway's own tests set tight limits.
         "AUGMENT_API_RATE_PER_MINUTE": "1000000",
         "AUGMENT_API_BURST": "10000",
+        # Alerts judged every 2 s, and a webhook the cluster's alert watcher may POST to on loopback
+        # (tests/integration/test_panels.py listens on that port when it needs to).
+        "AUGMENT_ALERT_INTERVAL_SECONDS": "2",
+        "AUGMENT_ALERT_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+        "AUGMENT_ALERT_WEBHOOK_TEST": f"http://127.0.0.1:{TEST_HOOK_PORT}/hooks/s3cret-token",
         # Only the test's own S3 server (moto, on loopback) ever sees these.
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",

@@ -3,7 +3,8 @@
 It is a script for the page's `<head>`, not a Gradio component: the bar is drawn before Gradio
 renders, and it reads the panels from the shell's `GET <prefix>/panels.json` (the panels the
 signed-in user's role may open, found at run time, with the ones that are down marked as such),
-redrawn every `refresh_s` seconds. So a panel knows nothing of the others, and when the shell is
+redrawn every `refresh_s` seconds, with the count of alerts firing (linked to the panel that shows
+them). So a panel knows nothing of the others, and when the shell is
 down a panel still works, its bar saying so. The page's `#panels` element, where there is one (the
 shell's), gets a card per panel from the same answer.
 """
@@ -24,6 +25,8 @@ _STYLE = """<style>
 #augment-nav .links{display:flex;gap:.3rem;flex-wrap:wrap;flex:1}
 #augment-nav .down{color:#fca5a5;padding:.2rem .5rem;cursor:help}
 #augment-nav .warn{color:#fcd34d}
+#augment-nav a.alerts{background:#b91c1c;font-weight:600}
+#augment-nav span.alerts{color:#fca5a5}
 #augment-nav form{display:inline;margin:0}
 #augment-nav button{font:inherit;background:#374151;color:#f9fafb;border:1px solid #6b7280;border-radius:.3rem;
   padding:.15rem .6rem;cursor:pointer}
@@ -51,7 +54,7 @@ _SCRIPT = """<script>
     if (!nav) {
       nav = el("nav", {id: navId, "aria-label": "augment"});
       nav.append(el("a", {class: "brand", href: prefix + "/"}, "augment"), el("div", {class: "links"}),
-                 el("span", {id: "user"}));
+                 el("span", {id: "alerts"}), el("span", {id: "user"}));
       document.body.prepend(nav);
     }
     return nav;
@@ -72,12 +75,22 @@ _SCRIPT = """<script>
                    title: `${p.title} · version ${p.version}`}, p.title)
         : el("span", {class: "down", title: p.reason}, `${p.title} (unavailable)`)));
       user.replaceChildren(`${answer.user} · ${answer.role} `, signOut(answer.csrf_token));
+      nav.querySelector("#alerts").replaceChildren(...alerts(answer.alerts));
       const cards = document.getElementById("panels");
       if (cards) cards.replaceChildren(...(answer.panels.length ? answer.panels.map(card)
         : [el("p", {}, "No panels for your role.")]));
     }
     nav.querySelector(".warn")?.remove();
     if (problem) nav.insertBefore(el("span", {class: "warn", role: "status"}, problem), user);
+  }
+
+  function alerts(a) {
+    if (!a) return [];
+    if (a.error) return [el("span", {class: "alerts", role: "status"}, `⚠ ${a.error}`)];
+    if (!a.firing) return [];
+    const text = `⚠ ${a.firing} alert${a.firing === 1 ? "" : "s"} firing`;
+    const attrs = {class: "alerts", role: "status", title: a.newest || ""};
+    return [a.url ? el("a", {...attrs, href: a.url}, text) : el("span", attrs, text)];
   }
 
   function card(p) {

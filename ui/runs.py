@@ -22,6 +22,7 @@ import pandas as pd
 
 from augment_core.events import Event
 from augment_core.store import LIVE_STATUSES, RUN_ID, RunRecord, StepState
+from ui.alerts import AlertAccess, build_alerts_tab
 
 STATUSES = ["pending", "running", "succeeded", "failed", "cancelled"]
 SINCE = {"any time": None, "last 24 hours": 1, "last 7 days": 7, "last 30 days": 30}
@@ -54,10 +55,17 @@ ACTIONS = {
                                     "written are not done again."),
 }
 ListRuns = Callable[[RunFilter], list[RunRecord]]
-ReadProviders = Callable[[], list[dict[str, Any]]]  # each account's limiter snapshot (RateLimiter.snapshot)
+# Each account's limiter snapshot (RateLimiter.snapshot), with "today": what runs created today
+# (UTC) did with it (calls, cache_hits, hit_rate, cost_usd, runs); an account used today whose
+# limiter is not on the cluster now comes with "today" alone.
+ReadProviders = Callable[[], list[dict[str, Any]]]
 PROVIDER_COLUMNS = ["account", "limit", "pace now", "in flight", "queued", "circuit",
-                    "answered (5 min)", "429s (5 min)", "errors (5 min)"]
+                    "answered (5 min)", "429s (5 min)", "errors (5 min)", "cache hits today", "spend today"]
 GetRun = Callable[[str], RunRecord]
+# (run id, at most) -> the run's first quarantined rows (pipelines/io/sinks.QUARANTINE_SCHEMA)
+ReadQuarantine = Callable[[str, int], list[dict[str, Any]]]
+QUARANTINE_COLUMNS = ["source row", "field", "reason", "record as read"]
+MAX_QUARANTINE_SHOWN = 50
 FollowRun = Callable[[str], Iterator[list[Event]]]  # a run's events, batch by batch, until it ends
 
 RUN_COLUMNS = ["run id", "workflow", "status", "in", "valid", "quarantined", "augmented", "failed", "skipped",
@@ -188,6 +196,22 @@ def run_view(get_run: GetRun, run_id: str | None) -> tuple[str, pd.DataFrame]:
 
 def failures_table(failures: list[list[str]]) -> pd.DataFrame:
     return pd.DataFrame(failures, columns=FAILURE_COLUMNS)
+
+
+def quarantine_view(read: ReadQuarantine | None, run_id: str | None) -> Any:
+    """The first quarantined records of the run with why, as the table's new value and label; a
+    failure to read keeps the table and says why in its label."""
+    if read is None or not run_id:
+        return gr.update(value=pd.DataFrame(columns=QUARANTINE_COLUMNS), label="Quarantined records, with why")
+    try:
+        rows = read(run_id, MAX_QUARANTINE_SHOWN)
+    except Exception as exc:
+        return gr.update(label=f"⚠ Quarantined records could not be read: {type(exc).__name__}: {exc}")
+    shown = [[r.get("source_row"), r.get("field") or "", r.get("reason") or "", str(r.get("record") or "")[:300]]
+             for r in rows]
+    label = (f"Quarantined records: the first {len(shown)}, with why" if len(shown) == MAX_QUARANTINE_SHOWN
+             else f"Quarantined records: {len(shown)}, with why" if shown else "Quarantined records: none")
+    return gr.update(value=pd.DataFrame(shown, columns=QUARANTINE_COLUMNS), label=label)
 
 
 @dataclass
@@ -374,10 +398,25 @@ def act_view(actions: RunActions, pending: tuple[str, str] | None, request: gr.R
     return gr.update(visible=False), f"✓ Run `{record.id}` {done}: now **{record.status}**."
 
 
+def today_cells(today: dict[str, Any] | None) -> list[str]:
+    """The cache's share of the answers, and the spend, of runs created today."""
+    if not today:
+        return ["", "$0.00"]
+    rate = today.get("hit_rate")
+    hits = "no lookups" if rate is None else f"{rate:.0%} ({today.get('cache_hits', 0):,} of " \
+        f"{today.get('cache_hits', 0) + today.get('calls', 0):,})"
+    return [hits, f"${float(today.get('cost_usd') or 0):.2f} ({len(today.get('runs') or [])} run(s))"]
+
+
 def provider_row(snapshot: dict[str, Any]) -> list[Any]:
-    """One account: its limit, the pace it keeps now (429s slow it), what waits and what failed."""
+    """One account: its limit, the pace it keeps now (429s slow it), what waits and what failed,
+    and what today's runs took from the cache and spent."""
+    today = today_cells(snapshot.get("today"))
     if "error" in snapshot:
-        return [snapshot.get("account", "?"), "", "", "", "", f"⚠ not answering ({snapshot['error']})", "", "", ""]
+        return [snapshot.get("account", "?"), "", "", "", "", f"⚠ not answering ({snapshot['error']})", "", "", "",
+                *today]
+    if "circuit" not in snapshot:  # used today, no limiter on the cluster now (restarted, or a waterfall's several)
+        return [snapshot.get("account", "?"), "", "", "", "", "no limiter now", "", "", "", *today]
     limits, recent = snapshot.get("limits") or {}, snapshot.get("recent") or {}
     rpm = limits.get("requests_per_minute")
     pace = float(snapshot.get("pace_factor") or 1.0) * float(limits.get("pace") or 1.0)
@@ -389,7 +428,7 @@ def provider_row(snapshot: dict[str, Any]) -> list[Any]:
         circuit += f" · paused {float(snapshot['paused_for']):.1f} s"
     return [snapshot.get("account", ""), limit, f"{pace:.0%} of the limit", snapshot.get("in_flight", 0),
             snapshot.get("queued", 0), circuit, recent.get("answered", 0), recent.get("rate_limited", 0),
-            recent.get("failures", 0)]
+            recent.get("failures", 0), *today]
 
 
 def providers_view(read: ReadProviders) -> tuple[str, Any]:
@@ -412,6 +451,12 @@ def deep_link(request: gr.Request) -> str | None:
     return value.strip() or None
 
 
+def opened_tab(request: gr.Request) -> Any:
+    """`?view=alerts` in the page's address opens the Alerts tab (the shell's bar links there)."""
+    view = request.query_params.get("view") if request is not None else None
+    return gr.Tabs(selected="alerts") if view == "alerts" else gr.skip()
+
+
 def _row_run_id(event: gr.SelectData) -> str:
     return str(event.row_value[0])
 
@@ -422,65 +467,87 @@ def build_runs_panel(
     follow: FollowRun,
     actions: RunActions | None = None,
     providers: ReadProviders | None = None,
+    alerts: AlertAccess | None = None,
+    quarantine: ReadQuarantine | None = None,
     *,
     refresh_seconds: float = 5.0,
 ) -> gr.Blocks:
     """The panel's Blocks; `get_run` raises KeyError (with a message) for an unknown run id.
-    Without `actions`, the panel only reads."""
+    Without `actions`, the panel only reads; with `alerts`, it has an Alerts tab (`?view=alerts`
+    opens on it)."""
     refresh = functools.partial(list_view, list_runs)
     watches = Watches()
 
     def watch(run_id: str | None, request: gr.Request) -> Iterator[tuple[str, pd.DataFrame, pd.DataFrame]]:
         yield from watch_view(get_run, follow, watches, run_id, request)
 
+    def sample(run_id: str | None) -> Any:
+        return quarantine_view(quarantine, run_id)
+
     def stop_watching(request: gr.Request) -> None:
         watches.end(request.session_hash or "")
 
     with gr.Blocks(title="augment · runs") as panel:
-        gr.Markdown("## Runs")
-        status = gr.Markdown("Loading runs…", elem_id="runs-status")
-        with gr.Row(equal_height=True):
-            workflow = gr.Textbox(label="Workflow", placeholder="any", elem_id="filter-workflow", scale=2)
-            state = gr.Dropdown(label="Status", choices=[ANY, *STATUSES], value=ANY, elem_id="filter-status", scale=1)
-            since = gr.Dropdown(label="Created", choices=list(SINCE), value="any time", elem_id="filter-since",
-                                scale=1)
-            refresh_button = gr.Button("Refresh", scale=0)
-        table = gr.Dataframe(
-            value=runs_table([]), headers=RUN_COLUMNS, interactive=False, elem_id="runs-table", max_height=420,
-            label="Runs",
-        )
-        chosen = gr.Dropdown(
-            label="Run", choices=[], value=None, allow_custom_value=True, elem_id="run-choice",
-            info="Pick a run, type an id (or the start of one), or click a row above. It updates live.",
-        )
-        detail = gr.Markdown(NO_RUN_CHOSEN, elem_id="run-detail")
-        if actions is not None:
-            with gr.Row():
-                cancel_button = gr.Button("Cancel run…", variant="stop", scale=0, elem_id="run-cancel")
-                resume_button = gr.Button("Resume run…", scale=0, elem_id="run-resume")
-                outcome = gr.Markdown("", elem_id="run-action-outcome")
-            with gr.Row(visible=False, elem_id="run-confirm") as confirm:
-                question = gr.Markdown("")
-                yes = gr.Button("Yes, do it", variant="primary", scale=0, elem_id="run-confirm-yes")
-                no = gr.Button("No", scale=0, elem_id="run-confirm-no")
-            pending = gr.State(None)
-        steps = gr.Dataframe(
-            value=steps_table(None), headers=STEP_COLUMNS, interactive=False, elem_id="run-steps", label="Steps",
-        )
-        failures = gr.Dataframe(
-            value=failures_table([]), headers=FAILURE_COLUMNS, interactive=False, elem_id="run-failures",
-            label="Records that failed, with why", max_height=300,
-        )
-        if providers is not None:
-            with gr.Accordion("Provider health", open=False):
-                providers_status = gr.Markdown("", elem_id="providers-status")
-                providers_table = gr.Dataframe(headers=PROVIDER_COLUMNS, interactive=False, elem_id="providers-table",
-                                               label="Provider accounts (this cluster's limiters)")
         timer = gr.Timer(refresh_seconds)
+        with gr.Tabs(selected="runs", elem_id="runs-tabs") as tabs:
+            with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
+                status = gr.Markdown("Loading runs…", elem_id="runs-status")
+                with gr.Row(equal_height=True):
+                    workflow = gr.Textbox(label="Workflow", placeholder="any", elem_id="filter-workflow",
+                                          scale=2)
+                    state = gr.Dropdown(label="Status", choices=[ANY, *STATUSES], value=ANY,
+                                        elem_id="filter-status", scale=1)
+                    since = gr.Dropdown(label="Created", choices=list(SINCE), value="any time",
+                                        elem_id="filter-since", scale=1)
+                    refresh_button = gr.Button("Refresh", scale=0)
+                table = gr.Dataframe(
+                    value=runs_table([]), headers=RUN_COLUMNS, interactive=False, elem_id="runs-table",
+                    max_height=420, label="Runs",
+                )
+                chosen = gr.Dropdown(
+                    label="Run", choices=[], value=None, allow_custom_value=True, elem_id="run-choice",
+                    info="Pick a run, type an id (or the start of one), or click a row above. It updates live.",
+                )
+                detail = gr.Markdown(NO_RUN_CHOSEN, elem_id="run-detail")
+                if actions is not None:
+                    with gr.Row():
+                        cancel_button = gr.Button("Cancel run…", variant="stop", scale=0, elem_id="run-cancel")
+                        resume_button = gr.Button("Resume run…", scale=0, elem_id="run-resume")
+                        outcome = gr.Markdown("", elem_id="run-action-outcome")
+                    with gr.Row(visible=False, elem_id="run-confirm") as confirm:
+                        question = gr.Markdown("")
+                        yes = gr.Button("Yes, do it", variant="primary", scale=0, elem_id="run-confirm-yes")
+                        no = gr.Button("No", scale=0, elem_id="run-confirm-no")
+                    pending = gr.State(None)
+                steps = gr.Dataframe(
+                    value=steps_table(None), headers=STEP_COLUMNS, interactive=False, elem_id="run-steps",
+                    label="Steps",
+                )
+                failures = gr.Dataframe(
+                    value=failures_table([]), headers=FAILURE_COLUMNS, interactive=False, elem_id="run-failures",
+                    label="Records that failed, with why", max_height=300,
+                )
+                quarantined = gr.Dataframe(
+                    headers=QUARANTINE_COLUMNS, interactive=False, elem_id="run-quarantine", wrap=True,
+                    label="Quarantined records, with why", max_height=300, column_widths=["8%", "14%", "38%", "40%"],
+                    visible=quarantine is not None,
+                )
+                if providers is not None:
+                    with gr.Accordion("Provider health", open=False):
+                        providers_status = gr.Markdown("", elem_id="providers-status")
+                        providers_table = gr.Dataframe(
+                            headers=PROVIDER_COLUMNS, interactive=False, elem_id="providers-table",
+                            label="Provider accounts (this cluster's limiters)")
+            if alerts is not None:
+                with gr.Tab("Alerts", id="alerts", elem_id="tab-alerts"):
+                    build_alerts_tab(alerts, panel, timer)
 
         filters = [chosen, workflow, state, since]
         listing = [status, table, chosen]
         showing = [detail, steps, failures]
+        # Once the run's follow ends (at once for an ended run): its quarantine, which is final then.
+        sampling: dict[str, Any] = dict(fn=sample, inputs=chosen, outputs=quarantined, show_progress="hidden",
+                                        api_visibility="private")
         # The list refreshes on a timer (a cheap query); the chosen run follows its events.
         watching: dict[str, Any] = dict(fn=watch, inputs=chosen, outputs=showing, concurrency_limit=None,
                                         trigger_mode="multiple", show_progress="hidden", api_visibility="private")
@@ -489,13 +556,16 @@ def build_runs_panel(
             """The list and the run of a deep link (`?run=<id>`) in one round trip."""
             return list_view(list_runs, deep_link(request), workflow, status, since)
 
-        panel.load(first_view, [workflow, state, since], listing, api_visibility="private").then(**watching)
+        panel.load(first_view, [workflow, state, since], listing, api_visibility="private").then(
+            **watching).then(**sampling)
+        if alerts is not None:
+            panel.load(opened_tab, None, tabs, api_visibility="private")
         refresh_button.click(refresh, filters, listing, api_name="list_runs")
         for trigger in (workflow.submit, state.input, since.input):
             trigger(refresh, filters, listing, api_visibility="private")
         timer.tick(refresh, filters, listing, show_progress="hidden", api_visibility="private")
-        chosen.input(**{**watching, "api_visibility": "public"}, api_name="watch_run")
-        table.select(_row_run_id, None, chosen, api_visibility="private").then(**watching)
+        chosen.input(**{**watching, "api_visibility": "public"}, api_name="watch_run").then(**sampling)
+        table.select(_row_run_id, None, chosen, api_visibility="private").then(**watching).then(**sampling)
         panel.unload(stop_watching)
         if providers is not None:
             def read_providers() -> tuple[str, Any]:
@@ -519,6 +589,6 @@ def build_runs_panel(
                 button.click(ask, chosen, [confirm, question, pending], api_visibility="private")
             # After the action: the list, and the run followed again (a resumed run is live anew).
             yes.click(act, pending, [confirm, outcome], api_visibility="private").then(
-                refresh, filters, listing, api_visibility="private").then(**watching)
+                refresh, filters, listing, api_visibility="private").then(**watching).then(**sampling)
             no.click(lambda: (gr.update(visible=False), None), None, [confirm, pending], api_visibility="private")
     return panel

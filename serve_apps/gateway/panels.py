@@ -102,6 +102,9 @@ class PanelManifest(BaseModel):
     version: str
     health: str = Field(description='"ok", or why the panel cannot do its job right now.')
     replica: str = Field(description="The replica that answered.")
+    views: dict[str, str] = Field(
+        default_factory=dict,
+        description='Named views the panel offers, as a query on its path: {"alerts": "?view=alerts"}.')
 
 
 class PanelApp:
@@ -113,6 +116,7 @@ class PanelApp:
 
     title: ClassVar[str]
     role: ClassVar[Role] = Role.viewer
+    views: ClassVar[dict[str, str]] = {}  # what the shell may link to (PanelManifest.views)
 
     def __init__(self, args: PanelArgs) -> None:
         self.args = args
@@ -138,6 +142,7 @@ class PanelApp:
         return PanelManifest(
             name=context.app_name, title=self.shown_title, path=self.args.route or f"/ui/{context.app_name}",
             role=self.least_role, version=VERSION, health=health[:300], replica=context.replica_id.unique_id,
+            views=self.views,
         ).model_dump(mode="json")
 
     def __serve_build_asgi_app__(self) -> FastAPI:

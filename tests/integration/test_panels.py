@@ -241,6 +241,23 @@ def test_panels_come_and_go_without_touching_the_shell_or_the_others(
             browser.close()
 
 
+def type_into(editor: Any, text: str, marker: str) -> None:
+    """Fill the code editor and see the text stay: the value the server sent when the file was
+    opened can reach the editor after a fill made right away and replace it (seen on a loaded CI)."""
+    from playwright.sync_api import expect
+
+    for _ in range(3):
+        editor.fill(text)
+        try:
+            expect(editor).to_contain_text(marker, timeout=5_000)
+            editor.page.wait_for_timeout(500)  # and it is still there once the opening settled
+            if marker in editor.inner_text():
+                return
+        except AssertionError:
+            pass
+    raise AssertionError(f"the editor did not keep the typed text (looking for {marker!r})")
+
+
 def test_a_workflow_is_edited_checked_previewed_saved_and_launched_from_the_editor(
         base_url: str, workflows_dir: Path, signed_in: dict[str, str], settings: Settings) -> None:
     """The editor's main task in a browser: an edit into an error shows its path; fixed, previewed,
@@ -272,14 +289,14 @@ def test_a_workflow_is_edited_checked_previewed_saved_and_launched_from_the_edit
 
                 broken = original.replace("params: {column: website}", "params: {column: website, bogus: 1}", 1)
                 assert broken != original
-                editor.fill(broken)
-                expect(verdict).to_contain_text("error(s)", timeout=15_000)
+                type_into(editor, broken, "bogus: 1")
+                expect(verdict).to_contain_text("error(s)", timeout=30_000)
                 expect(verdict).to_contain_text(".params.bogus")
                 shoot(page, "workflows-error")
 
                 fixed = original.replace("description: ", "description: Edited in the panel. ", 1)
-                editor.fill(fixed)
-                expect(verdict).to_contain_text(f"Valid: workflow {name}", timeout=15_000)
+                type_into(editor, fixed, "Edited in the panel.")
+                expect(verdict).to_contain_text(f"Valid: workflow {name}", timeout=30_000)
                 page.click("#workflow-preview")
                 preview = page.locator("#workflow-preview-result")
                 expect(preview).to_contain_text("nothing was sent", timeout=60_000)
@@ -307,3 +324,72 @@ def test_a_workflow_is_edited_checked_previewed_saved_and_launched_from_the_edit
         assert run.workflow == name and run.workflow_version == 2 and run.counts["valid"] == 277
     finally:
         file.unlink(missing_ok=True)
+
+
+def test_an_alert_rule_saved_in_the_panel_fires_from_a_failed_run_in_the_tab_the_bar_and_the_webhook(
+        base_url: str, signed_in: dict[str, str], settings: Settings, tmp_path: Path) -> None:
+    """An operator adds a rule in the Alerts tab (a mistake first, refused by field); a real run of
+    that workflow fails; the cluster's alert watcher fires the alert, which shows in the tab and in
+    the shell's bar and is POSTed to the rule's webhook; marked resolved, the webhook hears that too."""
+    import yaml
+    from playwright.sync_api import expect, sync_playwright
+
+    from augment_core.alerts import AlertStore
+    from tests.conftest import SAMPLE_SPEC, TEST_HOOK_PORT
+    from tests.integration.conftest import run_spec
+    from tests.integration.private_services import WebhookReceiver
+
+    workflow, rule_name = f"alerted_{uuid.uuid4().hex[:6]}", f"failed runs {uuid.uuid4().hex[:4]}"
+    spec = yaml.safe_load(SAMPLE_SPEC.read_text())
+    spec["name"] = workflow
+    spec["source"] = {"kind": "dataset", "name": f"missing_{uuid.uuid4().hex[:6]}", "version": 1}
+    spec["sink"] = {"dataset": workflow, "export_csv": False}
+    spec_path = tmp_path / f"{workflow}.yaml"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    hook = WebhookReceiver(TEST_HOOK_PORT)
+    alerts = AlertStore(open_store(settings))
+    token, _ = session_of(settings, signed_in)
+    try:
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                page = signed_in_context(browser, token).new_page()
+                page.goto(f"{base_url}/ui/runs/?view=alerts")  # the bar's link opens the tab
+                expect(page.locator("#alerts-status")).to_contain_text("rule", timeout=30_000)
+                page.locator("#rule-name").get_by_role("textbox").fill(rule_name)
+                page.locator("#rule-workflow").get_by_role("textbox").fill(workflow)
+                page.locator("#rule-webhook").get_by_role("textbox").fill("AUGMENT_ALERT_WEBHOOK_TEST")
+                page.locator("#rule-threshold input").fill("0.5")  # a run_failed rule takes none
+                page.click("#rule-save")
+                outcome = page.locator("#rule-outcome")
+                expect(outcome).to_contain_text("threshold: a run_failed rule takes none", timeout=30_000)
+                page.locator("#rule-threshold input").fill("")
+                page.click("#rule-save")
+                expect(outcome).to_contain_text(f"Rule {rule_name} added", timeout=30_000)
+                expect(page.locator("#alert-rules")).to_contain_text(rule_name)
+
+                run = run_spec(settings, spec_path)
+                assert run.status == "failed"
+                table = page.locator("#alerts-table")
+                expect(table).to_contain_text(f"run {run.id}", timeout=60_000)
+                expect(page.locator("#augment-nav #alerts")).to_contain_text("firing", timeout=30_000)
+                [alert] = [a for a in alerts.firing() if a.run_id == run.id]
+                assert alert.rule == rule_name and f"run {run.id} of {workflow} failed" in alert.message
+                expect(table).to_contain_text("firing: sent: 127.0.0.1 answered 204", timeout=30_000)
+                shoot(page, "runs-alerts")
+
+                page.locator("#alert-id input").fill(str(alert.id))
+                page.click("#alert-resolve")
+                expect(page.locator("#alert-resolve-outcome")).to_contain_text(
+                    f"Alert {alert.id} ({rule_name}, run {run.id}) marked resolved by {signed_in['username']}",
+                    timeout=30_000)
+            finally:
+                browser.close()
+        sent = [(r["path"], r["body"]["state"]) for r in hook.received if r["body"]["run_id"] == run.id]
+        assert sent == [("/hooks/s3cret-token", "firing"), ("/hooks/s3cret-token", "resolved")]
+        resolved = alerts.get(alert.id)
+        assert resolved is not None and resolved.resolved_by == f"{signed_in['username']} (session)"
+        assert "s3cret" not in (resolved.delivery or "")
+    finally:
+        alerts.delete_rule(rule_name)
+        hook.close()

@@ -80,3 +80,15 @@ def test_a_csv_export_cut_short_leaves_no_partial_file_and_the_previous_export_w
         export_csv(paths, str(folder), str(csv_path))
     assert csv_path.read_text(encoding="utf-8") == whole  # what readers had stays whole
     assert sorted(p.name for p in csv_path.parent.iterdir()) == ["v1.csv"]  # and nothing half-written beside it
+
+
+def test_first_rows_reads_only_what_it_shows_and_skips_a_file_cut_short(tmp_path: Path) -> None:
+    folder = tmp_path / "q"
+    folder.mkdir()
+    pq.write_table(pa.table({"n": list(range(0, 5))}), folder / "a.parquet")
+    pq.write_table(pa.table({"n": list(range(5, 10))}), folder / "b.parquet")
+    (folder / "c.parquet").write_bytes(b"PAR1 cut short")  # a write still going on
+    fs = pafs.LocalFileSystem()
+    assert [r["n"] for r in parquet_module.first_rows(fs, str(folder), 7)] == [0, 1, 2, 3, 4, 5, 6]
+    assert len(parquet_module.first_rows(fs, str(folder), 50)) == 10
+    assert parquet_module.first_rows(fs, str(tmp_path / "none"), 5) == []

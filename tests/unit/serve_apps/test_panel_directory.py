@@ -146,3 +146,25 @@ def test_panels_json_lists_what_the_users_role_may_open(settings: Settings, fake
         seen[name] = [(p["title"], p["url"], p["available"]) for p in answer["panels"]]
     assert seen["vera"] == [("Runs", "/augment/ui/runs", True)]
     assert seen["adam"] == [("Users and keys", "/augment/ui/admin", True), ("Runs", "/augment/ui/runs", True)]
+
+
+def test_panels_json_counts_the_alerts_firing_and_links_the_panel_that_shows_them(
+        settings: Settings, fake: FakeServe) -> None:
+    from augment_core.alerts import AlertRule, AlertStore
+
+    fake.deploy("runs", {**manifest("runs", "Runs"), "views": {"alerts": "?view=alerts"}})
+    Identity(open_store(settings)).create_user("vic", Role.viewer, "a long password")
+    shell = TestClient(create_shell_app(ShellArgs(prefix="/augment"), settings, directory(fake, [0.0])),
+                       base_url=ORIGIN, follow_redirects=False)
+    signed = shell.post("/login", data={"username": "vic", "password": "a long password"}, headers={"origin": ORIGIN})
+    shell.cookies.set("augment_session", signed.cookies["augment_session"])
+    assert shell.get("/panels.json").json()["alerts"] == {"url": "/augment/ui/runs/?view=alerts", "firing": 0,
+                                                          "newest": None}
+    alerts = AlertStore(open_store(settings))
+    rule = alerts.save_rule(AlertRule(name="failed", kind="run_failed"), by="ana")
+    alerts.fire(rule, "run r1", "run r1 of orgs failed: boom", run_id="r1")
+    alerts.fire(rule, "run r2", "run r2 of orgs failed: bang", run_id="r2")
+    assert shell.get("/panels.json").json()["alerts"] == {"url": "/augment/ui/runs/?view=alerts", "firing": 2,
+                                                          "newest": "run r2 of orgs failed: bang"}
+    fake.deploy("runs", RuntimeError("down"), status="UNHEALTHY", at=2.0)  # no panel to link to: the count stays
+    assert shell.get("/panels.json").json()["alerts"]["url"] is None

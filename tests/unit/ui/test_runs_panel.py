@@ -264,14 +264,33 @@ def test_provider_health_shows_pace_waits_and_trouble_of_the_last_minutes() -> N
             "in_flight": 0, "queued": 0, "circuit": "closed", "paused_for": 0.0, "recent": {}}
     busy = {"account": "openai-main", "limits": {**vars(limiter.limits), "requests_per_minute": 600},
             **limiter.snapshot()}
-    message, table = providers_view(lambda: [busy, calm, {"account": "gone", "error": "RayActorError"}])
+    busy["today"] = {"calls": 30, "cache_hits": 10, "hit_rate": 0.25, "cost_usd": 0.0123, "runs": ["r1", "r2"]}
+    joined = {"account": "a + b", "today": {"calls": 4, "cache_hits": 0, "hit_rate": 0.0, "cost_usd": 0.5,
+                                            "runs": ["r3"]}}  # a waterfall's, no limiter of its own
+    message, table = providers_view(lambda: [busy, calm, {"account": "gone", "error": "RayActorError"}, joined])
     rows = {row[0]: row for row in table.values.tolist()}
     assert rows["openai-main"][1] == "600 req/min" and rows["openai-main"][2] == "78% of the limit"  # slowed by the 429
-    assert rows["openai-main"][6:] == [2, 1, 1]
+    assert rows["openai-main"][6:] == [2, 1, 1, "25% (10 of 40)", "$0.01 (2 run(s))"]
+    assert rows["quiet"][9:] == ["", "$0.00"]
+    assert rows["a + b"][5:] == ["no limiter now", "", "", "", "0% (0 of 4)", "$0.50 (1 run(s))"]
     assert rows["quiet"][1:3] == ["no request limit", "98% of the limit"] and rows["quiet"][5] == "closed"
     assert rows["gone"][5] == "⚠ not answering (RayActorError)"
-    assert message == "3 provider account(s) · ⚠ trouble: openai-main, gone"
+    assert message == "4 provider account(s) · ⚠ trouble: openai-main, gone"
     now[0] += 301  # five minutes later the window is empty again
     assert limiter.recent() == {"answered": 0, "rate_limited": 0, "failures": 0}
     assert providers_view(lambda: [])[0] == "No provider account has been used on this cluster yet."
     assert providers_view(lambda: (_ for _ in ()).throw(ConnectionError("no cluster")))[1] == gr.skip()
+
+
+def test_the_quarantined_records_of_a_run_show_with_why_and_a_failure_keeps_the_table() -> None:
+    from ui.runs import MAX_QUARANTINE_SHOWN, quarantine_view
+
+    rows = [{"source_row": 4, "field": "email", "reason": "email: not an address", "record": '{"email": "x@"}'}]
+    shown = quarantine_view(lambda run_id, limit: rows, "r1")
+    assert shown["label"] == "Quarantined records: 1, with why"
+    assert shown["value"].values.tolist() == [[4, "email", "email: not an address", '{"email": "x@"}']]
+    many = quarantine_view(lambda run_id, limit: rows * limit, "r1")
+    assert many["label"] == f"Quarantined records: the first {MAX_QUARANTINE_SHOWN}, with why"
+    assert quarantine_view(lambda run_id, limit: [], "r1")["label"] == "Quarantined records: none"
+    broken = quarantine_view(lambda run_id, limit: (_ for _ in ()).throw(OSError("bucket gone")), "r1")
+    assert broken == {"__type__": "update", "label": "⚠ Quarantined records could not be read: OSError: bucket gone"}
