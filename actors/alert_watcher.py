@@ -22,14 +22,15 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import ray
 import redis
 from ray.actor import ActorHandle
 
-from actors.naming import NAMESPACE, alert_watcher_name
+from actors.detached import ensure_detached
+from actors.naming import alert_watcher_name
 from actors.provider_limiter import limiter_snapshots
 from actors.reaper import ensure_reaper, store_key
 from augment_core.alerts import (
@@ -276,11 +277,7 @@ AlertWatcherActor = ray.remote(num_cpus=0, max_restarts=-1)(AlertWatcher)
 
 def ensure_alert_watcher(settings: Settings) -> ActorHandle:
     """The alert watcher of this metadata store on this cluster, started if there is none."""
-    handle = AlertWatcherActor.options(
-        name=alert_watcher_name(store_key(settings.database_url)), namespace=NAMESPACE, lifetime="detached",
-        get_if_exists=True,
-    ).remote(settings)
-    return cast(ActorHandle, handle)
+    return ensure_detached(AlertWatcherActor, alert_watcher_name(store_key(settings.database_url)), settings)
 
 
 def ensure_watchers(settings: Settings) -> None:

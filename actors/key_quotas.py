@@ -8,7 +8,8 @@ from typing import cast
 import ray
 from ray.actor import ActorHandle
 
-from actors.naming import KEY_QUOTAS, NAMESPACE
+from actors.detached import ensure_detached
+from actors.naming import KEY_QUOTAS
 from augment_core.quotas import KeyQuotas
 
 # Restarted when it dies: callers start from a clean slate, which only ever lets a little more through
@@ -22,9 +23,7 @@ class ActorQuotas:
     """The Quotas of augment_core.quotas, answered by the cluster's KeyQuotas actor."""
 
     def __init__(self) -> None:
-        self.handle: ActorHandle = KeyQuotasActor.options(
-            name=KEY_QUOTAS, namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-        ).remote()
+        self.handle: ActorHandle = ensure_detached(KeyQuotasActor, KEY_QUOTAS)
 
     def admit(self, who: str, per_minute: int, burst: int) -> float:
         return cast(float, ray.get(self.handle.admit.remote(who, per_minute, burst), timeout=CALL_TIMEOUT_SECONDS))

@@ -13,6 +13,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
+from actors.detached import ensure_detached
 from actors.naming import NAMESPACE, limiter_name
 from augment_core.ratelimit import Grant, Limits, Outcome, RateLimiter
 from pipelines.inference.permits import Permits
@@ -67,9 +68,7 @@ class ActorPermits:
 
 def limiter_for(account: str, limits: Limits) -> ActorHandle:
     """The account's limiter actor, created on first use; its limits follow the latest spec."""
-    handle = ProviderLimiterActor.options(
-        name=limiter_name(account), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
-    ).remote(account, limits)
+    handle = ensure_detached(ProviderLimiterActor, limiter_name(account), account, limits)
     handle.configure.remote(limits)
     return handle
 

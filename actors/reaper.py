@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from typing import cast
 
 import ray
 from ray.actor import ActorHandle
 
-from actors.naming import NAMESPACE, reaper_name
+from actors.detached import ensure_detached
+from actors.naming import reaper_name
 from augment_core.errors import describe_error
 from augment_core.settings import Settings
 from augment_core.store import open_store
@@ -74,11 +74,7 @@ ReaperActor = ray.remote(num_cpus=0, max_restarts=-1)(Reaper)
 
 def ensure_reaper(settings: Settings) -> ActorHandle:
     """The reaper of this metadata store on this cluster, started if there is none."""
-    handle = ReaperActor.options(
-        name=reaper_name(store_key(settings.database_url)), namespace=NAMESPACE, lifetime="detached",
-        get_if_exists=True,
-    ).remote(settings)
-    return cast(ActorHandle, handle)
+    return ensure_detached(ReaperActor, reaper_name(store_key(settings.database_url)), settings)
 
 
 def store_key(database_url: str) -> str:
