@@ -322,6 +322,14 @@ def test_a_workflow_is_edited_checked_previewed_saved_and_launched_from_the_edit
                 browser.close()
         run = open_store(settings).get_run(run_id)
         assert run.workflow == name and run.workflow_version == 2 and run.counts["valid"] == 277
+        from gradio_client import Client
+
+        token, csrf = session_of(settings, signed_in)
+        program = Client(f"{base_url}/ui/workflows/", verbose=False, download_files=False,
+                         headers={"Cookie": f"{SESSION_COOKIE}={token}", "X-CSRF-Token": csrf, "Origin": ORIGIN})
+        verdict = program.predict(file.name, original.replace("params: {column: website}", "params: {}", 1),
+                                  api_name="/check_workflow")
+        assert "error(s)" in verdict and ".params.column" in verdict
     finally:
         file.unlink(missing_ok=True)
 
@@ -385,6 +393,16 @@ def test_an_alert_rule_saved_in_the_panel_fires_from_a_failed_run_in_the_tab_the
                     timeout=30_000)
             finally:
                 browser.close()
+        from gradio_client import Client
+
+        program_token, csrf = session_of(settings, signed_in)
+        program = Client(f"{base_url}/ui/runs/", verbose=False, download_files=False,
+                         headers={"Cookie": f"{SESSION_COOKIE}={program_token}", "X-CSRF-Token": csrf,
+                                  "Origin": ORIGIN})
+        status, listed, _ = program.predict(api_name="/list_alerts")
+        assert "rule(s) enabled" in status
+        [row] = [r for r in listed["data"] if r[0] == alert.id]
+        assert row[1] == "✓ resolved" and row[2] == rule_name
         sent = [(r["path"], r["body"]["state"]) for r in hook.received if r["body"]["run_id"] == run.id]
         assert sent == [("/hooks/s3cret-token", "firing"), ("/hooks/s3cret-token", "resolved")]
         resolved = alerts.get(alert.id)
