@@ -71,6 +71,7 @@ class AlertWatcher:
         self.environ = os.environ if environ is None else environ
         self.group = group
         self.last_progress: dict[str, dt.datetime] = {}
+        self._outage = Outages()
         self._stop = threading.Event()
         if start:
             threading.Thread(target=self._follow, name="alerts-events", daemon=True).start()
@@ -214,16 +215,36 @@ class AlertWatcher:
                 if self.alerts.rules(enabled_only=True):
                     self.consume(idle_seconds=self.settings.alert_interval_seconds)
                     continue
+                self._outage.clear("the rules")
             except Exception as exc:  # noqa: BLE001 - the store is down: look again later
-                log.warning("alerts: cannot read the rules: %s", describe_error(exc))
+                self._outage.began("the rules", exc)
             self._stop.wait(self.settings.alert_interval_seconds)
 
     def _timer(self) -> None:
         while not self._stop.wait(self.settings.alert_interval_seconds):
             try:
                 self.tick()
+                self._outage.clear("a pass")
             except Exception as exc:  # noqa: BLE001 - the store or Redis is down: the next pass tries again
-                log.warning("alerts: a pass failed: %s", describe_error(exc))
+                self._outage.began("a pass", exc)
+
+
+class Outages:
+    """Says once when something starts failing and once when it works again, not every interval
+    (as the reaper does): a store down for an hour is two lines in the log, not a thousand."""
+
+    def __init__(self) -> None:
+        self._failing: set[str] = set()
+
+    def began(self, what: str, exc: BaseException) -> None:
+        if what not in self._failing:
+            log.warning("alerts: %s failed, and will be tried again every interval: %s", what, describe_error(exc))
+        self._failing.add(what)
+
+    def clear(self, what: str) -> None:
+        if what in self._failing:
+            log.warning("alerts: %s works again", what)
+        self._failing.discard(what)
 
 
 def deliver(settings: Settings, rule: AlertRule, alert: Alert, environ: Mapping[str, str] | None = None) -> str | None:

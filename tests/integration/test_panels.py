@@ -181,6 +181,16 @@ def test_a_run_is_followed_live_cancelled_and_resumed_from_the_panel(
             expect(failures).to_contain_text("400")
             expect(detail).to_contain_text("failed 1")
             shoot(page, "runs-finished")
+
+            # its provider account beside the others: the limiter now, and what today's runs did with it
+            account = open_store(settings).get_run(run_id).workflow  # company_llm_spec: an account of its own
+            page.get_by_text("Provider health").click()
+            page.locator("#providers-table").scroll_into_view_if_needed()
+            row = page.locator("#providers-table tr", has_text=account)
+            expect(row).to_contain_text("120 req/min", timeout=30_000)
+            expect(row).to_contain_text(re.compile(r"\d+% \(\d+ of \d+\)"))  # the cache's share of the answers
+            expect(row).to_contain_text("(1 run(s))")
+            shoot(page, "runs-provider-health")
         finally:
             browser.close()
     operator = f"{signed_in['username']} (session)"

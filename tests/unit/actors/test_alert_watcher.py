@@ -253,3 +253,18 @@ def test_a_webhook_is_refused_a_private_address_unless_allowed_and_never_shows_i
     watcher.consume(idle_seconds=0.5)
     [alert] = firing(settings)
     assert alert.delivery == "firing: not sent: AUGMENT_ALERT_WEBHOOK_UNSET is not set on the cluster"
+
+
+def test_a_store_down_for_many_passes_is_said_once_and_once_more_when_it_is_back(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from actors.alert_watcher import Outages
+
+    outages = Outages()
+    with caplog.at_level("WARNING", logger="actors.alert_watcher"):
+        for _ in range(5):
+            outages.began("a pass", ConnectionError("refused"))
+        outages.clear("a pass")
+        outages.clear("a pass")
+    assert [r.getMessage() for r in caplog.records] == [
+        "alerts: a pass failed, and will be tried again every interval: ConnectionError: refused",
+        "alerts: a pass works again"]
