@@ -178,7 +178,11 @@ def list_view(list_runs: ListRuns, chosen: str | None, workflow: str | None = No
         message = "No runs match these filters."
     else:
         message = "No runs yet. Start one with `augment run <workflow.yaml>`."
-    return message, runs_table(records), gr.update(choices=[r.id for r in records], value=chosen)
+    # With no run chosen the value is left alone: a refresh that left before a deep link's first
+    # view arrived must not clear the run that view chose.
+    choices = [r.id for r in records]
+    return message, runs_table(records), (gr.update(choices=choices, value=chosen) if chosen
+                                          else gr.update(choices=choices))
 
 
 def run_view(get_run: GetRun, run_id: str | None) -> tuple[str, pd.DataFrame]:
@@ -536,8 +540,8 @@ def build_runs_panel(
                     with gr.Accordion("Provider health", open=False):
                         providers_status = gr.Markdown("", elem_id="providers-status")
                         providers_table = gr.Dataframe(
-                            headers=PROVIDER_COLUMNS, interactive=False, elem_id="providers-table",
-                            label="Provider accounts (this cluster's limiters)")
+                            headers=PROVIDER_COLUMNS, interactive=False, elem_id="providers-table", wrap=True,
+                            label="Provider accounts (this cluster's limiters; today: runs created today, UTC)")
             if alerts is not None:
                 with gr.Tab("Alerts", id="alerts", elem_id="tab-alerts"):
                     build_alerts_tab(alerts, panel, timer)

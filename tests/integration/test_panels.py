@@ -337,6 +337,7 @@ def test_a_workflow_is_edited_checked_previewed_saved_and_launched_from_the_edit
         token, csrf = session_of(settings, signed_in)
         program = Client(f"{base_url}/ui/workflows/", verbose=False, download_files=False,
                          headers={"Cookie": f"{SESSION_COOKIE}={token}", "X-CSRF-Token": csrf, "Origin": ORIGIN})
+        program.predict(api_name="/list_workflows")  # this session's file choices, as a page's first load
         verdict = program.predict(file.name, original.replace("params: {column: website}", "params: {}", 1),
                                   api_name="/check_workflow")
         assert "error(s)" in verdict and ".params.column" in verdict
