@@ -15,9 +15,11 @@ the page is usable:
   workflow editor  /augment/ui/workflows/: the sample workflow's row of the workflows table visible
 
 One warm-up load per page first (not counted), then `--loads` cold loads per page, round robin
-so drift falls on every page alike. Prints each page's median, min and max, its ratio to the
-static baseline's median, and PASS or FAIL against 1 s (the exit status is 0 either way, unless
-something errors). The browser runs on the same machine as the cluster and takes its share of CPU.
+so drift falls on every page alike; beside each, a returning visit: a new page (a new Gradio
+session) in a browser context that loaded the page before, so with what its cache kept. Prints,
+for both, each page's median, min and max, its ratio to the static baseline's median, and PASS
+or FAIL against 1 s (the exit status is 0 either way, unless something errors). The browser
+runs on the same machine as the cluster and takes its share of CPU.
 The ingress is AUGMENT_SERVE_INGRESS's (Settings' default when unset).
 
     .venv/bin/python bench/panel_load.py [--loads 5]
@@ -136,35 +138,54 @@ def pages(run_id: str) -> dict[str, tuple[str, Callable[[Page], None]]]:
             "runs panel": (f"{BASE}/ui/runs/", runs), "workflow editor": (f"{BASE}/ui/workflows/", workflows)}
 
 
-def cold_load(browser: Any, token: str, url: str, usable: Callable[[Page], None]) -> float:
-    """Seconds from just before `goto` until `usable` holds, in a new context (empty cache)."""
+def signed_in(browser: Any, token: str) -> Any:
     context = browser.new_context()
+    context.add_cookies([{"name": SESSION_COOKIE, "value": token, "domain": "127.0.0.1", "path": PREFIX,
+                          "httpOnly": True, "sameSite": "Lax"}])
+    return context
+
+
+def load(context: Any, url: str, usable: Callable[[Page], None]) -> float:
+    """Seconds from just before `goto` until `usable` holds, in a new page of `context`."""
+    page = context.new_page()
     try:
-        context.add_cookies([{"name": SESSION_COOKIE, "value": token, "domain": "127.0.0.1", "path": PREFIX,
-                              "httpOnly": True, "sameSite": "Lax"}])
-        page = context.new_page()
         start = time.perf_counter()
         page.goto(url, timeout=WAIT_MS)
         usable(page)
         return time.perf_counter() - start
     finally:
+        page.close()
+
+
+def cold_load(browser: Any, token: str, url: str, usable: Callable[[Page], None]) -> float:
+    """A first visit: a new context, so an empty cache."""
+    context = signed_in(browser, token)
+    try:
+        return load(context, url, usable)
+    finally:
         context.close()
 
 
-def measure(token: str, run_id: str, loads: int) -> dict[str, list[float]]:
+def measure(token: str, run_id: str, loads: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(cold loads, returning visits) per page. A returning visit is a new page (a new Gradio
+    session) in a context that loaded the page before: what its cache headers let it keep."""
     targets = pages(run_id)
-    times: dict[str, list[float]] = {name: [] for name in targets}
+    cold: dict[str, list[float]] = {name: [] for name in targets}
+    again: dict[str, list[float]] = {name: [] for name in targets}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            for url, usable in targets.values():  # warm-up, not counted
+            returning = {name: signed_in(browser, token) for name in targets}
+            for name, (url, usable) in targets.items():  # warm-up, not counted: fills each returning cache
                 cold_load(browser, token, url, usable)
+                load(returning[name], url, usable)
             for _ in range(loads):
                 for name, (url, usable) in targets.items():
-                    times[name].append(cold_load(browser, token, url, usable))
+                    cold[name].append(cold_load(browser, token, url, usable))
+                    again[name].append(load(returning[name], url, usable))
         finally:
             browser.close()
-    return times
+    return cold, again
 
 
 def report(times: dict[str, list[float]]) -> None:
@@ -189,8 +210,12 @@ def main() -> int:
             deploy.deploy(CLUSTER.dashboard_url, config)
             run_id = stored_run(settings)
             token = session_token(settings)
-            print(f"ingress {settings.serve_ingress}; {args.loads} cold load(s) per page after one warm-up")
-            report(measure(token, run_id, args.loads))
+            print(f"ingress {settings.serve_ingress}; {args.loads} load(s) per page after one warm-up")
+            cold, again = measure(token, run_id, args.loads)
+            print("first visit (cold: empty cache)")
+            report(cold)
+            print("\nreturning visit (a new page and Gradio session; what the browser's cache kept)")
+            report(again)
         finally:
             stop_cluster(head)
     return 0

@@ -24,6 +24,7 @@ from ray import serve
 
 from augment_core.identity import Role
 from augment_core.settings import Settings
+from serve_apps.gateway.assets import KeepAssets
 from serve_apps.gateway.gate import CSRF_HEADER, SAFE_METHODS, Gate
 from serve_apps.gateway.pages import HostCheck, PageGuard, gradio_user
 from serve_apps.gateway.replica import NameReplica
@@ -71,6 +72,7 @@ def mount_panel(blocks: gr.Blocks, settings: Settings, prefix: str, role: Role =
     # No "Use via API" link: a panel takes sessions only, so gradio_client with a key gets 401.
     gradio_options.setdefault("footer_links", ["gradio", "settings"])
     app = gr.mount_gradio_app(FastAPI(), blocks, path="/", auth_dependency=gradio_user, head=head, **gradio_options)
+    app.add_middleware(KeepAssets)  # innermost: only what the guard let through is kept
     # Outermost first: the Host check, then the session and its CSRF token.
     app.add_middleware(PageGuard, gate=Gate(settings), prefix=prefix, role=role)
     app.add_middleware(HostCheck, settings=settings)

@@ -122,3 +122,17 @@ def test_a_non_ascii_token_is_a_mismatch_for_the_api_too(settings: Settings) -> 
     answer = api.post("/v1/runs/x/cancel", headers={"x-csrf-token": ("é" + principal.csrf_token[1:]).encode("latin-1")})
     assert answer.status_code == 403 and "X-CSRF-Token" in answer.json()["detail"]  # was a 500
     assert api.post("/v1/runs/x/cancel", headers={"x-csrf-token": principal.csrf_token}).status_code == 404
+
+
+def test_the_front_ends_hashed_assets_are_kept_by_the_browser_and_only_for_the_signed_in(
+        panel: TestClient, session: tuple[str, str]) -> None:
+    import gradio.routes
+
+    asset = next(p.name for p in Path(gradio.routes.BUILD_PATH_LIB).iterdir() if p.name.startswith("Index-")
+                 and p.name.endswith(".js"))
+    assert panel.get(f"/assets/{asset}").status_code in (302, 303, 401)  # a stranger gets no asset, kept or not
+    panel.cookies.set("augment_session", session[0])
+    answer = panel.get(f"/assets/{asset}")
+    assert answer.status_code == 200 and answer.headers["cache-control"] == "private, max-age=31536000, immutable"
+    assert "immutable" not in panel.get("/config").headers.get("cache-control", "")
+    assert panel.get("/assets/no-such-file.js").headers.get("cache-control") != "private, max-age=31536000, immutable"
