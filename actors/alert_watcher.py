@@ -115,9 +115,15 @@ class AlertWatcher:
                 findings += judge_stalled(run, self._last_progress_of(run), now, rule)
             for rule in of_kind["budget_share"]:
                 findings += judge_budget(run, rule)
+        live = {run.id for run in running}  # what a run that vanished without run.finished left is dropped
+        self.last_progress = {k: v for k, v in self.last_progress.items() if k in live or now - v < SWEEP_WINDOW}
         unknown: set[str] = set()  # subjects that could not be judged now: their alerts stand
+        unread: set[str] = set()  # kinds that could not be judged at all now: theirs stand too
         if of_kind["rate_429"] or of_kind["circuit_open"]:
-            for snapshot in self._snapshots():
+            snapshots = self._snapshots()
+            if snapshots is None:
+                unread |= {"rate_429", "circuit_open"}
+            for snapshot in snapshots or []:
                 if "error" in snapshot:
                     unknown.add(f"provider {snapshot.get('account')}")
                 for rule in of_kind["rate_429"] + of_kind["circuit_open"]:
@@ -130,7 +136,7 @@ class AlertWatcher:
         # A subject no longer there (the run ended, the limiter went) clears its alert.
         judged = {(f.rule.id, f.subject) for f in findings} | {(r.id, s) for r in rules for s in unknown}
         for rule in rules:
-            if KINDS[rule.kind].clears:
+            if KINDS[rule.kind].clears and rule.kind not in unread:
                 assert rule.id is not None
                 for alert in self.alerts.firing(rule.id):
                     if (rule.id, alert.subject) not in judged:
@@ -181,12 +187,15 @@ class AlertWatcher:
             self.last_progress[run.id] = last
         return self.last_progress[run.id]
 
-    def _snapshots(self) -> list[dict[str, Any]]:
+    def _snapshots(self) -> list[dict[str, Any]] | None:
+        """The limiters' snapshots; None when they cannot be listed (judged next time)."""
         try:
-            return self.snapshots()
-        except Exception as exc:  # noqa: BLE001 - the cluster's actor list is unreachable: judged next time
-            log.warning("alerts: provider limiters unreadable: %s", describe_error(exc))
-            return []
+            found = self.snapshots()
+        except Exception as exc:  # noqa: BLE001 - the cluster's actor list is unreachable
+            self._outage.began("reading the provider limiters", exc)
+            return None
+        self._outage.clear("reading the provider limiters")
+        return found
 
     def _lags(self, running: list[RunRecord]) -> dict[str, int]:
         """How far behind each consumer group is: the event bus's, and each running stream run's."""

@@ -204,6 +204,10 @@ def test_a_provider_account_above_its_429_share_or_with_an_open_circuit_fires_an
     snapshots[2] = {"account": "down", "error": "GetTimeoutError"}  # did not answer: its alert stands
     watcher.tick()
     assert [(a.rule, a.subject) for a in firing(settings)] == [("circuit_open", "provider down")]
+    watcher.snapshots = lambda: (_ for _ in ()).throw(ConnectionError("no cluster"))  # no limiter readable
+    watcher.tick()
+    assert [(a.rule, a.subject) for a in firing(settings)] == [("circuit_open", "provider down")]
+    watcher.snapshots = lambda: snapshots
     snapshots[2] = {"account": "down", "recent": {}, "circuit": "half-open"}
     watcher.tick()
     assert firing(settings) == []
