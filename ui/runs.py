@@ -443,7 +443,10 @@ def providers_view(read: ReadProviders) -> tuple[str, Any]:
         return f"⚠️ **Could not read the provider limiters**: {type(exc).__name__}: {exc}", gr.skip()
     if not snapshots:
         return "No provider account has been used on this cluster yet.", pd.DataFrame(columns=PROVIDER_COLUMNS)
-    rows = [provider_row(s) for s in snapshots]
+    # Trouble first, then the accounts with a limiter now, each by name: with many accounts the
+    # table scrolls (and its search box finds one), so what needs a look must not hide at the bottom.
+    rows = sorted((provider_row(s) for s in snapshots),
+                  key=lambda r: (not (str(r[5]).startswith("⚠") or r[7] or r[8]), r[5] == "no limiter now", str(r[0])))
     trouble = [r[0] for r in rows if str(r[5]).startswith("⚠") or r[7] or r[8]]
     message = f"{len(rows)} provider account(s)" + (f" · ⚠ trouble: {', '.join(trouble)}" if trouble else " · all well")
     return message, pd.DataFrame(rows, columns=PROVIDER_COLUMNS)
@@ -541,6 +544,7 @@ def build_runs_panel(
                         providers_status = gr.Markdown("", elem_id="providers-status")
                         providers_table = gr.Dataframe(
                             headers=PROVIDER_COLUMNS, interactive=False, elem_id="providers-table", wrap=True,
+                            show_search="search",
                             label="Provider accounts (this cluster's limiters; today: runs created today, UTC)")
             if alerts is not None:
                 with gr.Tab("Alerts", id="alerts", elem_id="tab-alerts"):

@@ -186,6 +186,8 @@ def test_a_run_is_followed_live_cancelled_and_resumed_from_the_panel(
             account = open_store(settings).get_run(run_id).workflow  # company_llm_spec: an account of its own
             page.get_by_text("Provider health").click()
             page.locator("#providers-table").scroll_into_view_if_needed()
+            # the suite leaves many accounts on its cluster: the table scrolls (only rows in view are drawn)
+            page.locator("#providers-table input.search-input").fill(account)
             row = page.locator("#providers-table tr", has_text=account)
             expect(row).to_contain_text("120 req/min", timeout=30_000)
             expect(row).to_contain_text(re.compile(r"\d+% \(\d+ of \d+\)"))  # the cache's share of the answers

@@ -275,7 +275,8 @@ def test_provider_health_shows_pace_waits_and_trouble_of_the_last_minutes() -> N
     assert rows["a + b"][5:] == ["no limiter now", "", "", "", "0% (0 of 4)", "$0.50 (1 run(s))"]
     assert rows["quiet"][1:3] == ["no request limit", "98% of the limit"] and rows["quiet"][5] == "closed"
     assert rows["gone"][5] == "⚠ not answering (RayActorError)"
-    assert message == "4 provider account(s) · ⚠ trouble: openai-main, gone"
+    assert message == "4 provider account(s) · ⚠ trouble: gone, openai-main"
+    assert list(rows) == ["gone", "openai-main", "quiet", "a + b"]  # trouble, then limiters now, then the rest
     now[0] += 301  # five minutes later the window is empty again
     assert limiter.recent() == {"answered": 0, "rate_limited": 0, "failures": 0}
     assert providers_view(lambda: [])[0] == "No provider account has been used on this cluster yet."
