@@ -43,6 +43,7 @@ _SCRIPT = """<script>
       headers: {accept: "application/json"}})
     .then((r) => (r.ok ? r.json() : {})).then((body) => body.csrf_token || "").catch(() => "")
     .then((value) => { if (!value) token = null; return value; }));
+  csrfToken();  // now, while Gradio's scripts load: the page's first events (queue joins) need it
   window.fetch = async (input, init) => {
     const request = input instanceof Request ? input : null;
     const method = String((init && init.method) || (request && request.method) || "GET").toUpperCase();
