@@ -435,6 +435,12 @@ def provider_row(snapshot: dict[str, Any]) -> list[Any]:
             recent.get("failures", 0), *today]
 
 
+def in_trouble(row: list[Any]) -> bool:
+    """A provider row whose circuit is not closed (or whose limiter does not answer), or that had
+    429s or errors in the last minutes."""
+    return str(row[5]).startswith("⚠") or bool(row[7]) or bool(row[8])
+
+
 def providers_view(read: ReadProviders) -> tuple[str, Any]:
     """(message, table); on failure the table is left as it was."""
     try:
@@ -446,8 +452,8 @@ def providers_view(read: ReadProviders) -> tuple[str, Any]:
     # Trouble first, then the accounts with a limiter now, each by name: with many accounts the
     # table scrolls (and its search box finds one), so what needs a look must not hide at the bottom.
     rows = sorted((provider_row(s) for s in snapshots),
-                  key=lambda r: (not (str(r[5]).startswith("⚠") or r[7] or r[8]), r[5] == "no limiter now", str(r[0])))
-    trouble = [r[0] for r in rows if str(r[5]).startswith("⚠") or r[7] or r[8]]
+                  key=lambda r: (not in_trouble(r), r[5] == "no limiter now", str(r[0])))
+    trouble = [r[0] for r in rows if in_trouble(r)]
     message = f"{len(rows)} provider account(s)" + (f" · ⚠ trouble: {', '.join(trouble)}" if trouble else " · all well")
     return message, pd.DataFrame(rows, columns=PROVIDER_COLUMNS)
 
