@@ -272,6 +272,12 @@ class RunRecord(BaseModel):
         end = self.finished_at or utcnow()
         return round((end - self.started_at).total_seconds(), 3)
 
+    @property
+    def dataset(self) -> str:
+        """The dataset its output goes to: as recorded, else its spec's sink, else its workflow's name."""
+        sink = (self.spec or {}).get("sink") or {}
+        return str(self.output.get("dataset") or sink.get("dataset") or self.workflow)
+
 
 class DatasetVersion(BaseModel):
     dataset: str

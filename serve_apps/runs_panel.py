@@ -110,9 +110,16 @@ class RunsPanel(PanelApp):
         running run writes it."""
         run = open_store(self.settings).get_run(run_id)
         paths = StoragePaths(self.settings)
-        where = run.output.get("quarantine_path") or paths.quarantine(
-            str(((run.spec or {}).get("sink") or {}).get("dataset", run.workflow)), run.id)
+        where = run.output.get("quarantine_path") or paths.quarantine(run.dataset, run.id)
         fs, path = paths.filesystem(where)
+        return first_rows(fs, path, limit)
+
+    def output(self, run_id: str, limit: int) -> list[dict[str, Any]]:
+        """The first rows of the run's output: its recorded folder, or where a running run
+        writes it (whole files only)."""
+        run = open_store(self.settings).get_run(run_id)
+        paths = StoragePaths(self.settings)
+        fs, path = paths.filesystem(run.output.get("path") or paths.dataset_run(run.dataset, run.id))
         return first_rows(fs, path, limit)
 
     def provider_health(self) -> list[dict[str, Any]]:
@@ -136,7 +143,7 @@ class RunsPanel(PanelApp):
                              save_rule=self.save_rule, delete_rule=self.delete_rule, resolve=self.resolve_alert,
                              may_edit=self.may_act)
         return build_runs_panel(self.list_runs, self.get_run, self.follow, actions, self.provider_health, alerts,
-                                self.quarantine, refresh_seconds=self.refresh_seconds)
+                                self.quarantine, self.output, refresh_seconds=self.refresh_seconds)
 
 
 def build_app(args: dict[str, Any]) -> Application:

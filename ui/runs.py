@@ -66,6 +66,10 @@ GetRun = Callable[[str], RunRecord]
 ReadQuarantine = Callable[[str, int], list[dict[str, Any]]]
 QUARANTINE_COLUMNS = ["source row", "field", "reason", "record as read"]
 MAX_QUARANTINE_SHOWN = 50
+# (run id, at most) -> the first rows of the run's output (so far, for a run that is going)
+ReadOutput = Callable[[str, int], list[dict[str, Any]]]
+MAX_OUTPUT_SHOWN = 50
+MAX_CELL_CHARS = 300
 FollowRun = Callable[[str], Iterator[list[Event]]]  # a run's events, batch by batch, until it ends
 
 RUN_COLUMNS = ["run id", "workflow", "status", "in", "valid", "quarantined", "augmented", "failed", "skipped",
@@ -216,6 +220,40 @@ def quarantine_view(read: ReadQuarantine | None, run_id: str | None) -> Any:
     label = (f"Quarantined records: the first {len(shown)}, with why" if len(shown) == MAX_QUARANTINE_SHOWN
              else f"Quarantined records: {len(shown)}, with why" if shown else "Quarantined records: none")
     return gr.update(value=pd.DataFrame(shown, columns=QUARANTINE_COLUMNS), label=label)
+
+
+def output_cell(value: Any) -> Any:
+    """A dataset value as a table shows it: numbers and text as they are (long text cut), the rest as text."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = str(value)
+    return text if len(text) <= MAX_CELL_CHARS else text[:MAX_CELL_CHARS] + "…"
+
+
+def output_view(read: ReadOutput, get_run: GetRun, run_id: str | None) -> Any:
+    """The first rows of the run's output dataset (without the *_provenance columns), shown; why
+    they cannot be, in the table's label."""
+    if not run_id:
+        return gr.update(visible=True, value=pd.DataFrame(), label="Choose a run first.")
+    try:
+        run = get_run(run_id)
+        rows = read(run_id, MAX_OUTPUT_SHOWN)
+    except KeyError as exc:
+        return gr.update(visible=True, value=pd.DataFrame(), label=f"⚠ {exc.args[0] if exc.args else exc}")
+    except Exception as exc:
+        return gr.update(visible=True, value=pd.DataFrame(),
+                         label=f"⚠ The output could not be read: {type(exc).__name__}: {exc}")
+    version = run.output.get("version")
+    # Only a run that succeeds catalogues a version; until then (or after a failure or a cancel,
+    # which a resume carries on) its folder holds what it wrote so far.
+    name = (f"Output {run.dataset} v{version}" if version is not None
+            else f"Output {run.dataset}, no version yet (the run is {run.status}): written so far")
+    if not rows:
+        return gr.update(visible=True, value=pd.DataFrame(), label=f"{name}: no rows")
+    columns = [c for c in rows[0] if not c.endswith("_provenance")]
+    table = pd.DataFrame([[output_cell(r.get(c)) for c in columns] for r in rows], columns=columns)
+    shown = f"the first {len(rows)} rows" if len(rows) == MAX_OUTPUT_SHOWN else f"all {len(rows)} row(s)"
+    return gr.update(visible=True, value=table, label=f"{name}: {shown} (provenance columns left out)")
 
 
 @dataclass
@@ -482,6 +520,7 @@ def build_runs_panel(
     providers: ReadProviders | None = None,
     alerts: AlertAccess | None = None,
     quarantine: ReadQuarantine | None = None,
+    output: ReadOutput | None = None,
     *,
     refresh_seconds: float = 5.0,
 ) -> gr.Blocks:
@@ -494,8 +533,12 @@ def build_runs_panel(
     def watch(run_id: str | None, request: gr.Request) -> Iterator[tuple[str, pd.DataFrame, pd.DataFrame]]:
         yield from watch_view(get_run, follow, watches, run_id, request)
 
-    def sample(run_id: str | None) -> Any:
-        return quarantine_view(quarantine, run_id)
+    def sample(run_id: str | None, output_of: str | None) -> tuple[Any, Any]:
+        """The run's quarantine, and its output read again if it is open (a run that was going
+        has one now); another run's output, if one was open, closes."""
+        if output is not None and run_id and output_of == run_id:
+            return quarantine_view(quarantine, run_id), output_view(output, get_run, run_id)
+        return quarantine_view(quarantine, run_id), gr.update(visible=False, value=pd.DataFrame())
 
     def stop_watching(request: gr.Request) -> None:
         watches.end(request.session_hash or "")
@@ -522,16 +565,22 @@ def build_runs_panel(
                     info="Pick a run, type an id (or the start of one), or click a row above. It updates live.",
                 )
                 detail = gr.Markdown(NO_RUN_CHOSEN, elem_id="run-detail")
-                if actions is not None:
-                    with gr.Row():
+                with gr.Row():
+                    open_output = gr.Button("Open output dataset", scale=0, min_width=240, elem_id="run-open-output",
+                                            visible=output is not None)
+                    if actions is not None:
                         cancel_button = gr.Button("Cancel run…", variant="stop", scale=0, elem_id="run-cancel")
                         resume_button = gr.Button("Resume run…", scale=0, elem_id="run-resume")
                         outcome = gr.Markdown("", elem_id="run-action-outcome")
+                if actions is not None:
                     with gr.Row(visible=False, elem_id="run-confirm") as confirm:
                         question = gr.Markdown("")
                         yes = gr.Button("Yes, do it", variant="primary", scale=0, elem_id="run-confirm-yes")
                         no = gr.Button("No", scale=0, elem_id="run-confirm-no")
                     pending = gr.State(None)
+                output_table = gr.Dataframe(interactive=False, elem_id="run-output", max_height=360,
+                                            label="Output", visible=False)
+                output_of = gr.State(None)  # the run whose output is open
                 steps = gr.Dataframe(
                     value=steps_table(None), headers=STEP_COLUMNS, interactive=False, elem_id="run-steps",
                     label="Steps",
@@ -560,8 +609,8 @@ def build_runs_panel(
         listing = [status, table, chosen]
         showing = [detail, steps, failures]
         # Once the run's follow ends (at once for an ended run): its quarantine, which is final then.
-        sampling: dict[str, Any] = dict(fn=sample, inputs=chosen, outputs=quarantined, show_progress="hidden",
-                                        api_visibility="private")
+        sampling: dict[str, Any] = dict(fn=sample, inputs=[chosen, output_of], outputs=[quarantined, output_table],
+                                        show_progress="hidden", api_visibility="private")
         # The list refreshes on a timer (a cheap query); the chosen run follows its events.
         watching: dict[str, Any] = dict(fn=watch, inputs=chosen, outputs=showing, concurrency_limit=None,
                                         trigger_mode="multiple", show_progress="hidden", api_visibility="private")
@@ -581,6 +630,11 @@ def build_runs_panel(
         chosen.input(**{**watching, "api_visibility": "public"}, api_name="watch_run").then(**sampling)
         table.select(_row_run_id, None, chosen, api_visibility="private").then(**watching).then(**sampling)
         panel.unload(stop_watching)
+        if output is not None:
+            def read_output(run_id: str | None) -> tuple[Any, str | None]:
+                return output_view(output, get_run, run_id), run_id
+
+            open_output.click(read_output, chosen, [output_table, output_of], api_name="open_output")
         if providers is not None:
             def read_providers() -> tuple[str, Any]:
                 return providers_view(providers)

@@ -170,6 +170,9 @@ def test_a_run_is_followed_live_cancelled_and_resumed_from_the_panel(
             with pytest.raises(ray.exceptions.RayActorError):  # the coordinator is gone, and its work
                 ray.get(final, timeout=60)
             assert open_store(settings).get_run(run_id).status == "cancelled"
+            page.click("#run-open-output")  # what it wrote so far; read again when the resumed run ends
+            output = page.locator("#run-output")
+            expect(output).to_contain_text(re.compile(r"no version yet \(the run is cancelled\): written so far"))
 
             page.click("#run-resume")
             expect(confirm).to_contain_text(f"Resume run {run_id}?")
@@ -180,6 +183,9 @@ def test_a_run_is_followed_live_cancelled_and_resumed_from_the_panel(
             expect(failures).to_contain_text("profile", timeout=15_000)
             expect(failures).to_contain_text("400")
             expect(detail).to_contain_text("failed 1")
+            expect(output).to_contain_text(re.compile(r"Output \S+ v1: all 24 row\(s\)"), timeout=30_000)
+            expect(output.get_by_role("columnheader", name="summary")).to_be_visible()  # the llm step's column
+            expect(output.get_by_role("row").filter(has_text="Company ").first).to_be_visible()
             shoot(page, "runs-finished")
 
             # its provider account beside the others: the limiter now, and what today's runs did with it

@@ -295,3 +295,35 @@ def test_the_quarantined_records_of_a_run_show_with_why_and_a_failure_keeps_the_
     assert quarantine_view(lambda run_id, limit: [], "r1")["label"] == "Quarantined records: none"
     broken = quarantine_view(lambda run_id, limit: (_ for _ in ()).throw(OSError("bucket gone")), "r1")
     assert broken == {"__type__": "update", "label": "⚠ Quarantined records could not be read: OSError: bucket gone"}
+
+
+def test_the_output_dataset_opens_with_its_first_rows_and_says_why_when_it_cannot() -> None:
+    from ui.runs import MAX_CELL_CHARS, MAX_OUTPUT_SHOWN, output_view
+
+    rows = [{"org_id": "ORG-00001", "employees": 12, "notes": "x" * 400, "tags": ["a", "b"],
+             "region_provenance": '{"step": "region"}', "region": None}]
+    asked: list[tuple[str, int]] = []
+    shown = output_view(lambda run_id, limit: asked.append((run_id, limit)) or rows, lambda _id: run(), "r1")
+    assert asked == [("r1", MAX_OUTPUT_SHOWN)]
+    assert shown["visible"] is True
+    assert shown["label"] == "Output orgs v2: all 1 row(s) (provenance columns left out)"
+    assert list(shown["value"].columns) == ["org_id", "employees", "notes", "tags", "region"]
+    [[org, employees, notes, tags, region]] = shown["value"].values.tolist()
+    assert (org, employees, tags, region) == ("ORG-00001", 12, "['a', 'b']", None)
+    assert notes == "x" * MAX_CELL_CHARS + "…"
+    many = output_view(lambda run_id, limit: rows * limit, lambda _id: run(), "r1")
+    assert many["label"].startswith(f"Output orgs v2: the first {MAX_OUTPUT_SHOWN} rows")
+    assert output_view(lambda run_id, limit: [], lambda _id: run(), "r1")["label"] == "Output orgs v2: no rows"
+
+    going = run(status="running", output={}, spec={"sink": {"dataset": "orgs_out"}})
+    assert output_view(lambda run_id, limit: rows, lambda _id: going, "r1")["label"] == (
+        "Output orgs_out, no version yet (the run is running): written so far: all 1 row(s)"
+        " (provenance columns left out)")
+
+    def unknown(run_id: str) -> RunRecord:
+        raise KeyError(f"no run {run_id!r}")
+
+    assert output_view(lambda run_id, limit: rows, unknown, "r9")["label"] == "⚠ no run 'r9'"
+    broken = output_view(lambda run_id, limit: (_ for _ in ()).throw(OSError("bucket gone")), lambda _id: run(), "r1")
+    assert broken["label"] == "⚠ The output could not be read: OSError: bucket gone"
+    assert output_view(lambda run_id, limit: rows, lambda _id: run(), None)["label"] == "Choose a run first."
