@@ -215,8 +215,8 @@ def quarantine_view(read: ReadQuarantine | None, run_id: str | None) -> Any:
         rows = read(run_id, MAX_QUARANTINE_SHOWN)
     except Exception as exc:
         return gr.update(label=f"⚠ Quarantined records could not be read: {type(exc).__name__}: {exc}")
-    shown = [[r.get("source_row"), r.get("field") or "", r.get("reason") or "", str(r.get("record") or "")[:300]]
-             for r in rows]
+    shown = [[r.get("source_row"), r.get("field") or "", r.get("reason") or "",
+              str(r.get("record") or "")[:MAX_CELL_CHARS]] for r in rows]
     label = (f"Quarantined records: the first {len(shown)}, with why" if len(shown) == MAX_QUARANTINE_SHOWN
              else f"Quarantined records: {len(shown)}, with why" if shown else "Quarantined records: none")
     return gr.update(value=pd.DataFrame(shown, columns=QUARANTINE_COLUMNS), label=label)
