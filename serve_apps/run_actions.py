@@ -17,17 +17,10 @@ from actors.runs import CancelError, Launched, ResumeError, cancel_run, refuse_u
 from augment_core.audit import record
 from augment_core.settings import Settings
 from augment_core.store import MetadataStore, RunRecord
+from serve_apps.refusal import ActionRefused
 
 NO_CLUSTER = ("this replica is not on a Ray cluster, so it cannot {what} runs: deploy it with"
               " `augment serve`, or use `augment {command}` on the cluster's machine")
-
-
-class ActionRefused(Exception):
-    """Why an action was not done, with the HTTP status the API answers it with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 class LaunchedRuns:

@@ -30,7 +30,8 @@ from serve_apps.api_v1.runs import RunId
 from serve_apps.api_v1.schemas import RunOut, RunStart
 from serve_apps.api_v1.workflows import workflows_unreadable
 from serve_apps.gateway.api_auth import Operator
-from serve_apps.run_actions import ActionRefused, LaunchedRuns, need_cluster
+from serve_apps.refusal import ActionRefused
+from serve_apps.run_actions import LaunchedRuns, need_cluster
 from serve_apps.run_actions import resume as resume_run
 
 router = APIRouter(prefix="/runs", tags=["runs"], route_class=JsonBodyRoute)

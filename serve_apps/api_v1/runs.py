@@ -21,6 +21,7 @@ from serve_apps.api_v1.deps import SettingsDep, StoreDep
 from serve_apps.api_v1.schemas import RunOut
 from serve_apps.gateway.api_auth import Operator, Refusal, Viewer, get_gate
 from serve_apps.gateway.redact import hide_paths, run_without_paths, sees_paths
+from serve_apps.refusal import ActionRefused
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 RunId = Annotated[str, Path(min_length=1, max_length=64, description="A run id or an unambiguous prefix of one.")]
@@ -62,7 +63,7 @@ def cancel(run_id: RunId, caller: Operator, settings: SettingsDep, store: StoreD
     """Stop a pending or running run: it ends 'cancelled', keeping what it wrote."""
     try:
         return RunOut.from_record(run_actions.cancel(settings, store, caller.label, run_id))
-    except run_actions.ActionRefused as exc:
+    except ActionRefused as exc:
         raise HTTPException(exc.status, exc.message) from None
 
 
