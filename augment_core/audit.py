@@ -54,8 +54,8 @@ def record(store: MetadataStore, actor: str, action: str, target: str, outcome: 
 
 
 def list_entries(store: MetadataStore, *, limit: int = 100, before_id: int | None = None, actor: str | None = None,
-                 action: str | None = None) -> list[AuditEntry]:
-    """Newest first; `before_id` pages back from an entry."""
+                 action: str | None = None, since: dt.datetime | None = None) -> list[AuditEntry]:
+    """Newest first; `before_id` pages back from an entry, `since` leaves out older ones."""
     table = audit_table
     query = table.select().order_by(table.c.id.desc()).limit(limit)
     if before_id is not None:
@@ -64,6 +64,8 @@ def list_entries(store: MetadataStore, *, limit: int = 100, before_id: int | Non
         query = query.where(table.c.actor.startswith(actor, autoescape=True))
     if action:
         query = query.where(table.c.action == action)
+    if since is not None:
+        query = query.where(table.c.at >= since.astimezone(dt.timezone.utc))  # as stored: UTC
     with store.engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
     return [AuditEntry(**{**r, "at": aware(r["at"])}) for r in rows]

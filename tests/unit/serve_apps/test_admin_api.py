@@ -3,6 +3,7 @@ and audited (refused attempts too); viewers see no filesystem paths; inputs are 
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,16 @@ def test_keys_admins_manage_all_others_their_own(settings: Settings, keys: dict[
     assert audit(settings, "key.revoke")[0][1:3] == (key["prefix"], "ok")
 
 
+def test_the_audit_log_is_read_since_a_time_in_any_zone(settings: Settings, keys: dict[Role, str]) -> None:
+    admin = as_(settings, keys[Role.admin])
+    assert admin.post("/v1/users", json={"name": "ana"}).status_code == 201
+    now = dt.datetime.now(dt.timezone.utc)
+    recent = admin.get("/v1/audit", params={"since": (now - dt.timedelta(minutes=5)).isoformat()}).json()
+    assert [e["action"] for e in recent] == ["user.create"]
+    zoned = (now + dt.timedelta(minutes=5)).astimezone(dt.timezone(dt.timedelta(hours=-8))).isoformat()
+    assert admin.get("/v1/audit", params={"since": zoned}).json() == []  # 5 minutes from now, written at UTC-8
+
+
 def test_signed_in_users_create_their_own_keys_with_the_default_limits(
         settings: Settings, keys: dict[Role, str]) -> None:
     shell = TestClient(create_shell_app(ShellArgs(), settings), base_url=ORIGIN, follow_redirects=False)
@@ -184,6 +195,7 @@ def test_viewers_see_no_filesystem_paths(settings: Settings, keys: dict[Role, st
     ("/v1/runs/" + "x" * 65, {}), ("/v1/runs?limit=0", {}), ("/v1/runs?workflow=" + "x" * 101, {}),
     ("/v1/datasets/orgs/diff?v1=1&v2=99999999999999999999", {}), ("/v1/reviews?offset=-1", {}),
     ("/v1/reviews/9223372036854775808", {}), ("/v1/audit?before_id=0", {}), ("/v1/keys?user=a%20b", {}),
+    ("/v1/audit?since=yesterday", {}), ("/v1/audit?since=2026-12-01T00:00:00", {}),
 ])
 def test_out_of_range_parameters_are_422_never_500(settings: Settings, keys: dict[Role, str], path: str,
                                                    headers: dict[str, str]) -> None:
