@@ -13,6 +13,7 @@ the page is usable:
                    script from /augment/panels.json, visible
   runs panel       /augment/ui/runs/: the stored run's row of the runs table visible
   workflow editor  /augment/ui/workflows/: the sample workflow's row of the workflows table visible
+  admin panel      /augment/ui/admin/: the signed-in admin's row of the users table visible
 
 One warm-up load per page first (not counted), then `--loads` cold loads per page, round robin
 so drift falls on every page alike; beside each, a returning visit: a new page (a new Gradio
@@ -109,15 +110,15 @@ def stored_run(settings: Settings) -> str:
     return run_id
 
 
-def session_token(settings: Settings) -> str:
-    """A signed-in admin's session cookie value, without the login page."""
+def session_token(settings: Settings) -> tuple[str, str]:
+    """A signed-in admin's (name, session cookie value), without the login page."""
     name = f"bench-{uuid.uuid4().hex[:6]}"
     Identity(open_store(settings)).create_user(name, Role.admin, "a long password")
     token, _ = Identity(open_store(settings)).create_session(name, dt.timedelta(hours=1))
-    return token
+    return name, token
 
 
-def pages(run_id: str) -> dict[str, tuple[str, Callable[[Page], None]]]:
+def pages(run_id: str, admin: str) -> dict[str, tuple[str, Callable[[Page], None]]]:
     """Page name -> (URL, what waits until it is usable)."""
     def static(page: Page) -> None:
         page.locator("h1").wait_for(timeout=WAIT_MS)
@@ -134,8 +135,13 @@ def pages(run_id: str) -> dict[str, tuple[str, Callable[[Page], None]]]:
         row = page.locator("#workflows-table").get_by_role("row").filter(has_text="organisations.yaml")
         row.locator("visible=true").first.wait_for(timeout=WAIT_MS)
 
+    def admin_panel(page: Page) -> None:
+        row = page.locator("#users-table").get_by_role("row").filter(has_text=admin)
+        row.locator("visible=true").first.wait_for(timeout=WAIT_MS)
+
     return {BASELINE: (f"{BASE}/login", static), "shell": (f"{BASE}/", shell),
-            "runs panel": (f"{BASE}/ui/runs/", runs), "workflow editor": (f"{BASE}/ui/workflows/", workflows)}
+            "runs panel": (f"{BASE}/ui/runs/", runs), "workflow editor": (f"{BASE}/ui/workflows/", workflows),
+            "admin panel": (f"{BASE}/ui/admin/", admin_panel)}
 
 
 def signed_in(browser: Any, token: str) -> Any:
@@ -166,10 +172,11 @@ def cold_load(browser: Any, token: str, url: str, usable: Callable[[Page], None]
         context.close()
 
 
-def measure(token: str, run_id: str, loads: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+def measure(admin: str, token: str, run_id: str,
+            loads: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """(cold loads, returning visits) per page. A returning visit is a new page (a new Gradio
     session) in a context that loaded the page before: what its cache headers let it keep."""
-    targets = pages(run_id)
+    targets = pages(run_id, admin)
     cold: dict[str, list[float]] = {name: [] for name in targets}
     again: dict[str, list[float]] = {name: [] for name in targets}
     with sync_playwright() as playwright:
@@ -209,9 +216,9 @@ def main() -> int:
             config = deploy.load_config(ROOT / "configs" / "serve.yaml", prefix=PREFIX, port=SERVE_PORT)
             deploy.deploy(CLUSTER.dashboard_url, config)
             run_id = stored_run(settings)
-            token = session_token(settings)
+            admin, token = session_token(settings)
             print(f"ingress {settings.serve_ingress}; {args.loads} load(s) per page after one warm-up")
-            cold, again = measure(token, run_id, args.loads)
+            cold, again = measure(admin, token, run_id, args.loads)
             print("first visit (cold: empty cache)")
             report(cold)
             print("\nreturning visit (a new page and Gradio session; what the browser's cache kept)")

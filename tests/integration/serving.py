@@ -62,7 +62,7 @@ def base_url(ray_cluster, serve_config: dict[str, Any]) -> Iterator[str]:
     urls = deploy.deploy(DASHBOARD, serve_config)
     base = f"http://127.0.0.1:{TEST_SERVE_PORT}{PREFIX}"
     assert urls == {"api": f"{base}/api", "runs": f"{base}/ui/runs", "workflows": f"{base}/ui/workflows",
-                    "shell": base}
+                    "admin": f"{base}/ui/admin", "shell": base}
     yield base
     deploy.stop(DASHBOARD)
 

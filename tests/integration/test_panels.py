@@ -430,3 +430,85 @@ def test_an_alert_rule_saved_in_the_panel_fires_from_a_failed_run_in_the_tab_the
     finally:
         alerts.delete_rule(rule_name)
         hook.close()
+
+
+def test_an_admin_makes_a_user_and_a_key_in_the_panel_that_the_api_takes_until_it_is_revoked_there(
+        base_url: str, signed_in: dict[str, str], settings: Settings) -> None:
+    """The admin panel's main task end to end: a user created (a short password refused first), a
+    key made for them and shown once, the API answering it, the key revoked in the panel and the
+    API refusing it (401), all of it in the audit tab; gradio_client sees the panel's endpoints,
+    and an operator does not get in."""
+    import time
+
+    from gradio_client import Client
+    from playwright.sync_api import expect, sync_playwright
+
+    admin = f"admin-{uuid.uuid4().hex[:6]}"
+    Identity(open_store(settings)).create_user(admin, Role.admin, "a long password")
+    user = f"crm-{uuid.uuid4().hex[:6]}"
+    token, csrf = session_of(settings, {"username": admin})
+    with httpx.Client(timeout=60) as http:
+        http.cookies.set(SESSION_COOKIE, session_of(settings, signed_in)[0])
+        assert http.get(f"{base_url}/ui/admin/", headers={"accept": "text/html"}).status_code == 403
+        assert "admin" not in panels_of(http, base_url)
+        http.cookies.set(SESSION_COOKIE, token)
+        assert panels_of(http, base_url)["admin"]["available"]
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = signed_in_context(browser, token).new_page()
+            page.goto(f"{base_url}/ui/admin/")
+            expect(page.locator("#users-status")).to_contain_text("user(s)", timeout=30_000)
+            page.locator("#new-user-name").get_by_role("textbox").fill(user)
+            page.locator("#new-user-password input").fill("short")
+            page.locator("#create-user").click()
+            expect(page.locator("#user-outcome")).to_contain_text("a password needs at least 8 characters")
+            page.locator("#new-user-password input").fill("")
+            page.locator("#create-user").click()
+            expect(page.locator("#user-outcome")).to_contain_text(f"User {user} created, role viewer")
+            shoot(page, "admin-users")
+
+            page.get_by_role("tab", name="API keys").click()
+            page.locator("#key-owner input").fill(user)
+            page.get_by_role("option", name=user, exact=True).click()
+            page.locator("#key-name").get_by_role("textbox").fill("crm sync")
+            page.locator("#create-key").click()
+            expect(page.locator("#key-outcome")).to_contain_text(f"created for {user}", timeout=30_000)
+            secret = page.locator("#key-secret").get_by_role("textbox").input_value()
+            prefix = secret[:12]
+            assert re.fullmatch(r"aug_[0-9a-f]{8}", prefix), prefix
+            shoot(page, "admin-keys")
+            with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {secret}"}) as api:
+                assert api.get(f"{base_url}/api/v1/me").json()["user"] == user
+
+                page.locator("#revoke-choice input").fill(prefix)
+                page.get_by_role("option", name=re.compile(prefix)).click()
+                page.locator("#key-revoke").click()
+                expect(page.locator("#key-confirm")).to_contain_text(f"Revoke {prefix}?")
+                page.locator("#key-confirm-yes").click()
+                expect(page.locator("#revoke-outcome")).to_contain_text(f"Key {prefix} (crm sync, of {user}) revoked")
+                deadline = time.monotonic() + 30  # within the replicas' auth cache time
+                while (status := api.get(f"{base_url}/api/v1/me").status_code) == 200 and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                assert status == 401
+
+            page.get_by_role("tab", name="Audit log").click()
+            page.locator("#audit-who").get_by_role("textbox").fill(admin)
+            page.locator("#audit-who").get_by_role("textbox").press("Enter")
+            expect(page.locator("#audit-status")).to_contain_text("4 entries (newest first) · ⚠ 1 refused")
+            table = page.locator("#audit-table")
+            for action in ("key.revoke", "key.create", "user.create"):
+                expect(table).to_contain_text(action)
+            shoot(page, "admin-audit")
+        finally:
+            browser.close()
+
+    client = Client(f"{base_url}/ui/admin/", verbose=False, download_files=False,
+                    headers={"Cookie": f"{SESSION_COOKIE}={token}", "X-CSRF-Token": csrf, "Origin": ORIGIN})
+    status, table, *_ = client.predict(api_name="/list_users")
+    assert re.match(r"\d+ user\(s\) · \d+ admin\(s\)", status), status
+    assert user in [row[0] for row in table["data"]]
+    actions = [(e.actor, e.action, e.target, e.outcome) for e in list_entries(open_store(settings), actor=admin)]
+    assert actions[:2] == [(f"{admin} (session)", "key.revoke", prefix, "ok"),
+                           (f"{admin} (session)", "key.create", prefix, "ok")]
