@@ -91,20 +91,69 @@ def insert_items(store: MetadataStore, run_id: str, workflow: str, rows: list[di
     return len(rows)
 
 
-def list_items(
-    store: MetadataStore, *, dataset: str | None = None, state: str | None = None, run_id: str | None = None,
-    workflow: str | None = None, limit: int = 50, offset: int = 0,
-) -> tuple[list[ReviewItem], int]:
-    """A page of items, oldest first, and how many match in all."""
+def _where(dataset: str | None = None, state: str | None = None, run_id: str | None = None,
+           workflow: str | None = None, step: str | None = None, field: str | None = None,
+           reason: str | None = None, after_id: int | None = None) -> list[sa.ColumnElement[bool]]:
     table = review_items_table
     where = [c == v for c, v in ((table.c.dataset, dataset), (table.c.state, state), (table.c.run_id, run_id),
-                                 (table.c.workflow, workflow)) if v is not None]
+                                 (table.c.workflow, workflow), (table.c.step, step), (table.c.field, field),
+                                 (table.c.reason, reason)) if v is not None]
+    return where + ([table.c.id > after_id] if after_id is not None else [])
+
+
+def list_items(
+    store: MetadataStore, *, dataset: str | None = None, state: str | None = None, run_id: str | None = None,
+    workflow: str | None = None, step: str | None = None, field: str | None = None, reason: str | None = None,
+    after_id: int | None = None, limit: int = 50, offset: int = 0,
+) -> tuple[list[ReviewItem], int]:
+    """A page of items, oldest first (only those after item `after_id`, if given), and how many
+    match in all."""
+    table = review_items_table
+    where = _where(dataset, state, run_id, workflow, step, field, reason, after_id)
     with store.engine.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar() or 0
         rows = conn.execute(
             table.select().where(*where).order_by(table.c.id).limit(limit).offset(offset)
         ).mappings().all()
     return [_item(r) for r in rows], int(total)
+
+
+def count_states(store: MetadataStore, *, dataset: str | None = None, run_id: str | None = None,
+                 step: str | None = None, field: str | None = None, reason: str | None = None) -> dict[str, int]:
+    """How many items of each state match (every state, 0 included)."""
+    table = review_items_table
+    where = _where(dataset, None, run_id, None, step, field, reason)
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.state, sa.func.count()).where(*where).group_by(table.c.state)).all()
+    found = {str(state): int(n) for state, n in rows}
+    return {state: found.get(state, 0) for state in REVIEW_STATES}
+
+
+def facets(store: MetadataStore, limit: int = 200) -> dict[str, list[str]]:
+    """The distinct datasets, runs, steps, fields and rules (reasons) of the queue, for filters;
+    the newest runs first, at most `limit` of each."""
+    table = review_items_table
+    found: dict[str, list[str]] = {}
+    with store.engine.connect() as conn:
+        for name in ("dataset", "step", "field", "reason"):
+            column = table.c[name]
+            found[name] = [str(v) for v in conn.execute(sa.select(column).distinct().order_by(column).limit(limit))
+                           .scalars()]
+        newest = sa.func.max(table.c.id)
+        found["run_id"] = [str(v) for v in conn.execute(
+            sa.select(table.c.run_id).group_by(table.c.run_id).order_by(newest.desc()).limit(limit)).scalars()]
+    return found
+
+
+def matching_ids(store: MetadataStore, *, state: str = "pending", dataset: str | None = None,
+                 run_id: str | None = None, step: str | None = None, field: str | None = None,
+                 reason: str | None = None, limit: int = 100_000) -> list[int]:
+    """The ids of the items that match, oldest first: what a bulk decision goes through."""
+    table = review_items_table
+    where = _where(dataset, state, run_id, None, step, field, reason)
+    with store.engine.connect() as conn:
+        return [int(i) for i in conn.execute(sa.select(table.c.id).where(*where).order_by(table.c.id).limit(limit))
+                .scalars()]
 
 
 def get_item(store: MetadataStore, item_id: int) -> ReviewItem:
@@ -146,8 +195,10 @@ def decide(store: MetadataStore, item_id: int, state: str, value: Any = None,
         return current, True
     if current.state == state and (state != "edited" or current.decided_value == value):
         return current, False
+    who = f" by {current.decided_by}" if current.decided_by else ""
+    when = f" at {current.decided_at:%Y-%m-%d %H:%M:%S} UTC" if current.decided_at else ""
     raise ReviewConflict(
-        f"review item {item_id} is already {current.state}"
+        f"review item {item_id} is already {current.state}{who}{when}"
         + (f" (value {current.decided_value!r})" if current.state == "edited" else "")
         + ": rerun it to decide again"
     )

@@ -318,12 +318,13 @@ def test_edit_checks_the_fields_type_and_keeps_the_value(settings: Settings, fak
 def test_a_decided_item_refuses_another_decision_until_rerun(settings: Settings, fake: FakeOpenAI) -> None:
     spec, out, items = queued(settings, fake, {"rules": [{"step": "slug"}]})
     item = next(iter(items.values()))
-    review_actions.reject(settings, item.id)
+    review_actions.reject(settings, item.id, by="ana")
     assert review_actions.reject(settings, item.id).state == "rejected"  # the same again: no change
-    with pytest.raises(ReviewConflict, match=f"review item {item.id} is already rejected: rerun it to decide again"):
-        review_actions.accept(settings, item.id)
+    refusal = f"review item {item.id} is already rejected by ana at [0-9-]+ [0-9:]+ UTC: rerun it to decide again"
+    with pytest.raises(ReviewConflict, match=refusal):  # the second reviewer learns who decided
+        review_actions.accept(settings, item.id, by="bo")
     review_actions.edit(settings, items[list(items)[1]].id, "mine")
-    with pytest.raises(ReviewConflict, match="already edited \\(value 'mine'\\)"):
+    with pytest.raises(ReviewConflict, match="already edited at [0-9-]+ [0-9:]+ UTC \\(value 'mine'\\)"):
         review_actions.edit(settings, items[list(items)[1]].id, "other")
     with pytest.raises(KeyError, match="no review item 999999999"):
         review_actions.accept(settings, 999999999)
