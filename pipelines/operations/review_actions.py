@@ -65,7 +65,7 @@ def rerun(settings: Settings, workflows: WorkflowFolder, item_id: int) -> Review
     chain does not simply keep it."""
     store = open_store(settings)
     item = get_item(store, item_id)
-    record = _input_record(settings, item)
+    record = input_record(settings, item)
     try:
         known = workflows.online(item.workflow)
         # A fresh answer, not the cached one the run got: that is what a person asks a rerun for.
@@ -104,7 +104,7 @@ def _parsed(raw: Any) -> dict[str, Any] | None:
     return json.loads(raw) if isinstance(raw, str) and raw else None
 
 
-def _input_record(settings: Settings, item: ReviewItem) -> dict[str, Any]:
+def input_record(settings: Settings, item: ReviewItem) -> dict[str, Any]:
     """The record's input fields as its dataset version holds them, as JSON values."""
     version = open_store(settings).get_dataset_version(item.dataset, item.version)
     fs, path = StoragePaths(settings).filesystem(version.path)
@@ -120,6 +120,36 @@ def field_type(settings: Settings, item: ReviewItem) -> pa.DataType:
     version = open_store(settings).get_dataset_version(item.dataset, item.version)
     fs, path = StoragePaths(settings).filesystem(version.path)
     return pq.ParquetDataset(path, filesystem=fs).schema.field(item.field).type
+
+
+def value_from_text(text: str, arrow_type: pa.DataType, field: str) -> Any:
+    """What a person typed for a field (a page's text box), as the JSON value `edit` takes: a
+    number for a number field, true/false for a boolean one, the text itself for the rest.
+    InvalidValue, in `check_value`'s words, for text that is no such value ("lots" for an int)."""
+    stripped = text.strip()
+    def fail(expected: str) -> InvalidValue:
+        return InvalidValue(f"{field} is {arrow_type}: expected {expected}, got {stripped!r}")
+
+    if pa.types.is_boolean(arrow_type):
+        if stripped.lower() not in ("true", "false"):
+            raise fail("true or false")
+        return stripped.lower() == "true"
+    if pa.types.is_integer(arrow_type):
+        try:
+            return int(stripped)
+        except ValueError:
+            raise fail("an integer") from None
+    if pa.types.is_floating(arrow_type):
+        try:
+            number = float(stripped)
+        except ValueError:
+            raise fail("a number") from None
+        if number != number or number in (float("inf"), float("-inf")):
+            raise fail("a finite number")
+        return number
+    if pa.types.is_date(arrow_type) or pa.types.is_timestamp(arrow_type):
+        return stripped
+    return text
 
 
 def check_value(value: Any, arrow_type: pa.DataType, field: str) -> Any:

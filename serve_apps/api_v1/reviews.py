@@ -12,17 +12,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 
-from augment_core.audit import record
-from augment_core.identity import Principal
-from augment_core.reviews import ReviewConflict, ReviewItem, get_item, list_items
-from pipelines.operations import review_actions
-from pipelines.workflows.folder import WorkflowUnusable
+from augment_core.reviews import ReviewItem, get_item, list_items
+from serve_apps import review_decisions
 from serve_apps.api_v1.deps import SettingsDep, StoreDep, WorkflowsDep
 from serve_apps.api_v1.errors import JsonBodyRoute
 from serve_apps.api_v1.schemas import ReviewEdit, ReviewItemOut, ReviewPage
-from serve_apps.api_v1.workflows import calls_providers
 from serve_apps.gateway.api_auth import Operator, Viewer, get_gate
-from serve_apps.gateway.spend import SpendCapReached, open_spend, spending
+from serve_apps.refusal import ActionRefused
 
 router = APIRouter(prefix="/reviews", tags=["reviews"], route_class=JsonBodyRoute)
 # Ids the database's BIGINT holds: a larger one is a 422, not a database error.
@@ -64,21 +60,20 @@ def get_one(item_id: ItemId, _: Viewer, store: StoreDep) -> ReviewItemOut:
 @router.post("/{item_id}/accept", response_model=ReviewItemOut, responses=ACTION_RESPONSES)
 def accept(item_id: ItemId, caller: Operator, settings: SettingsDep, store: StoreDep) -> ReviewItemOut:
     """Keep the proposed value. Accepting again changes nothing."""
-    return _act(store, caller, "review.accept", item_id, lambda: review_actions.accept(settings, item_id, caller.user))
+    return _answer(lambda: review_decisions.accept(settings, store, caller, item_id))
 
 
 @router.post("/{item_id}/reject", response_model=ReviewItemOut, responses=ACTION_RESPONSES)
 def reject(item_id: ItemId, caller: Operator, settings: SettingsDep, store: StoreDep) -> ReviewItemOut:
     """Drop the proposed value: promote writes null there and keeps the record."""
-    return _act(store, caller, "review.reject", item_id, lambda: review_actions.reject(settings, item_id, caller.user))
+    return _answer(lambda: review_decisions.reject(settings, store, caller, item_id))
 
 
 @router.post("/{item_id}/edit", response_model=ReviewItemOut,
              responses={**ACTION_RESPONSES, 422: {"description": "The value does not fit the field's type"}})
 def edit(item_id: ItemId, body: ReviewEdit, caller: Operator, settings: SettingsDep, store: StoreDep) -> ReviewItemOut:
     """Keep this value instead of the proposal."""
-    return _act(store, caller, "review.edit", item_id,
-                lambda: review_actions.edit(settings, item_id, body.value, caller.user))
+    return _answer(lambda: review_decisions.edit(settings, store, caller, item_id, body.value))
 
 
 @router.post("/{item_id}/rerun", response_model=ReviewItemOut,
@@ -89,39 +84,14 @@ def rerun(item_id: ItemId, caller: Operator, request: Request, settings: Setting
           workflows: WorkflowsDep) -> ReviewItemOut:
     """Augment the record again now with the workflow; the result is the new proposal, pending.
     Its provider calls spend from the caller's daily cap, like an online augment."""
-    try:
-        workflow = get_item(store, item_id).workflow
-    except KeyError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
-    try:
-        paid = calls_providers(workflows.online(workflow))
-    except (KeyError, WorkflowUnusable, OSError):
-        paid = True  # the rerun itself says why the workflow cannot run (409)
-    try:
-        spend = open_spend(get_gate(request), caller, refuse_at_cap=paid)
-    except SpendCapReached as exc:
-        record(store, caller.label, "review.rerun", f"review item {item_id}", "refused", str(exc))
-        raise
-
-    def rerun_spending() -> ReviewItem:
-        with spending(spend):
-            return review_actions.rerun(settings, workflows, item_id)
-
-    return _act(store, caller, "review.rerun", item_id, rerun_spending)
+    return _answer(lambda: review_decisions.rerun(settings, store, get_gate(request), caller, workflows, item_id))
 
 
-def _act(store: StoreDep, caller: Principal, action: str, item_id: int, do: Callable[[], ReviewItem]) -> ReviewItemOut:
-    """Do a review action and write its audit entry, whatever the outcome."""
-    target = f"review item {item_id}"
+def _answer(do: Callable[[], ReviewItem]) -> ReviewItemOut:
     try:
-        item = do()
-    except KeyError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
-    except (ReviewConflict, review_actions.RerunFailed) as exc:
-        record(store, caller.label, action, target, "refused", str(exc))
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
-    except review_actions.InvalidValue as exc:
-        record(store, caller.label, action, target, "refused", str(exc))
-        raise RequestValidationError([{"type": "value_error", "loc": ("body", "value"), "msg": str(exc)}]) from None
-    record(store, caller.label, action, target, detail=f"now {item.state}")
-    return _out(item)
+        return _out(do())
+    except ActionRefused as exc:
+        if exc.status == status.HTTP_422_UNPROCESSABLE_ENTITY:  # as FastAPI words a body that does not fit
+            raise RequestValidationError([{"type": "value_error", "loc": ("body", "value"), "msg": exc.message}]) \
+                from None
+        raise HTTPException(exc.status, exc.message) from None

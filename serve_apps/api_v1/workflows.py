@@ -8,8 +8,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Request, status
 
-from pipelines.augmenters.inference_base import InferenceAugmenter
-from pipelines.engine.inprocess import InProcessEngine
 from pipelines.workflows.folder import WorkflowUnusable
 from serve_apps.api_v1.deps import WorkflowsDep
 from serve_apps.api_v1.errors import JsonBodyRoute
@@ -22,7 +20,7 @@ from serve_apps.api_v1.schemas import (
 )
 from serve_apps.gateway.api_auth import Operator, Viewer, get_gate
 from serve_apps.gateway.redact import sees_paths
-from serve_apps.gateway.spend import open_spend, spending
+from serve_apps.gateway.spend import calls_providers, open_spend, spending
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/workflows", tags=["workflows"], route_class=JsonBodyRoute)
@@ -85,6 +83,3 @@ def workflows_unreadable(exc: OSError) -> HTTPException:
     return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                          f"the workflows folder (AUGMENT_WORKFLOWS_DIR) {what}; the API's log has its path")
 
-
-def calls_providers(workflow: InProcessEngine) -> bool:
-    return any(isinstance(step, InferenceAugmenter) and step.calls_provider for step in workflow.chain)

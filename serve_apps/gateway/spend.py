@@ -21,6 +21,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from augment_core.identity import Principal
+from pipelines.augmenters.inference_base import InferenceAugmenter
+from pipelines.engine.inprocess import InProcessEngine
 from serve_apps.gateway.gate import Gate
 
 
@@ -117,3 +119,8 @@ def spending(spend: CallerSpend) -> Iterator[CallerSpend]:
         yield spend
     finally:
         _current.reset(token)
+
+
+def calls_providers(workflow: InProcessEngine) -> bool:
+    """Whether augmenting with `workflow` may call a provider (and so spend)."""
+    return any(isinstance(step, InferenceAugmenter) and step.calls_provider for step in workflow.chain)
