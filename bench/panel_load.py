@@ -13,7 +13,12 @@ the page is usable:
                    script from /augment/panels.json, visible
   runs panel       /augment/ui/runs/: the stored run's row of the runs table visible
   workflow editor  /augment/ui/workflows/: the sample workflow's row of the workflows table visible
+  review panel     /augment/ui/review/: the queue's counts and its first page, of 10,100 pending items
   admin panel      /augment/ui/admin/: the signed-in admin's row of the users table visible
+
+Then the review queue's page turn at 10,000 pending items: in an open review panel, from a click on
+"Next 50" until that page's range is shown, `--loads` times from the first page onwards, beside the
+same turn on a queue of 100 items.
 
 One warm-up load per page first (not counted), then `--loads` cold loads per page, round robin
 so drift falls on every page alike; beside each, a returning visit: a new page (a new Gradio
@@ -48,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from augment_core.identity import SESSION_COOKIE, Identity, Role  # noqa: E402
+from augment_core.reviews import insert_items  # noqa: E402
 from augment_core.settings import Settings  # noqa: E402
 from augment_core.store import open_store, utcnow  # noqa: E402
 from cluster import local  # noqa: E402
@@ -110,6 +116,17 @@ def stored_run(settings: Settings) -> str:
     return run_id
 
 
+QUEUE, SMALL = 10_000, 100  # pending review items of two datasets
+
+
+def seeded_queue(settings: Settings, items: int, dataset: str) -> None:
+    """`items` pending review items of one run, as a run's review step queues them."""
+    rows = [{"dataset": dataset, "version": 1, "record_uuid": uuid.uuid4().hex, "field": "industry",
+             "step": "profile", "reason": "output of step profile", "before": None, "after": f"value {n}",
+             "provenance": {"augmenter": "llm", "provider": "fake", "model": "fake-small"}} for n in range(items)]
+    insert_items(open_store(settings), f"bench-{dataset}", dataset, rows)
+
+
 def session_token(settings: Settings) -> tuple[str, str]:
     """A signed-in admin's (name, session cookie value), without the login page."""
     name = f"bench-{uuid.uuid4().hex[:6]}"
@@ -139,9 +156,36 @@ def pages(run_id: str, admin: str) -> dict[str, tuple[str, Callable[[Page], None
         row = page.locator("#users-table").get_by_role("row").filter(has_text=admin)
         row.locator("visible=true").first.wait_for(timeout=WAIT_MS)
 
+    def review(page: Page) -> None:
+        page.locator("#review-status").get_by_text(f"{QUEUE + SMALL:,} pending").wait_for(timeout=WAIT_MS)
+        page.locator("#review-queue").get_by_role("row").locator("visible=true").nth(1).wait_for(timeout=WAIT_MS)
+
     return {BASELINE: (f"{BASE}/login", static), "shell": (f"{BASE}/", shell),
             "runs panel": (f"{BASE}/ui/runs/", runs), "workflow editor": (f"{BASE}/ui/workflows/", workflows),
-            "admin panel": (f"{BASE}/ui/admin/", admin_panel)}
+            "review panel": (f"{BASE}/ui/review/", review), "admin panel": (f"{BASE}/ui/admin/", admin_panel)}
+
+
+def page_turns(token: str, dataset: str, total: int, turns: int) -> list[float]:
+    """Seconds from a click on "Next 50" to the next page's range shown, in the review panel
+    filtered to `dataset`."""
+    seconds = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = signed_in(browser, token).new_page()
+            page.goto(f"{BASE}/ui/review/", timeout=WAIT_MS)
+            page.locator("#filter-dataset input").fill(dataset)
+            page.get_by_role("option", name=dataset, exact=True).click()
+            status = page.locator("#review-status")
+            status.get_by_text(f"of {total:,}").first.wait_for(timeout=WAIT_MS)
+            for turn in range(1, turns + 1):
+                start = time.perf_counter()
+                page.locator("#queue-next").click()
+                status.get_by_text(f"items {turn * 50 + 1:,}–").wait_for(timeout=WAIT_MS)
+                seconds.append(time.perf_counter() - start)
+        finally:
+            browser.close()
+    return seconds
 
 
 def signed_in(browser: Any, token: str) -> Any:
@@ -216,6 +260,8 @@ def main() -> int:
             config = deploy.load_config(ROOT / "configs" / "serve.yaml", prefix=PREFIX, port=SERVE_PORT)
             deploy.deploy(CLUSTER.dashboard_url, config)
             run_id = stored_run(settings)
+            seeded_queue(settings, QUEUE, "bench_queue")
+            seeded_queue(settings, SMALL, "bench_small")
             admin, token = session_token(settings)
             print(f"ingress {settings.serve_ingress}; {args.loads} load(s) per page after one warm-up")
             cold, again = measure(admin, token, run_id, args.loads)
@@ -223,6 +269,13 @@ def main() -> int:
             report(cold)
             print("\nreturning visit (a new page and Gradio session; what the browser's cache kept)")
             report(again)
+            print(f"\nreview queue: a page turn (\"Next 50\"), {args.loads} turn(s) each")
+            small = page_turns(token, "bench_small", SMALL, 1)  # its one turn
+            large = page_turns(token, "bench_queue", QUEUE, args.loads)
+            print(f"{'queue':<24} {'median s':>9} {'min':>7} {'max':>7}")
+            for name, seconds in ((f"{QUEUE:,} items", large), (f"{SMALL} items", small)):
+                print(f"{name:<24} {statistics.median(seconds):9.3f} {min(seconds):7.3f} {max(seconds):7.3f}")
+            print(f"ratio {statistics.median(large) / statistics.median(small):.2f}x")
         finally:
             stop_cluster(head)
     return 0

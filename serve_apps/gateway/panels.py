@@ -120,6 +120,7 @@ class PanelApp:
     title: ClassVar[str]
     role: ClassVar[Role] = Role.viewer
     views: ClassVar[dict[str, str]] = {}  # what the shell may link to (PanelManifest.views)
+    head: ClassVar[str] = ""  # more for the page's <head> (styles, keyboard shortcuts)
 
     def __init__(self, args: PanelArgs) -> None:
         self.args = args
@@ -149,7 +150,7 @@ class PanelApp:
         ).model_dump(mode="json")
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        app = mount_panel(self.blocks(), self.settings, self.args.prefix, self.least_role)
+        app = mount_panel(self.blocks(), self.settings, self.args.prefix, self.least_role, head=self.head)
         # Outermost: which replica answered (sessions stick to one; see cluster/local.py).
         app.add_middleware(NameReplica, replica=serve.get_replica_context().replica_id.unique_id)
         return app

@@ -67,7 +67,7 @@ def test_the_shell_finds_the_panels_at_run_time_for_the_users_role(
         runs = panels_of(http, base_url)["runs"]
         assert runs["title"] == "Runs" and runs["url"] == f"{PREFIX}/ui/runs" and runs["available"], runs
         assert http.get(f"{ORIGIN}{runs['url']}/").status_code == 200
-        assert set(panels_of(http, base_url)) == {"runs", "workflows"}  # the API and the shell are no panels
+        assert set(panels_of(http, base_url)) == {"runs", "workflows", "review"}  # no API, shell or admin panel
 
 
 def test_sessions_stick_to_one_of_a_panels_two_replicas(
@@ -512,3 +512,103 @@ def test_an_admin_makes_a_user_and_a_key_in_the_panel_that_the_api_takes_until_i
     actions = [(e.actor, e.action, e.target, e.outcome) for e in list_entries(open_store(settings), actor=admin)]
     assert actions[:2] == [(f"{admin} (session)", "key.revoke", prefix, "ok"),
                            (f"{admin} (session)", "key.create", prefix, "ok")]
+
+
+def test_a_queue_from_a_real_llm_run_is_reviewed_in_the_panel_and_promoted(
+        base_url: str, workflows_dir: Path, signed_in: dict[str, str], settings: Settings, fake: Any,
+        tmp_path: Path) -> None:
+    """The review panel's main task end to end on the items of a real `llm` run: an item accepted
+    with the keyboard, an edit of the wrong type refused and a right one kept, one rejected, one
+    rerun (a new proposal), the rest accepted in bulk after a confirmation with the count; a second
+    reviewer refused with who decided (gradio_client); promote writes the decisions."""
+    import pyarrow.parquet as pq
+    from gradio_client import Client
+    from playwright.sync_api import expect, sync_playwright
+
+    from augment_core.reviews import get_item, list_items
+    from tests.integration.conftest import run_spec
+    from tests.integration.test_inference_runs import llm_step, provider, rows, write_csv, write_spec
+
+    name = f"reviewed_{uuid.uuid4().hex[:8]}"
+    data = write_csv(tmp_path / "orgs.csv", rows(3, name))
+    spec = write_spec(workflows_dir, name, data, {"fake": provider(fake.base_url, f"acct_{name}")},
+                      [llm_step("profile", f"Profile ({name}).")], review={"rules": [{"step": "profile"}]})
+    run = run_spec(settings, spec)
+    assert run.status == "succeeded", run.error
+    items, total = list_items(open_store(settings), run_id=run.id, limit=100)
+    assert total == 9  # industry, pitch and b2b of 3 records
+    first, flag = items[0], next(i for i in items if i.field == "b2b" and i.id != items[0].id)
+    dropped = next(i for i in items if i.field == "industry" and i.id != first.id)
+    again = next(i for i in items if i.field == "pitch" and i.id != first.id)
+    token, csrf = session_of(settings, signed_in)
+
+    def open_item(page: Any, item_id: int) -> None:
+        table = page.locator("#review-queue")
+        table.get_by_role("row").locator("visible=true").get_by_text(str(item_id), exact=True).first.click()
+        expect(page.locator("#review-item")).to_contain_text(f"Item {item_id} ·", timeout=30_000)
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = signed_in_context(browser, token).new_page()
+            page.goto(f"{base_url}/ui/review/")
+            page.locator("#filter-dataset input").fill(name)
+            page.get_by_role("option", name=name, exact=True).click()
+            status = page.locator("#review-status")
+            expect(status).to_contain_text("9 pending · 0 accepted", timeout=30_000)
+            page.locator("#review-next").click()
+            expect(page.locator("#review-item")).to_contain_text(f"Item {first.id} · pending", timeout=30_000)
+            expect(page.locator("#review-diff")).to_contain_text("Proposed")
+            shoot(page, "review-item")
+            page.locator("#review-item").click()  # out of any field: the shortcuts act
+            page.keyboard.press("a")
+            expect(page.locator("#review-outcome")).to_contain_text(f"Item {first.id} accepted", timeout=30_000)
+            expect(status).to_contain_text("8 pending · 1 accepted", timeout=30_000)
+
+            open_item(page, flag.id)
+            value = page.locator("#review-value").get_by_role("textbox")
+            value.fill("maybe")
+            page.locator("#review-edit").click()
+            expect(page.locator("#review-outcome")).to_contain_text("b2b is bool: expected true or false, got 'maybe'")
+            expect(value).to_have_value("maybe")  # kept as typed, to fix
+            shoot(page, "review-edit-refused")
+            value.fill("true")
+            page.locator("#review-edit").click()
+            expect(page.locator("#review-outcome")).to_contain_text(f"Item {flag.id} edited")
+
+            open_item(page, dropped.id)
+            page.locator("#review-item").click()
+            page.keyboard.press("r")
+            expect(page.locator("#review-outcome")).to_contain_text(f"Item {dropped.id} rejected", timeout=30_000)
+
+            open_item(page, again.id)
+            page.locator("#review-rerun").click()
+            expect(page.locator("#review-outcome")).to_contain_text(f"Item {again.id} rerun: the new proposal is",
+                                                                    timeout=60_000)
+            page.locator("#bulk-accept").click()
+            expect(page.locator("#bulk-confirm")).to_contain_text("Accept all 6 pending item(s)")
+            page.locator("#bulk-confirm-yes").click()
+            expect(page.locator("#review-outcome")).to_contain_text("✓ 6 item(s) accepted", timeout=60_000)
+            expect(status).to_contain_text("0 pending · 7 accepted · 1 edited · 1 rejected", timeout=30_000)
+
+            reviewer = f"rev-{uuid.uuid4().hex[:6]}"  # a second reviewer, a moment later
+            Identity(open_store(settings)).create_user(reviewer, Role.operator, None)
+            other_token, other_csrf = session_of(settings, {"username": reviewer})
+            client = Client(f"{base_url}/ui/review/", verbose=False, download_files=False,
+                            headers={"Cookie": f"{SESSION_COOKIE}={other_token}", "X-CSRF-Token": other_csrf,
+                                     "Origin": ORIGIN})
+            refused, _, _ = client.predict(dropped.id, "", "any", name, "any", "any", "any", "any",  # dataset typed
+                                        api_name="/accept_item")
+            assert f"already rejected by {signed_in['username']} at " in refused, refused
+            assert get_item(open_store(settings), dropped.id).state == "rejected"
+
+            page.locator("#review-promote").click()
+            expect(page.locator("#review-outcome")).to_contain_text("promoted to v2", timeout=60_000)
+            shoot(page, "review-promoted")
+        finally:
+            browser.close()
+
+    promoted = open_store(settings).get_dataset_version(name, 2)
+    out = {r["record_uuid"]: r for r in pq.read_table(promoted.path).to_pylist()}
+    assert out[flag.record_uuid]["b2b"] is True and out[dropped.record_uuid]["industry"] is None
+    assert out[first.record_uuid][first.field] == first.after
