@@ -257,6 +257,15 @@ def audit_view(access: AdminAccess, actor: str | None, action: str | None, since
 
 
 # the page -------------------------------------------------------------------------------------
+def confirm_row(yes: str, name: str) -> tuple[gr.Row, gr.Markdown, gr.Button, gr.Button]:
+    """A hidden row that asks before a change: (the row, its question, yes, no); ids `<name>-confirm…`."""
+    with gr.Row(visible=False, elem_id=f"{name}-confirm") as row:
+        question = gr.Markdown("")
+        agreed = gr.Button(yes, variant="stop", scale=0, elem_id=f"{name}-confirm-yes")
+        refused = gr.Button("No", scale=0, elem_id=f"{name}-confirm-no")
+    return row, question, agreed, refused
+
+
 def build_admin_panel(access: AdminAccess) -> gr.Blocks:
     """The panel's Blocks: three tabs, each read when the page loads."""
     with gr.Blocks(title="augment · admin") as panel:
@@ -285,10 +294,7 @@ def build_admin_panel(access: AdminAccess) -> gr.Blocks:
                         set_role_button = gr.Button("Set role", scale=0, elem_id="user-set-role")
                         disable_button = gr.Button("Disable…", variant="stop", scale=0, elem_id="user-disable")
                         enable_button = gr.Button("Enable", scale=0, elem_id="user-enable")
-                with gr.Row(visible=False, elem_id="user-confirm") as user_confirm:
-                    user_question = gr.Markdown("")
-                    user_yes = gr.Button("Yes, disable", variant="stop", scale=0, elem_id="user-confirm-yes")
-                    user_no = gr.Button("No", scale=0, elem_id="user-confirm-no")
+                user_confirm, user_question, user_yes, user_no = confirm_row("Yes, disable", "user")
                 user_pending = gr.State(None)
                 user_outcome = gr.Markdown("", elem_id="user-outcome")
             with gr.Tab("API keys", id="keys", elem_id="tab-keys"):
@@ -316,10 +322,7 @@ def build_admin_panel(access: AdminAccess) -> gr.Blocks:
                     revoke_choice = gr.Dropdown(label="Active key", choices=[], value=None, elem_id="revoke-choice",
                                                 scale=3)
                     revoke_button = gr.Button("Revoke…", variant="stop", scale=0, elem_id="key-revoke")
-                with gr.Row(visible=False, elem_id="key-confirm") as key_confirm:
-                    key_question = gr.Markdown("")
-                    key_yes = gr.Button("Yes, revoke", variant="stop", scale=0, elem_id="key-confirm-yes")
-                    key_no = gr.Button("No", scale=0, elem_id="key-confirm-no")
+                key_confirm, key_question, key_yes, key_no = confirm_row("Yes, revoke", "key")
                 key_pending = gr.State(None)
                 revoke_outcome = gr.Markdown("", elem_id="revoke-outcome")
             with gr.Tab("Audit log", id="audit", elem_id="tab-audit") as audit_tab:

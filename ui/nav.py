@@ -37,8 +37,11 @@ _STYLE = """<style>
 #panels .card .reason{color:#b91c1c}
 </style>"""
 
+# A Gradio page runs its head's scripts twice (the <head>, then again from its config): once only.
 _SCRIPT = """<script>
 (() => {
+  if (window.augmentNav) return;
+  window.augmentNav = true;
   const prefix = %(prefix)s, navId = %(nav_id)s, refreshMs = %(refresh_ms)s;
   const el = (tag, attrs, text) => {
     const node = document.createElement(tag);

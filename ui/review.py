@@ -32,14 +32,18 @@ PROVENANCE_KEYS = ["augmenter", "step", "provider", "account", "model", "templat
                    "attempts", "run_id"]
 NOTHING_CHOSEN = "Choose an item: click a row of the queue, or press **Next pending** (n)."
 # Shortcuts on the page: a accept, r reject, n next pending; never while typing in a field.
+# Gradio runs a head's scripts twice (the page's <head>, then again from its config): once only.
 SHORTCUTS = """<script>
-document.addEventListener("keydown", (event) => {
-  const typing = event.target.closest("input, textarea, select, [contenteditable=true]");
-  if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
-  const button = {a: "review-accept", r: "review-reject", n: "review-next"}[event.key];
-  const found = button && document.getElementById(button);
-  if (found) { event.preventDefault(); found.click(); }
-});
+if (!window.augmentReviewKeys) {
+  window.augmentReviewKeys = true;
+  document.addEventListener("keydown", (event) => {
+    const typing = event.target.closest("input, textarea, select, [contenteditable=true]");
+    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+    const button = {a: "review-accept", r: "review-reject", n: "review-next"}[event.key];
+    const found = button && document.getElementById(button);
+    if (found) { event.preventDefault(); found.click(); }
+  });
+}
 </script>"""
 
 
@@ -264,7 +268,7 @@ def promote_view(access: ReviewAccess, caller: str, dataset: str | None) -> str:
         written = access.promote(caller, str(dataset))
     except Exception as exc:
         return f"⚠️ **{dataset} was not promoted**: {getattr(exc, 'message', None) or exc}"
-    return f"✓ {written} [Open the dataset]({access.dataset_url(str(dataset))})"
+    return f"✓ {written} [Open it in the data dashboard]({access.dataset_url(str(dataset))})"
 
 
 HEAD = SHORTCUTS + """<style>

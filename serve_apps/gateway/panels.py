@@ -34,8 +34,11 @@ ROUTE = r"^(/[A-Za-z0-9._~-]+)+$"
 ROUTE_OR_EMPTY = r"^(/[A-Za-z0-9._~-]+)*$"
 VERSION = "0.1.0"  # the package's; a panel's deploy time (from Serve) tells redeploys apart
 
+# Gradio runs a head's scripts twice (in the page's <head>, then again from its config): wrap once.
 _SCRIPT = """<script>
 (() => {
+  if (window.augmentCsrf) return;
+  window.augmentCsrf = true;
   const header = %(header)s, sessionUrl = %(session)s, safe = new Set(%(safe)s);
   const send = window.fetch.bind(window);
   let token = null;
