@@ -9,6 +9,7 @@ pending with a fresh proposal.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -154,6 +155,30 @@ def matching_ids(store: MetadataStore, *, state: str = "pending", dataset: str |
     with store.engine.connect() as conn:
         return [int(i) for i in conn.execute(sa.select(table.c.id).where(*where).order_by(table.c.id).limit(limit))
                 .scalars()]
+
+
+def decisions_by_field(store: MetadataStore, dataset: str, max_version: int) -> dict[str, dict[str, int]]:
+    """Field -> how many of the dataset's items (proposed up to `max_version`) are in each state."""
+    table = review_items_table
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.field, table.c.state, sa.func.count())
+                            .where(table.c.dataset == dataset, table.c.version <= max_version)
+                            .group_by(table.c.field, table.c.state)).all()
+    found: dict[str, dict[str, int]] = {}
+    for name, state, n in rows:
+        found.setdefault(str(name), dict.fromkeys(REVIEW_STATES, 0))[str(state)] = int(n)
+    return found
+
+
+def decided_per_day(store: MetadataStore, days: int = 30) -> list[tuple[str, str, int]]:
+    """(UTC day, state, items decided that day) over the last `days` days, oldest first."""
+    table = review_items_table
+    since = utcnow() - dt.timedelta(days=days)
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.decided_at, table.c.state)
+                            .where(table.c.decided_at.is_not(None), table.c.decided_at >= since)).all()
+    counts = Counter((aware(at).strftime("%Y-%m-%d"), str(state)) for at, state in rows)  # type: ignore[union-attr]
+    return sorted((day, state, n) for (day, state), n in counts.items())
 
 
 def get_item(store: MetadataStore, item_id: int) -> ReviewItem:

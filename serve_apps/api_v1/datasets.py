@@ -1,15 +1,19 @@
-"""/v1/datasets: catalogued dataset versions, and what changed between two of them."""
+"""/v1/datasets: catalogued dataset versions, what changed between two of them, and a version (or a
+filtered slice of it) downloaded as CSV or Parquet, streamed."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi.responses import StreamingResponse
 
 from augment_core.identity import Principal
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
 from pipelines.operations.diff import as_json, diff_versions
+from pipelines.operations.version_records import Format, export
 from serve_apps.api_v1.deps import SettingsDep, StoreDep
 from serve_apps.api_v1.schemas import DatasetVersionOut
 from serve_apps.gateway.api_auth import Viewer
@@ -59,3 +63,33 @@ def diff(
     result = diff_versions(StoragePaths(settings), dataset, (v1, before.path), (v2, after.path),
                            limit=limit, with_provenance=with_provenance)
     return as_json(result)
+
+
+MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+
+
+@router.get("/{dataset}/versions/{version}/download", response_class=StreamingResponse,
+            responses={200: {"content": {MEDIA_TYPES["csv"]: {}, MEDIA_TYPES["parquet"]: {}},
+                             "description": "The version's records as one file, streamed"},
+                       404: {"description": "No such dataset, version or column"}})
+def download(
+    dataset: DatasetName,
+    version: Annotated[int, Path(ge=1, le=MAX_VERSION)],
+    _: Viewer,
+    settings: SettingsDep,
+    store: StoreDep,
+    format: Annotated[Format, Query(description="csv (formula-like text escaped) or parquet")] = "csv",  # noqa: A002
+    column: Annotated[str | None, Query(max_length=200, description="Only rows whose column, as text, equals "
+                                                                    "`value`.")] = None,
+    value: Annotated[str | None, Query(max_length=10_000, description="What `column` must equal.")] = None,
+) -> StreamingResponse:
+    """A version, or the slice a filter keeps, as one CSV or Parquet file written batch by batch."""
+    try:
+        found = store.get_dataset_version(dataset, version)
+        chunks = export(StoragePaths(settings), found.path, format, column, value)
+    except KeyError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc.args[0])) from None
+    part = f"-{column}" if column else ""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{dataset}-v{version}{part}.{format}")
+    return StreamingResponse(chunks, media_type=MEDIA_TYPES[format],
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
