@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlencode
 
 import gradio as gr
 from pydantic import Field
@@ -102,7 +103,7 @@ def review_access(settings: Settings, workflows: WorkflowFolder, gate: Gate, pre
         reject=lambda user, item_id: review_decisions.reject(settings, store(), caller(user), item_id),
         edit=lambda user, item_id, text: review_decisions.edit_text(settings, store(), caller(user), item_id, text),
         rerun=lambda user, item_id: review_decisions.rerun(settings, store(), gate, caller(user), workflows, item_id),
-        bulk=bulk, promote=promoted, dataset_url=lambda dataset: f"{prefix}/api/v1/datasets/{dataset}",
+        bulk=bulk, promote=promoted, dataset_url=lambda dataset: f"{prefix}/ui/data/?{urlencode({'dataset': dataset})}",
     )
 
 

@@ -54,7 +54,7 @@ def serve_config(workflows_dir: Path) -> dict[str, Any]:
     for app in config["applications"]:
         if app["name"] in ("api", "workflows", "review"):  # the API serves the folder the editor edits
             app["args"] = {**(app.get("args") or {}), "workflows_dir": str(workflows_dir)}
-        if app["name"] in ("review", "admin"):  # 2 cores: the runs panel is the one tested at 2 replicas
+        if app["name"] in ("review", "data", "admin"):  # 2 cores: the runs panel is tested at 2 replicas
             app["deployments"][0]["num_replicas"] = 1
     return config
 
@@ -64,7 +64,8 @@ def base_url(ray_cluster, serve_config: dict[str, Any]) -> Iterator[str]:
     urls = deploy.deploy(DASHBOARD, serve_config)
     base = f"http://127.0.0.1:{TEST_SERVE_PORT}{PREFIX}"
     assert urls == {"api": f"{base}/api", "runs": f"{base}/ui/runs", "workflows": f"{base}/ui/workflows",
-                    "review": f"{base}/ui/review", "admin": f"{base}/ui/admin", "shell": base}
+                    "review": f"{base}/ui/review", "data": f"{base}/ui/data", "admin": f"{base}/ui/admin",
+                    "shell": base}
     yield base
     deploy.stop(DASHBOARD)
 

@@ -8,6 +8,7 @@ import copy
 import datetime as dt
 import os
 import re
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -67,7 +68,7 @@ def test_the_shell_finds_the_panels_at_run_time_for_the_users_role(
         runs = panels_of(http, base_url)["runs"]
         assert runs["title"] == "Runs" and runs["url"] == f"{PREFIX}/ui/runs" and runs["available"], runs
         assert http.get(f"{ORIGIN}{runs['url']}/").status_code == 200
-        assert set(panels_of(http, base_url)) == {"runs", "workflows", "review"}  # no API, shell or admin panel
+        assert set(panels_of(http, base_url)) == {"runs", "workflows", "review", "data"}  # no API, shell or admin
 
 
 def test_sessions_stick_to_one_of_a_panels_two_replicas(
@@ -236,13 +237,19 @@ def test_panels_come_and_go_without_touching_the_shell_or_the_others(
             expect(nav).to_contain_text("Runs", timeout=30_000)
             redeploy(extra)
             try:
-                expect(nav).to_contain_text("Spare runs", timeout=60_000)  # no reload: the bar follows
-                expect(shell.locator("#panels")).to_contain_text("Spare runs")
-                expect(nav).not_to_contain_text("Vault")
                 with httpx.Client(timeout=60) as http:
                     sign_in(http, base_url, {"username": admin, "password": "a long password"})
-                    assert panels_of(http, base_url)["vault"]["available"]
+                    deadline = time.monotonic() + 90  # both up, their replicas answering their manifests
+                    while not all(panels_of(http, base_url).get(name, {}).get("available")
+                                  for name in ("spare", "vault")) and time.monotonic() < deadline:
+                        time.sleep(1)
+                    found = panels_of(http, base_url)
+                    assert found["vault"]["available"] and found["spare"]["available"], found
                     assert http.get(f"{base_url}/ui/vault/").status_code == 200
+                expect(nav).to_contain_text("Spare runs", timeout=60_000)  # no reload: the bar follows
+                expect(nav).not_to_contain_text("Spare runs (unavailable)", timeout=60_000)
+                expect(shell.locator("#panels")).to_contain_text("Spare runs")
+                expect(nav).not_to_contain_text("Vault")
                 shoot(shell, "shell")
             finally:
                 redeploy(serve_config)  # the session's applications only: spare and vault removed
@@ -438,8 +445,6 @@ def test_an_admin_makes_a_user_and_a_key_in_the_panel_that_the_api_takes_until_i
     key made for them and shown once, the API answering it, the key revoked in the panel and the
     API refusing it (401), all of it in the audit tab; gradio_client sees the panel's endpoints,
     and an operator does not get in."""
-    import time
-
     from gradio_client import Client
     from playwright.sync_api import expect, sync_playwright
 
@@ -521,18 +526,28 @@ def test_a_queue_from_a_real_llm_run_is_reviewed_in_the_panel_and_promoted(
     with the keyboard, an edit of the wrong type refused and a right one kept, one rejected, one
     rerun (a new proposal), the rest accepted in bulk after a confirmation with the count; a second
     reviewer refused with who decided (gradio_client); promote writes the decisions."""
+    from tests.integration.test_inference_runs import llm_step, provider, rows, write_csv, write_spec
+
+    name = f"reviewed_{uuid.uuid4().hex[:8]}"
+    data = write_csv(tmp_path / "orgs.csv", rows(3, name))
+    # In the session's workflows folder, which the review panel reruns with; removed at the end,
+    # since other tests list that folder.
+    spec = write_spec(workflows_dir, name, data, {"fake": provider(fake.base_url, f"acct_{name}")},
+                      [llm_step("profile", f"Profile ({name}).")], review={"rules": [{"step": "profile"}]})
+    try:
+        review_and_promote(base_url, settings, signed_in, spec, name)
+    finally:
+        spec.unlink(missing_ok=True)
+
+
+def review_and_promote(base_url: str, settings: Settings, signed_in: dict[str, str], spec: Path, name: str) -> None:
     import pyarrow.parquet as pq
     from gradio_client import Client
     from playwright.sync_api import expect, sync_playwright
 
     from augment_core.reviews import get_item, list_items
     from tests.integration.conftest import run_spec
-    from tests.integration.test_inference_runs import llm_step, provider, rows, write_csv, write_spec
 
-    name = f"reviewed_{uuid.uuid4().hex[:8]}"
-    data = write_csv(tmp_path / "orgs.csv", rows(3, name))
-    spec = write_spec(workflows_dir, name, data, {"fake": provider(fake.base_url, f"acct_{name}")},
-                      [llm_step("profile", f"Profile ({name}).")], review={"rules": [{"step": "profile"}]})
     run = run_spec(settings, spec)
     assert run.status == "succeeded", run.error
     items, total = list_items(open_store(settings), run_id=run.id, limit=100)
@@ -605,6 +620,31 @@ def test_a_queue_from_a_real_llm_run_is_reviewed_in_the_panel_and_promoted(
             page.locator("#review-promote").click()
             expect(page.locator("#review-outcome")).to_contain_text("promoted to v2", timeout=60_000)
             shoot(page, "review-promoted")
+
+            # The decisions, in the promoted version, in the data dashboard (the outcome's link).
+            link = page.locator("#review-outcome a", has_text="data dashboard")
+            assert link.get_attribute("href") == f"{PREFIX}/ui/data/?dataset={name}"
+            page.goto(f"{base_url}/ui/data/?dataset={name}&version=2")
+            expect(page.locator("#overview-status")).to_contain_text(f"{name} v2: 3 rows", timeout=30_000)
+            decisions = page.locator("#overview-review")
+            for field in ("industry", "pitch", "b2b"):
+                expect(decisions).to_contain_text(field)
+            expect(page.locator("#overview-steps")).to_contain_text("profile")
+            shoot(page, "data-overview")
+            page.get_by_role("tab", name="Diff").click()
+            page.locator("#diff-compare").click()
+            expect(page.locator("#diff-summary")).to_contain_text("v1 → v2", timeout=30_000)
+            expect(page.locator("#diff-summary")).to_contain_text("industry")  # the rejected value, dropped
+            shoot(page, "data-diff")
+            page.get_by_role("tab", name="Activity").click()
+            expect(page.locator("#activity-status")).to_contain_text("review decision(s) in 30 days", timeout=30_000)
+            shoot(page, "data-activity")
+            page.get_by_role("tab", name="Records").click()
+            download = page.locator("#records-downloads a", has_text="CSV").first
+            expect(download).to_be_visible(timeout=30_000)
+            answer = page.request.get(f"{ORIGIN}{download.get_attribute('href')}")
+            assert answer.status == 200 and '"org_id","name"' in answer.text().splitlines()[0]
+            assert len(answer.text().splitlines()) == 4  # the header and 3 records
         finally:
             browser.close()
 

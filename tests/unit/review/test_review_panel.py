@@ -135,7 +135,7 @@ def test_bulk_decisions_state_the_count_first_and_promote_applies_them(
     promoted = promote_view(panel, users["ana"], spec.sink.dataset)
     assert f"v{out['version']} promoted to **v{out['version'] + 1}**" in promoted
     assert "2 decision(s) applied, 1 rejected value(s) dropped" in promoted
-    assert promoted.endswith(f"(/augment/api/v1/datasets/{spec.sink.dataset})")
+    assert promoted.endswith(f"[Open it in the data dashboard](/augment/ui/data/?dataset={spec.sink.dataset})")
     assert [e.action for e in list_entries(open_store(settings), actor=users["ana"], action="dataset.promote")] == [
         "dataset.promote", "dataset.promote"]  # the refused one too
 

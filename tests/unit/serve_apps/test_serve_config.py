@@ -22,14 +22,16 @@ def routes(config: dict) -> dict[str, str]:
     ("prefix", "expected"),
     [
         (None, {"api": "/api", "runs": "/ui/runs", "workflows": "/ui/workflows", "review": "/ui/review",
-                "admin": "/ui/admin",
+                "data": "/ui/data", "admin": "/ui/admin",
                 "shell": "/"}),
         ("/augment", {"api": "/augment/api", "runs": "/augment/ui/runs", "workflows": "/augment/ui/workflows",
-                      "review": "/augment/ui/review", "admin": "/augment/ui/admin", "shell": "/augment"}),
+                      "review": "/augment/ui/review", "data": "/augment/ui/data", "admin": "/augment/ui/admin",
+                      "shell": "/augment"}),
         ("augment/", {"api": "/augment/api", "runs": "/augment/ui/runs", "workflows": "/augment/ui/workflows",
-                      "review": "/augment/ui/review", "admin": "/augment/ui/admin", "shell": "/augment"}),
+                      "review": "/augment/ui/review", "data": "/augment/ui/data", "admin": "/augment/ui/admin",
+                      "shell": "/augment"}),
         ("/", {"api": "/api", "runs": "/ui/runs", "workflows": "/ui/workflows", "review": "/ui/review",
-                "admin": "/ui/admin", "shell": "/"}),
+                "data": "/ui/data", "admin": "/ui/admin", "shell": "/"}),
     ],
 )
 def test_every_route_goes_under_the_prefix(prefix: str | None, expected: dict[str, str]) -> None:
@@ -108,7 +110,7 @@ def test_under_rays_python_proxy_panels_keep_one_replica() -> None:
     """Only HAProxy hashes the session cookie onto a replica; the API and the shell keep no Gradio state."""
     config = deploy.load_config(SERVE_YAML)
     before = {app["name"]: app["deployments"][0].copy() for app in config["applications"]}
-    assert deploy.single_replica_panels(config) == ["runs", "workflows", "review", "admin"]
+    assert deploy.single_replica_panels(config) == ["runs", "workflows", "review", "data", "admin"]
     after = {app["name"]: app["deployments"][0] for app in config["applications"]}
     assert after["runs"]["num_replicas"] == after["workflows"]["num_replicas"] == after["admin"]["num_replicas"] == 1
     assert after["api"] == before["api"] and after["shell"] == before["shell"]
