@@ -23,6 +23,9 @@ MAX_TRACKED = 10_000  # distinct values counted per column; beyond, top values a
 TOP = 5
 BINS = 10
 BATCH_ROWS = 65_536
+# By default the scanner reads 4 files and 16 batches ahead, decoding on every core: memory then
+# grows with the version. One batch at a time keeps it near one row group's worth.
+READ_AHEAD = {"batch_readahead": 1, "fragment_readahead": 1, "use_threads": False}
 STATUS_SUFFIX = "_status"
 STATES = ("ok", "error", "skipped")
 
@@ -101,7 +104,7 @@ def profile_version(paths: StoragePaths, path: str, batch_rows: int = BATCH_ROWS
     data = pads.dataset(where, filesystem=fs, format="parquet")
     tallies = [_Tally(f.name, f.type) for f in data.schema]
     rows = 0
-    for batch in data.to_batches(batch_size=batch_rows):
+    for batch in data.to_batches(batch_size=batch_rows, **READ_AHEAD):
         rows += batch.num_rows
         for index, tally in enumerate(tallies):
             tally.add(batch.column(index))
@@ -110,7 +113,7 @@ def profile_version(paths: StoragePaths, path: str, batch_rows: int = BATCH_ROWS
     if numbers:
         edges = {c.name: _edges(c.minimum or 0.0, c.maximum or 0.0) for c in numbers}
         counts = {c.name: np.zeros(BINS, dtype=np.int64) for c in numbers}
-        for batch in data.to_batches(columns=[c.name for c in numbers], batch_size=batch_rows):
+        for batch in data.to_batches(columns=[c.name for c in numbers], batch_size=batch_rows, **READ_AHEAD):
             for c in numbers:
                 values = batch.column(c.name).drop_null().to_numpy(zero_copy_only=False).astype(float)
                 counts[c.name] += np.histogram(values, bins=edges[c.name])[0]

@@ -21,6 +21,7 @@ from pipelines.io.parquet import formulas_escaped
 from pipelines.review.values import to_json
 
 BATCH_ROWS = 65_536
+READ_AHEAD = {"batch_readahead": 1, "fragment_readahead": 1}  # the scanner's defaults hold 4 files in memory
 Format = Literal["csv", "parquet"]
 
 
@@ -49,7 +50,7 @@ def read_page(paths: StoragePaths, path: str, columns: list[str] | None, column:
     total = data.count_rows(filter=wanted)
     rows: list[dict[str, Any]] = []
     skipped = 0
-    for batch in data.to_batches(columns=columns or None, filter=wanted, batch_size=BATCH_ROWS):
+    for batch in data.to_batches(columns=columns or None, filter=wanted, batch_size=BATCH_ROWS, **READ_AHEAD):
         if skipped + batch.num_rows <= offset:
             skipped += batch.num_rows
             continue
@@ -107,7 +108,7 @@ def _chunks(data: pads.Dataset, fmt: Format, wanted: pads.Expression | None) -> 
     writer: pacsv.CSVWriter | pq.ParquetWriter = (
         pacsv.CSVWriter(sink, data.schema) if fmt == "csv" else pq.ParquetWriter(sink, data.schema))
     try:
-        for batch in data.to_batches(filter=wanted, batch_size=BATCH_ROWS):
+        for batch in data.to_batches(filter=wanted, batch_size=BATCH_ROWS, **READ_AHEAD):
             writer.write_batch(formulas_escaped(batch) if fmt == "csv" else batch)
             if chunk := spool.take():
                 yield chunk
