@@ -21,7 +21,7 @@ from pipelines.io.parquet import formulas_escaped
 from pipelines.review.values import to_json
 
 BATCH_ROWS = 65_536
-READ_AHEAD = {"batch_readahead": 1, "fragment_readahead": 1}  # the scanner's defaults hold 4 files in memory
+READ_AHEAD = {"batch_readahead": 1, "fragment_readahead": 1, "use_threads": False}  # see version_profile
 Format = Literal["csv", "parquet"]
 
 
