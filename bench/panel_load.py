@@ -14,6 +14,8 @@ the page is usable:
   runs panel       /augment/ui/runs/: the stored run's row of the runs table visible
   workflow editor  /augment/ui/workflows/: the sample workflow's row of the workflows table visible
   review panel     /augment/ui/review/: the queue's counts and its first page, of 10,100 pending items
+  data dashboard   /augment/ui/data/: the overview of a 100,000-row version (read on the first load of
+                   each replica, then kept)
   admin panel      /augment/ui/admin/: the signed-in admin's row of the users table visible
 
 Then the review queue's page turn at 10,000 pending items: in an open review panel, from a click on
@@ -47,6 +49,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from playwright.sync_api import Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from augment_core.identity import SESSION_COOKIE, Identity, Role  # noqa: E402
 from augment_core.reviews import insert_items  # noqa: E402
 from augment_core.settings import Settings  # noqa: E402
+from augment_core.storage import StoragePaths  # noqa: E402
 from augment_core.store import open_store, utcnow  # noqa: E402
 from cluster import local  # noqa: E402
 from serve_apps import deploy  # noqa: E402
@@ -127,6 +132,19 @@ def seeded_queue(settings: Settings, items: int, dataset: str) -> None:
     insert_items(open_store(settings), f"bench-{dataset}", dataset, rows)
 
 
+def stored_version(settings: Settings, rows: int = 100_000) -> str:
+    """A catalogued version of `rows` records, as a run leaves one."""
+    dataset, store = "bench_orgs", open_store(settings)
+    path = Path(StoragePaths(settings).dataset_run(dataset, "bench-run"))
+    path.mkdir(parents=True)
+    table = pa.table({"record_uuid": [f"{i:032x}" for i in range(rows)], "name": [f"Company {i}" for i in range(rows)],
+                      "employees": list(range(1, rows + 1)), "profile_status": ["ok"] * rows})
+    pq.write_table(table, path / "part-0.parquet")
+    store.add_dataset_version(dataset, store.next_dataset_version(dataset), str(path),
+                              {f.name: str(f.type) for f in table.schema}, rows, "bench-run")
+    return dataset
+
+
 def session_token(settings: Settings) -> tuple[str, str]:
     """A signed-in admin's (name, session cookie value), without the login page."""
     name = f"bench-{uuid.uuid4().hex[:6]}"
@@ -160,9 +178,13 @@ def pages(run_id: str, admin: str) -> dict[str, tuple[str, Callable[[Page], None
         page.locator("#review-status").get_by_text(f"{QUEUE + SMALL:,} pending").wait_for(timeout=WAIT_MS)
         page.locator("#review-queue").get_by_role("row").locator("visible=true").nth(1).wait_for(timeout=WAIT_MS)
 
+    def data(page: Page) -> None:
+        page.locator("#overview-status").get_by_text("100,000 rows").wait_for(timeout=WAIT_MS)
+
     return {BASELINE: (f"{BASE}/login", static), "shell": (f"{BASE}/", shell),
             "runs panel": (f"{BASE}/ui/runs/", runs), "workflow editor": (f"{BASE}/ui/workflows/", workflows),
-            "review panel": (f"{BASE}/ui/review/", review), "admin panel": (f"{BASE}/ui/admin/", admin_panel)}
+            "review panel": (f"{BASE}/ui/review/", review), "data dashboard": (f"{BASE}/ui/data/", data),
+            "admin panel": (f"{BASE}/ui/admin/", admin_panel)}
 
 
 def page_turns(token: str, dataset: str, total: int, turns: int) -> list[float]:
@@ -262,6 +284,7 @@ def main() -> int:
             run_id = stored_run(settings)
             seeded_queue(settings, QUEUE, "bench_queue")
             seeded_queue(settings, SMALL, "bench_small")
+            stored_version(settings)
             admin, token = session_token(settings)
             print(f"ingress {settings.serve_ingress}; {args.loads} load(s) per page after one warm-up")
             cold, again = measure(admin, token, run_id, args.loads)

@@ -5,12 +5,15 @@ since a version never changes. Downloads are the API's streamed route, which che
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import datetime as dt
+from collections import Counter, OrderedDict
 from threading import Lock
 from typing import Any, cast
 from urllib.parse import quote
 
 import gradio as gr
+import pyarrow as pa
+import pyarrow.dataset as pads
 from ray import serve
 from ray.serve import Application, Deployment
 
@@ -18,8 +21,9 @@ from augment_core.identity import Role
 from augment_core.reviews import decided_per_day, decisions_by_field
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
-from augment_core.store import open_store
+from augment_core.store import RunRecord, open_store, utcnow
 from pipelines.operations.diff import diff_versions
+from pipelines.operations.provider_usage import spend_per_day
 from pipelines.operations.version_profile import VersionProfile, profile_version
 from pipelines.operations.version_records import read_page
 from serve_apps.gateway.panels import PanelApp, PanelArgs
@@ -28,6 +32,8 @@ from ui.data import STYLE, DataAccess, RecordFilter, build_data_panel, download_
 
 KEPT_PROFILES = 32
 RECENT_RUNS = 200
+MONTH_RUNS = 5000  # runs of the last 30 days summed for the spend plots
+QUARANTINE_RUNS = 50  # recent runs with quarantined records whose reasons are counted
 DIFF_SHOWN = 50  # changed records listed (the counts are of all)
 
 
@@ -68,6 +74,23 @@ def data_access(settings: Settings, prefix: str = "", profiles: Profiles | None 
         old, new = store.get_dataset_version(dataset, before), store.get_dataset_version(dataset, after)
         return diff_versions(paths, dataset, (before, old.path), (after, new.path), limit=DIFF_SHOWN)
 
+    def month() -> list[RunRecord]:
+        return open_store(settings).list_runs(limit=MONTH_RUNS, since=utcnow() - dt.timedelta(days=30))
+
+    def quarantine_reasons() -> list[tuple[str, int]]:
+        """The most frequent reasons records were quarantined for, over the recent runs that had any."""
+        counts: Counter[str] = Counter()
+        for run in [r for r in open_store(settings).list_runs(limit=RECENT_RUNS) if r.counts.get("quarantined")][
+                :QUARANTINE_RUNS]:
+            fs, path = paths.filesystem(run.output.get("quarantine_path") or paths.quarantine(run.dataset, run.id))
+            try:
+                table = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["field", "reason"])
+            except (OSError, ValueError, pa.ArrowInvalid):  # gone, or being written: the others still count
+                continue
+            counts.update(f"{f}: {r}" for f, r in zip(table["field"].to_pylist(), table["reason"].to_pylist(),
+                                                         strict=True))
+        return counts.most_common(10)
+
     def download_url(dataset: str, version: int, fmt: str, wanted: RecordFilter) -> str:
         return (f"{prefix}/api/v1/datasets/{quote(dataset, safe='')}/versions/{version}/download?"
                 f"{download_query(fmt, wanted)}")
@@ -80,6 +103,8 @@ def data_access(settings: Settings, prefix: str = "", profiles: Profiles | None 
         runs=lambda: [run_without_paths(r, settings.storage_root)
                       for r in open_store(settings).list_runs(limit=RECENT_RUNS)],
         decided_per_day=lambda: decided_per_day(open_store(settings)),
+        quarantine_reasons=quarantine_reasons,
+        spend_per_day=lambda: spend_per_day(month()),
         download_url=download_url,
     )
 

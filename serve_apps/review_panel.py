@@ -65,8 +65,13 @@ def review_access(settings: Settings, workflows: WorkflowFolder, gate: Gate, pre
             found = review_actions.input_record(settings, item)
         except review_actions.RerunFailed:
             return {}
-        return {k: v for k, v in found.items() if k != item.field and k != "record_uuid" and not k.startswith("_")
-                and not k.endswith(STEP_COLUMNS)}
+        try:  # what each step adds beside its values (its status, error, provenance)
+            added = {f"{step.step_name}{suffix}" for step in workflows.online(item.workflow).chain
+                     for suffix in STEP_COLUMNS}
+        except Exception:  # the workflow is gone or broken: the item's own step is still known
+            added = {f"{item.step}{suffix}" for suffix in STEP_COLUMNS}
+        return {k: v for k, v in found.items()
+                if k not in added and k not in (item.field, "record_uuid") and not k.startswith("_")}
 
     def bulk(user: str, action: str, wanted: QueueFilter) -> Bulk:
         principal, decide = caller(user), review_decisions.accept if action == "accept" else review_decisions.reject

@@ -51,6 +51,8 @@ class DataAccess:
     diff: Callable[[str, int, int], DatasetDiff]
     runs: Callable[[], list[RunRecord]]  # recent runs, newest first
     decided_per_day: Callable[[], list[tuple[str, str, int]]]
+    quarantine_reasons: Callable[[], list[tuple[str, int]]]  # the 10 most frequent, "field: reason"
+    spend_per_day: Callable[[], list[tuple[str, str, str, float]]]  # (day, provider account, workflow, USD)
     download_url: Callable[[str, int, str, RecordFilter], str]  # (dataset, version, format, filter)
 
 
@@ -202,22 +204,31 @@ def diff_view(access: DataAccess, dataset: str | None, before: int | None, after
 
 
 # activity -------------------------------------------------------------------------------------
-def activity_view(access: DataAccess) -> tuple[str, Any, Any]:
-    """(status, records per run over time, review decisions per day)."""
+def activity_view(access: DataAccess) -> tuple[str, Any, Any, Any, Any, Any]:
+    """(status, records per run over time, quarantine reasons, spend per day by provider and by
+    workflow, review decisions per day)."""
     try:
         runs, decided = access.runs(), access.decided_per_day()
+        reasons, spend = access.quarantine_reasons(), access.spend_per_day()
     except Exception as exc:
-        return f"⚠️ **Could not read the activity**: {type(exc).__name__}: {exc}", gr.skip(), gr.skip()
+        failed = f"⚠️ **Could not read the activity**: {type(exc).__name__}: {exc}"
+        return failed, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     points = []
     for run in reversed(runs):
         for kind in ("valid", "quarantined", "failed"):
             points.append({"run created (UTC)": run.created_at.astimezone(dt.timezone.utc).replace(tzinfo=None),
                            "records": int((run.counts or {}).get(kind, 0)), "kind": kind})
     records = pd.DataFrame(points, columns=["run created (UTC)", "records", "kind"])
+    why = pd.DataFrame([{"reason": r if len(r) <= 60 else r[:59] + "…", "records": n} for r, n in reasons],
+                       columns=["reason", "records"])
+    costs = pd.DataFrame(spend, columns=["day", "provider", "workflow", "USD"])
+    by_provider = costs.groupby(["day", "provider"], as_index=False)["USD"].sum()
+    by_workflow = costs.groupby(["day", "workflow"], as_index=False)["USD"].sum()
     review = pd.DataFrame([{"day": day, "items": n, "state": state} for day, state, n in decided],
                           columns=["day", "items", "state"])
-    return f"{len(runs)} recent run(s); {sum(n for *_, n in decided):,} review decision(s) in 30 days", records, \
-        review
+    status = (f"{len(runs)} recent run(s); {float(costs['USD'].sum()):.6f} USD of provider calls in 30 days; "
+              f"{sum(n for *_, n in decided):,} review decision(s) in 30 days")
+    return status, records, why, by_provider, by_workflow, review
 
 
 STYLE = """<style>
@@ -237,9 +248,12 @@ def download_query(fmt: str, wanted: RecordFilter) -> str:
 def build_data_panel(access: DataAccess) -> gr.Blocks:
     """The panel's Blocks; its page's head should carry `STYLE`."""
     with gr.Blocks(title="augment · data") as panel:
+        # Typed values are taken too (a name pasted, gradio_client naming a dataset and versions).
         with gr.Row(equal_height=True):
-            dataset = gr.Dropdown(label="Dataset", choices=[], value=None, elem_id="data-dataset", scale=2)
-            version = gr.Dropdown(label="Version", choices=[], value=None, elem_id="data-version", scale=1)
+            dataset = gr.Dropdown(label="Dataset", choices=[], value=None, allow_custom_value=True,
+                                  elem_id="data-dataset", scale=2)
+            version = gr.Dropdown(label="Version", choices=[], value=None, allow_custom_value=True,
+                                  elem_id="data-version", scale=1)
         status = gr.Markdown("Loading the datasets…", elem_id="data-status")
         with gr.Tabs():
             with gr.Tab("Overview", id="overview", elem_id="tab-overview"):
@@ -275,17 +289,26 @@ def build_data_panel(access: DataAccess) -> gr.Blocks:
                 offset = gr.State(0)
             with gr.Tab("Diff", id="diff", elem_id="tab-diff"):
                 with gr.Row(equal_height=True):
-                    before = gr.Dropdown(label="Before", choices=[], value=None, elem_id="diff-before", scale=1)
-                    after = gr.Dropdown(label="After", choices=[], value=None, elem_id="diff-after", scale=1)
+                    before = gr.Dropdown(label="Before", choices=[], value=None, allow_custom_value=True,
+                                     elem_id="diff-before", scale=1)
+                    after = gr.Dropdown(label="After", choices=[], value=None, allow_custom_value=True,
+                                    elem_id="diff-after", scale=1)
                     compare = gr.Button("Compare", variant="primary", scale=0, elem_id="diff-compare")
                 diff_summary = gr.Markdown("Choose two versions.", elem_id="diff-summary")
                 diff_table = gr.HTML("", elem_id="diff-table")
             with gr.Tab("Activity", id="activity", elem_id="tab-activity") as activity_tab:
                 activity_status = gr.Markdown("", elem_id="activity-status")
                 per_run = gr.ScatterPlot(x="run created (UTC)", y="records", color="kind", elem_id="activity-runs",
-                                         title="Records per run: valid, quarantined, failed", height=300)
+                                         title="Records per run: valid, quarantined, failed", height=280)
+                reasons = gr.BarPlot(x="records", y="reason", elem_id="activity-reasons", height=280, sort="-x",
+                                     title="Why records were quarantined (top 10, recent runs)")
+                with gr.Row():
+                    by_provider = gr.BarPlot(x="day", y="USD", color="provider", elem_id="activity-spend-provider",
+                                             title="Spend per day by provider account", height=260)
+                    by_workflow = gr.BarPlot(x="day", y="USD", color="workflow", elem_id="activity-spend-workflow",
+                                             title="Spend per day by workflow", height=260)
                 per_day = gr.BarPlot(x="day", y="items", color="state", elem_id="activity-review",
-                                     title="Review decisions per day", height=260)
+                                     title="Review decisions per day", height=240)
 
         def read_catalogue(chosen: str | None) -> tuple[str, Any, Any, Any]:
             return catalogue_view(access, chosen)
@@ -327,7 +350,7 @@ def build_data_panel(access: DataAccess) -> gr.Blocks:
         def read_diff(chosen: str | None, old: int | None, new: int | None) -> tuple[str, str]:
             return diff_view(access, chosen, old, new)
 
-        def read_activity() -> tuple[str, Any, Any]:
+        def read_activity() -> tuple[str, Any, Any, Any, Any, Any]:
             return activity_view(access)
 
         catalogue = [status, versions, dataset, version]
@@ -355,5 +378,6 @@ def build_data_panel(access: DataAccess) -> gr.Blocks:
         previous_page.click(paged(-PAGE), [*record_inputs, offset], record_outputs, api_visibility="private")
         next_page.click(paged(PAGE), [*record_inputs, offset], record_outputs, api_visibility="private")
         compare.click(read_diff, [dataset, before, after], [diff_summary, diff_table], api_name="diff_versions")
-        activity_tab.select(read_activity, None, [activity_status, per_run, per_day], api_name="activity")
+        activity_tab.select(read_activity, None, [activity_status, per_run, reasons, by_provider, by_workflow, per_day],
+                            api_name="activity")
     return panel

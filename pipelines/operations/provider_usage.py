@@ -64,3 +64,19 @@ def usage_by_account(runs: Iterable[RunRecord]) -> dict[str, AccountUsage]:
             used.cost_usd += float(totals.get("cost_usd", 0.0))
             used.runs.add(run.id)
     return usage
+
+
+def spend_per_day(runs: Iterable[RunRecord]) -> list[tuple[str, str, str, float]]:
+    """(UTC day the run was created, account, workflow, USD) summed, for the dashboard's plots."""
+    totals: dict[tuple[str, str, str], float] = {}
+    for run in runs:
+        steps = (run.cost or {}).get("steps") or {}
+        if not steps or not run.spec:
+            continue
+        accounts, day = step_accounts(run.spec), run.created_at.strftime("%Y-%m-%d")
+        for step, used in steps.items():
+            account = accounts.get(step)
+            if account is not None and float(used.get("cost_usd", 0.0)):
+                key = (day, account, run.workflow)
+                totals[key] = totals.get(key, 0.0) + float(used.get("cost_usd", 0.0))
+    return sorted((day, account, workflow, round(usd, 6)) for (day, account, workflow), usd in totals.items())

@@ -648,6 +648,16 @@ def review_and_promote(base_url: str, settings: Settings, signed_in: dict[str, s
         finally:
             browser.close()
 
+    viewer = f"viewer-{uuid.uuid4().hex[:6]}"  # the dashboard is every role's; gradio_client reads it
+    Identity(open_store(settings)).create_user(viewer, Role.viewer, None)
+    viewer_token, viewer_csrf = session_of(settings, {"username": viewer})
+    data = Client(f"{base_url}/ui/data/", verbose=False, download_files=False,
+                  headers={"Cookie": f"{SESSION_COOKIE}={viewer_token}", "X-CSRF-Token": viewer_csrf, "Origin": ORIGIN})
+    status, *_ = data.predict(name, api_name="/list_versions")
+    assert f"**{name}**: 2 version(s), the newest v2" in status
+    summary, _ = data.predict(name, 1, 2, api_name="/diff_versions")
+    assert summary.startswith("**v1 → v2**: 0 added, 0 removed, 1 changed"), summary
+
     promoted = open_store(settings).get_dataset_version(name, 2)
     out = {r["record_uuid"]: r for r in pq.read_table(promoted.path).to_pylist()}
     assert out[flag.record_uuid]["b2b"] is True and out[dropped.record_uuid]["industry"] is None

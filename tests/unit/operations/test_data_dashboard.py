@@ -6,6 +6,7 @@ CSV (formulas escaped) or Parquet, streamed by the API for any signed-in role, r
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import uuid
@@ -25,7 +26,15 @@ from pipelines.operations.version_records import read_page
 from serve_apps import data_panel
 from serve_apps.api_v1.app import create_app
 from serve_apps.data_panel import Profiles, data_access
-from ui.data import build_data_panel, catalogue_view, diff_view, histogram_view, overview_view, records_view
+from ui.data import (
+    activity_view,
+    build_data_panel,
+    catalogue_view,
+    diff_view,
+    histogram_view,
+    overview_view,
+    records_view,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -127,6 +136,12 @@ def test_the_dashboard_views_show_the_versions_their_overview_records_and_diff(
     assert 'class="after">retail</td>' in changes and 'class="before">software</td>' in changes
     assert diff_view(access, "orgs", 1, 1)[0] == "⚠️ Choose two different versions."
     assert overview_view(access, "orgs", 9)[0].startswith("⚠️ **Could not read orgs v9**: KeyError")
+    status, per_run, reasons, by_provider, by_workflow, per_day = activity_view(dataclasses.replace(
+        access, spend_per_day=lambda: [("2026-12-01", "acct", "orgs", 0.25), ("2026-12-01", "acct", "leads", 0.5)],
+        quarantine_reasons=lambda: [("employees: not an integer", 3)]))
+    assert status == "0 recent run(s); 0.750000 USD of provider calls in 30 days; 0 review decision(s) in 30 days"
+    assert by_provider.values.tolist() == [["2026-12-01", "acct", 0.75]] and len(by_workflow) == 2
+    assert reasons.values.tolist() == [["employees: not an integer", 3]] and per_run.empty and per_day.empty
     names = {fn.api_name for fn in build_data_panel(access).fns.values() if fn.api_name}
     assert {"list_versions", "version_overview", "read_records", "diff_versions", "activity"} <= names
 

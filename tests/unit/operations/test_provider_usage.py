@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Any
 
 from augment_core.store import RunRecord
-from pipelines.operations.provider_usage import step_accounts, usage_by_account
+from pipelines.operations.provider_usage import spend_per_day, step_accounts, usage_by_account
 
 SPEC: dict[str, Any] = {
     "providers": {"main": {"account": "openai-team"}, "backup": {}},
@@ -42,3 +42,14 @@ def test_usage_adds_up_calls_cache_hits_and_spend_per_account_over_runs() -> Non
     team = usage["openai-team"]
     assert (team.calls, team.cache_hits, round(team.cost_usd, 2), team.runs) == (20, 30, 0.5, {"r1", "r2"})
     assert team.hit_rate == 0.6 and usage["backup"].hit_rate == 0.0
+
+
+def test_spend_is_summed_per_day_account_and_workflow_for_the_dashboard() -> None:
+    later = run("r3", {"tag": {"cost_usd": 0.5}})
+    later.created_at = dt.datetime(2026, 12, 5, 23, 59, tzinfo=dt.timezone.utc)
+    assert spend_per_day([
+        run("r1", {"tag": {"cost_usd": 0.25}, "llm_2": {"cost_usd": 0.1}, "find": {"cost_usd": 0.0}}),
+        run("r2", {"tag": {"cost_usd": 0.25}}),
+        later,
+    ]) == [("2026-12-04", "backup", "w", 0.1), ("2026-12-04", "openai-team", "w", 0.5),
+           ("2026-12-05", "openai-team", "w", 0.5)]

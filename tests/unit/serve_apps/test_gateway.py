@@ -32,6 +32,7 @@ ROLES = {
     ("GET", "/v1/datasets"): Role.viewer,
     ("GET", "/v1/datasets/{dataset}"): Role.viewer,
     ("GET", "/v1/datasets/{dataset}/diff"): Role.viewer,
+    ("GET", "/v1/datasets/{dataset}/versions/{version}/download"): Role.viewer,
     ("GET", "/v1/reviews"): Role.viewer,
     ("GET", "/v1/reviews/{item_id}"): Role.viewer,
     ("POST", "/v1/reviews/{item_id}/accept"): Role.operator,
