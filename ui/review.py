@@ -194,11 +194,15 @@ def item_view(access: ReviewAccess, item_id: int | None) -> tuple[str, str, str,
                f"{decided}  \n{provenance_lines(item.provenance)}")
     fields = "\n".join(f"| {html.escape(str(k))} | {html.escape(_short(v, 200))} |" for k, v in record.items())
     inputs = f"**The record's input fields**\n\n| field | value |\n|---|---|\n{fields}" if record else ""
-    suggested = "" if item.after is None else (item.after if isinstance(item.after, str) else json.dumps(item.after))
     edit = gr.update(label=f"New value for {item.field} ({kind}{', one of the choices' if options else ''})",
-                     value=suggested)
+                     value=suggestion(item))
     offered = gr.update(visible=bool(options), choices=options, value=item.after if item.after in options else None)
     return summary, marked_diff(item.before, item.after), inputs, edit, offered, kind
+
+
+def suggestion(item: ReviewItem) -> str:
+    """What the value box starts from: the proposal, as text."""
+    return "" if item.after is None else (item.after if isinstance(item.after, str) else json.dumps(item.after))
 
 
 def decide_view(access: ReviewAccess, caller: str, action: str, item_id: int | None, text: str | None = None) -> str:
@@ -335,7 +339,7 @@ def build_review_panel(access: ReviewAccess) -> gr.Blocks:
         filters = [state, dataset, run_id, step, field, reason]
         listing = [status, queue, offset]
         showing = [summary, diff, inputs, value, options, kind]
-        refreshed = [summary, diff, inputs, options, kind]
+        refreshed = [summary, diff, inputs, value, options, kind]
 
         def read(*chosen_filters: str | None) -> tuple[str, Any, int]:
             return queue_view(access, queue_filter(*chosen_filters), 0)
@@ -351,15 +355,17 @@ def build_review_panel(access: ReviewAccess) -> gr.Blocks:
         def show(item_id: float | None) -> tuple[str, str, str, Any, Any, str]:
             return item_view(access, int(item_id) if item_id else None)
 
-        def refresh(item_id: float | None) -> tuple[str, str, str, Any, str]:
-            """The item again after a decision, leaving the value box as the reviewer left it."""
-            summary_, diff_, inputs_, _, options_, kind_ = item_view(access, int(item_id) if item_id else None)
-            return summary_, diff_, inputs_, options_, kind_
+        def refresh(item_id: float | None) -> tuple[str, str, str, Any, Any, str]:
+            """The item shown after a decision; the value box keeps what the decision put there
+            (only its label follows the item)."""
+            summary_, diff_, inputs_, edit, options_, kind_ = item_view(access, int(item_id) if item_id else None)
+            label = gr.update(label=edit["label"]) if isinstance(edit, dict) and "label" in edit else gr.skip()
+            return summary_, diff_, inputs_, label, options_, kind_
 
         def decider(action: str) -> Callable[..., tuple[str, int | None, Any]]:
-            """(outcome, the item to show next, the value box): on to the next pending item after a
-            decision; on the same one after a rerun (its new proposal in the box) or a refusal (the
-            value as typed, to fix)."""
+            """(outcome, the item to show next, the value box): on to the next pending item (its
+            proposal in the box) after a decision; on the same one after a rerun (its new proposal)
+            or a refusal (the value as typed, to fix). `refresh` then shows the item."""
             def decide(item_id: float | None, text: str | None, state_: str | None, dataset_: str | None,
                        run_: str | None, step_: str | None, field_: str | None, reason_: str | None,
                        request: gr.Request) -> tuple[str, int | None, Any]:
@@ -368,10 +374,12 @@ def build_review_panel(access: ReviewAccess) -> gr.Blocks:
                 if not message.startswith("✓"):
                     return message, current, gr.skip()
                 if action == "rerun" and current is not None:
-                    return message, current, item_view(access, current)[3]
+                    return message, current, suggestion(access.item(current))
                 wanted = queue_filter(state_, dataset_, run_, step_, field_, reason_)
                 after = next_pending(access, wanted, current)
-                return message + ("" if after else " No pending item is left in this filter."), after, gr.skip()
+                if after is None:
+                    return message + " No pending item is left in this filter.", None, ""
+                return message, after, suggestion(access.item(after))
             return decide
 
         def go_next(item_id: float | None, *chosen_filters: str | None) -> int | None:
@@ -399,14 +407,16 @@ def build_review_panel(access: ReviewAccess) -> gr.Blocks:
             control.input(read, filters, listing, api_visibility="private")
         previous_page.click(paged(-PAGE), [offset, *filters], listing, api_visibility="private")
         next_page.click(paged(PAGE), [offset, *filters], listing, api_visibility="private")
-        queue.select(pick, None, chosen, api_visibility="private")
-        chosen.change(show, chosen, showing, api_name="open_item")
+        # The item is shown by whatever chose it (not on every change of `chosen`: a decision that
+        # moves on shows the next item through `refresh`, and would otherwise read it twice).
+        queue.select(pick, None, chosen, api_visibility="private").then(show, chosen, showing, api_name="open_item")
         for button, action in ((accept, "accept"), (reject, "reject"), (save_edit, "edit"), (rerun, "rerun")):
             button.click(decider(action), [chosen, value, *filters], [outcome, chosen, value],
                          api_name=f"{action}_item").then(
                 refresh, chosen, refreshed, show_progress="hidden").then(
                 reread, [offset, *filters], listing, show_progress="hidden")
-        next_item.click(go_next, [chosen, *filters], chosen, api_name="next_pending")
+        next_item.click(go_next, [chosen, *filters], chosen, api_name="next_pending").then(
+            show, chosen, showing, show_progress="hidden")
         options.input(lambda picked: picked, options, value, api_visibility="private")
         bulk_accept.click(ask_accept_all, filters, [confirm, question, pending_bulk], api_visibility="private")
         bulk_reject.click(ask_reject_all, filters, [confirm, question, pending_bulk], api_visibility="private")
