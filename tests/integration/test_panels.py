@@ -590,11 +590,14 @@ def review_and_promote(base_url: str, settings: Settings, signed_in: dict[str, s
             value.fill("true")
             page.locator("#review-edit").click()
             expect(page.locator("#review-outcome")).to_contain_text(f"Item {flag.id} edited")
+            # The queue is read again after a decision and its rows move up: click one once it has.
+            expect(status).to_contain_text("7 pending · 1 accepted · 1 edited", timeout=30_000)
 
             open_item(page, dropped.id)
             page.locator("#review-item").click()
             page.keyboard.press("r")
             expect(page.locator("#review-outcome")).to_contain_text(f"Item {dropped.id} rejected", timeout=30_000)
+            expect(status).to_contain_text("6 pending · 1 accepted · 1 edited · 1 rejected", timeout=30_000)
 
             open_item(page, again.id)
             page.locator("#review-rerun").click()
