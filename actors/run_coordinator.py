@@ -32,9 +32,12 @@ from actors.coordinator_handles import (
 from actors.provider_limiter import cluster_permits
 from augment_core.errors import describe_error
 from augment_core.events import BackgroundPublisher, open_bus
+from augment_core.logs import configure_logging, register_secret_names
+from augment_core.logs import set_run as set_log_run
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
 from augment_core.store import FINAL_STATUSES, RunEnded, StepState, durably, open_store, utcnow
+from augment_core.tracing import RunTrace
 from pipelines.engine.batch import BatchPlan, quiet_ray_data
 from pipelines.engine.outputs import (
     Outcomes,
@@ -64,8 +67,13 @@ class RunCoordinator:
 
     def __init__(
         self, settings: Settings, run_id: str, spec: WorkflowSpec, secrets: dict[str, SecretStr] | None = None,
-        resume: bool = False,
+        resume: bool = False, traceparent: str | None = None,
     ) -> None:
+        configure_logging(settings.log_format)
+        set_log_run(run_id)
+        register_secret_names(secrets or {})
+        # The run's span, child of whoever started the run (`traceparent`), and its steps' spans.
+        self.trace = RunTrace(run_id, spec.name, spec.version, traceparent)
         # Source credentials the driver had (e.g. a DSN variable) for this process's readers.
         self.secrets = dict(secrets or {})
         for name, value in self.secrets.items():
@@ -198,6 +206,7 @@ class RunCoordinator:
                 permits_for=cluster_permits, budget=CoordinatorBudget(me, self.spec.budget is not None),
                 secrets=CoordinatorSecrets(me), gate=CoordinatorGate(me),
                 decisions=DecisionLookup(self.settings, self.spec.name),
+                trace=self.trace.parents,  # filled in as steps start; workers get it when write() begins
             )
             self.output_path = self._output_folder()
             plan = BatchPlan(self.spec, StoragePaths(self.settings), self.run_id, CoordinatorReporter(me), context,
@@ -304,10 +313,12 @@ class RunCoordinator:
         return ray.get_runtime_context().current_actor
 
     def _start(self, name: str) -> None:
+        self.trace.start_step(name)
         with self._lock:
             self.steps[name].state, self.steps[name].started_at = "running", utcnow().isoformat()
 
     def _finish(self, name: str) -> None:
+        self.trace.finish_step(name)
         with self._lock:
             self.steps[name].state, self.steps[name].finished_at = "succeeded", utcnow().isoformat()
 
@@ -343,6 +354,9 @@ class RunCoordinator:
         except Exception as exc:  # the store is down: what this actor knows
             log.warning("run.finished of run %s sent without the stored outcome: %s", self.run_id, exc)
         self._send_progress()  # the steps' last state, before the end
+        with self._lock:
+            steps = [s.model_dump() for s in self.steps.values()]
+        self.trace.end(status, counts, error, steps)
         finished: dict[str, Any] = {"status": status, "counts": counts or {}, "error": error}
         if self._failed_events > MAX_FAILED_EVENTS:
             finished["record_failed_without_event"] = self._failed_events - MAX_FAILED_EVENTS

@@ -17,6 +17,7 @@ from actors.naming import NAMESPACE, consumer_name, run_actor_name
 from actors.run_coordinator import RunCoordinatorActor
 from augment_core.settings import Settings
 from augment_core.store import FINAL_STATUSES, RunRecord, StepState, open_store, utcnow
+from augment_core.tracing import traceparent
 from pipelines.augmenters.registry import build_chain
 from pipelines.spec.workflow import WorkflowSpec
 
@@ -51,7 +52,7 @@ def _launch(settings: Settings, run_id: str, spec: WorkflowSpec, resume: bool) -
     try:
         coordinator = RunCoordinatorActor.options(
             name=run_actor_name(run_id), namespace=NAMESPACE
-        ).remote(settings, run_id, spec, run_secrets(spec), resume)
+        ).remote(settings, run_id, spec, run_secrets(spec), resume, traceparent())  # the caller's span, if traced
         return coordinator, coordinator.execute.remote()
     except ValueError as exc:
         if "already taken" in str(exc):  # another driver resumed it a moment ago: that one runs it

@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable
 
+from augment_core.logs import configure_logging, current_format
 from augment_core.settings import Settings
 from augment_core.store import MetadataStore
 from cluster.local import LocalCluster, adopt_auth_mode, is_up
@@ -95,9 +96,13 @@ def connect_ray(address: str | None) -> None:
     # a run's blocks beyond it spill to disk, so its memory stays flat with input size at the same
     # speed (docs/benchmarks.md: 3.2 GiB at 1 M rows, 3.5 at 4 M; 6.2 at 4 M with Ray's default).
     store_bytes = LocalCluster.object_store_bytes if address is None else None
-    ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=True,
+    # JSON logs: each process's lines stay in its own log (a collector reads them there); echoed
+    # here, Ray would prefix each with its process and no line on stderr would be JSON.
+    json_logs = current_format() == "json"
+    ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=not json_logs,
              configure_logging=True, include_dashboard=False if address is None else None,
              object_store_memory=store_bytes)
+    configure_logging(current_format())  # Ray's own loggers, which ray.init just gave handlers
 
 
 def join_cluster_or_fail(settings: Settings, why: str) -> None:

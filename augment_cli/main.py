@@ -11,6 +11,7 @@ import sys
 
 from augment_cli import cluster, datasets, review, runs, serve, stream, users, workflows
 from augment_cli.common import EXIT_FAILED, EXIT_USAGE, CommandError, Handler
+from augment_core.logs import configure_logging
 from augment_core.settings import Settings
 from pipelines.spec.errors import SpecError
 
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"augment: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    configure_logging(settings.log_format)
     handler: Handler = args.handler
     try:
         return handler(args, settings)

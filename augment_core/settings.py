@@ -90,6 +90,10 @@ class Settings(BaseSettings):
         default="",
         description="Hosts (names or addresses) alert webhooks may reach although private, comma-separated.",
     )
+    log_format: str = Field(
+        default="text", pattern="^(text|json)$",
+        description="How augment's processes log: lines of text, or one JSON object per line (augment_core/logs.py).",
+    )
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     stale_after_seconds: float = Field(
         default=30.0, gt=0, description="A running run without a heartbeat for this long is failed."

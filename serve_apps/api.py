@@ -14,6 +14,7 @@ from ray import serve
 from ray.serve import Application, Deployment
 
 from actors.alert_watcher import ensure_watchers
+from augment_core.logs import configure_logging
 from augment_core.settings import Settings
 from serve_apps.api_v1.app import create_app
 from serve_apps.gateway.replica import REPLICA_HEADER, NameReplica
@@ -42,6 +43,7 @@ class AugmentApi:
 
     def __init__(self, args: ApiArgs) -> None:
         self.settings = Settings(workflows_dir=args.workflows_dir) if args.workflows_dir else Settings()
+        configure_logging(self.settings.log_format)
         # What this app reads of runs is true only while someone fails the runs whose driver died:
         # the cluster's reaper, started here too for a cluster where no run was launched since it came up.
         ensure_watchers(self.settings)

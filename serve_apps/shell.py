@@ -18,6 +18,7 @@ from ray.serve import Application, Deployment
 
 from augment_core.alerts import Alert, AlertStore
 from augment_core.identity import Principal, Role
+from augment_core.logs import configure_logging
 from augment_core.settings import Settings
 from augment_core.store import open_store
 from serve_apps.discovery import PanelDirectory, PanelEntry
@@ -106,6 +107,7 @@ class Shell:
     def __init__(self, args: ShellArgs) -> None:
         self.args = args
         self.settings = Settings()
+        configure_logging(self.settings.log_format)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_shell_app(self.args, self.settings, PanelDirectory(serve.get_replica_context().app_name))

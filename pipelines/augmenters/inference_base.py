@@ -27,6 +27,7 @@ from pipelines.augmenters.base import Augmenter, AugmenterParams, values_of
 from pipelines.inference.client import Attempt, Reply, Request, call
 from pipelines.inference.context import RunContext
 from pipelines.inference.loop import run_sync
+from pipelines.inference.spans import provider_call
 from pipelines.spec.base import IDENTIFIER
 from pipelines.spec.providers import (
     ProviderError,
@@ -285,6 +286,7 @@ class InferenceAugmenter(Augmenter):
             return None
         return f"augment-{(key or 'request')[:32]}-{secrets.token_hex(8)}"
 
+    @provider_call
     async def _call(self, request: Request, key: str | None = None) -> Outcome:
         """The record's calls. Each attempt is covered by a reservation of the most one attempt can
         cost: the first is reserved here, every retry by `call` before it is sent (a reservation

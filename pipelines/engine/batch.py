@@ -17,7 +17,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
 
+from augment_core.logs import configure_logging
 from augment_core.storage import StoragePaths
+from augment_core.tracing import flush as flush_spans
 from pipelines.augmenters.inference_base import InferenceAugmenter
 from pipelines.augmenters.registry import build_chain
 from pipelines.engine.chain import (
@@ -67,11 +69,15 @@ def augment_batches(spec: WorkflowSpec, report: Reporter, context: RunContext) -
 
     class AugmentBatches:
         def __init__(self) -> None:
+            configure_logging(context.settings.log_format if context.settings else None)
             self.chain = setup_chain(build_chain(spec), context)  # reference tables load once per actor
             self.schema = output_schema(spec)
 
         def __call__(self, table: pa.Table) -> pa.Table:
-            return run_chain(self.chain, table, self.schema, report, report_failed, context)
+            try:
+                return run_chain(self.chain, table, self.schema, report, report_failed, context)
+            finally:
+                flush_spans()  # an actor of the pool can be killed without its exit hooks
 
     return AugmentBatches
 

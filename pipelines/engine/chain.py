@@ -11,9 +11,11 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from augment_core.logs import register_secret_names
 from pipelines.augmenters.base import Augmenter
 from pipelines.augmenters.registry import build_chain
 from pipelines.inference.context import RunContext
+from pipelines.inference.spans import record_step_outcome, step_batch
 from pipelines.io.columns import ERRORS_COLUMN, RAW_COLUMN
 from pipelines.review.decisions import apply_keeping_decisions, decided_for_batch
 from pipelines.spec.workflow import WorkflowSpec
@@ -71,6 +73,7 @@ def setup_chain(chain: list[Augmenter], context: RunContext | None = None) -> li
         try:
             if context is not None:
                 augmenter.bind(context)
+                register_secret_names(augmenter.secret_names(context.providers))  # never in a log line
             augmenter.setup()
         except Exception as exc:
             raise StepError(augmenter, "setup failed", exc) from exc
@@ -88,13 +91,15 @@ def run_chain(
         decisions = decided_for_batch(decisions, chain, table)
     for augmenter in chain:
         started = time.perf_counter()
-        try:
-            if decisions is None:
-                table = augmenter.apply(table)
-            else:
-                table = apply_keeping_decisions(augmenter, table, decisions, context.run_id if context else None)
-        except Exception as exc:
-            raise StepError(augmenter, "failed", exc) from exc
+        with step_batch(augmenter, table, context) as span:
+            try:
+                if decisions is None:
+                    table = augmenter.apply(table)
+                else:
+                    table = apply_keeping_decisions(augmenter, table, decisions, context.run_id if context else None)
+            except Exception as exc:
+                raise StepError(augmenter, "failed", exc) from exc
+            record_step_outcome(span, augmenter, table)
         report(augmenter.step_name, table.num_rows, time.perf_counter() - started)
         if report_failed is not no_failures and (failures := failures_of(augmenter, table)):
             report_failed(augmenter.step_name, failures)

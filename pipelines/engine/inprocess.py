@@ -20,6 +20,7 @@ from pipelines.engine.chain import (
 )
 from pipelines.engine.validation import validate_table
 from pipelines.inference.context import RunContext
+from pipelines.inference.spans import engine_call
 from pipelines.io.columns import ERRORS_COLUMN
 from pipelines.io.json_records import json_record
 from pipelines.spec.workflow import WorkflowSpec
@@ -68,6 +69,7 @@ class InProcessEngine:
         arrays["_parse_error"] = pa.array(parse_errors, pa.string())
         return pa.table(arrays)
 
+    @engine_call
     def process(self, raw: pa.Table) -> tuple[pa.Table, pa.Table]:
         """(the valid records augmented, with the output schema; the invalid ones as validated,
         with their errors and raw values) of a raw batch."""

@@ -65,6 +65,9 @@ class RunContext:
     # they go ahead of batch calls that came up to URGENT_LEAD_SECONDS before them, instead of
     # waiting behind a whole batch.
     interactive: bool = False
+    # W3C traceparents of the run's span and of each started step's (augment_core.tracing.RunTrace),
+    # so that workers' spans join the run's trace; empty: spans join whatever span is current.
+    trace: dict[str, str] = field(default_factory=dict)
 
     def cache(self) -> ResultCache:
         if self.settings is None or not self.use_cache:

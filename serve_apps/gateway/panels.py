@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from augment_core.identity import Role
+from augment_core.logs import configure_logging
 from augment_core.settings import Settings
 from serve_apps.gateway.assets import KeepAssets
 from serve_apps.gateway.gate import CSRF_HEADER, SAFE_METHODS, Gate
@@ -128,6 +129,7 @@ class PanelApp:
     def __init__(self, args: PanelArgs) -> None:
         self.args = args
         self.settings = Settings()
+        configure_logging(self.settings.log_format)
         self.shown_title = args.title or self.title
         # A deployment may close a panel to more roles, never open it to fewer.
         self.least_role = args.role if args.role is not None and args.role.allows(self.role) else self.role
