@@ -9,6 +9,7 @@ miss and a store is a logged warning; the record keeps its value, a later run ca
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import json
@@ -21,7 +22,16 @@ import redis
 import sqlalchemy as sa
 
 from augment_core.settings import Settings
-from augment_core.store import describe_db_error, insert_ignoring, is_disconnect, metadata, open_store, utcnow
+from augment_core.store import (
+    add_missing_columns,
+    aware,
+    describe_db_error,
+    insert_ignoring,
+    is_disconnect,
+    metadata,
+    open_store,
+    utcnow,
+)
 
 cache_table = sa.Table(
     "inference_cache",
@@ -29,9 +39,14 @@ cache_table = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.JSON, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    # When a lookup last found it (to within USE_RESOLUTION); null: never since it was stored.
+    # Retention (augment_core/retention.py) removes what went unused the longest.
+    sa.Column("used_at", sa.DateTime(timezone=True)),
 )
 
 CHUNK = 500  # keys per query: bounded statements on both databases
+# A hit writes used_at only when it is older than this: a hot key costs one write an hour, not one per hit.
+USE_RESOLUTION = dt.timedelta(hours=1)
 log = logging.getLogger(__name__)
 
 
@@ -113,6 +128,7 @@ class DatabaseCache(FailSoft):
                     cache_table.create(engine, checkfirst=True)
                 except sa.exc.DBAPIError:  # another process created it at the same moment
                     cache_table.create(engine, checkfirst=True)
+                add_missing_columns(engine, (cache_table,))
                 self._engine = engine
             return self._engine
 
@@ -122,13 +138,34 @@ class DatabaseCache(FailSoft):
     def _get_many(self, keys: list[str]) -> dict[str, Any]:
         found: dict[str, Any] = {}
         unique = list(dict.fromkeys(keys))
+        now = utcnow()
+        unmarked: list[str] = []  # hits whose used_at is older than USE_RESOLUTION
+        last_use = sa.func.coalesce(cache_table.c.used_at, cache_table.c.created_at)
         with self.engine.connect() as conn:
             for i in range(0, len(unique), CHUNK):
                 rows = conn.execute(
-                    sa.select(cache_table.c.key, cache_table.c.value).where(cache_table.c.key.in_(unique[i:i + CHUNK]))
+                    sa.select(cache_table.c.key, cache_table.c.value, last_use)
+                    .where(cache_table.c.key.in_(unique[i:i + CHUNK]))
                 )
-                found.update({key: value for key, value in rows})
+                for key, value, used in rows:
+                    found[key] = value
+                    if (aware(used) or now) < now - USE_RESOLUTION:
+                        unmarked.append(key)
+        self._mark_used(unmarked, now)
         return found
+
+    def _mark_used(self, keys: list[str], now: dt.datetime) -> None:
+        """Note that these entries were used, for retention. A lookup never fails for it: an entry
+        left unmarked only looks older to `augment gc` than it is."""
+        if not keys:
+            return
+        try:
+            with self.engine.begin() as conn:
+                for i in range(0, len(keys), CHUNK):
+                    conn.execute(cache_table.update().where(cache_table.c.key.in_(keys[i:i + CHUNK]))
+                                 .values(used_at=now))
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("result cache: %d hits not marked as used (%s)", len(keys), describe_db_error(exc))
 
     def _put_many(self, items: dict[str, Any]) -> None:
         rows = [{"key": k, "value": v, "created_at": utcnow()} for k, v in items.items()]
@@ -138,7 +175,8 @@ class DatabaseCache(FailSoft):
 
 
 class RedisCache(FailSoft):
-    """JSON values under `augment:cache:<key>`, without expiry (the cache is a record of work)."""
+    """JSON values under `augment:cache:<key>`, without expiry (the cache is a record of work);
+    retention reads how long each went unused from Redis (OBJECT IDLETIME)."""
 
     PREFIX = "augment:cache:"
 

@@ -103,6 +103,32 @@ class Settings(BaseSettings):
         description="How long a write that must not be lost (a run's final state, its catalogue entry) waits"
         " for the database to come back; unset: stale_after_seconds - 2 x heartbeat_seconds, at most 60.",
     )
+    # Retention (augment_core/retention.py): what `augment gc`, and the reaper every gc_interval_minutes,
+    # remove. 0 keeps a kind for ever. Nothing a live run, a resumable run or an unread consumer needs goes.
+    retention_event_days: float = Field(
+        default=30.0, ge=0,
+        description="Events of runs that ended this long ago (and cluster-wide stream entries this old) are removed.",
+    )
+    retention_stream_maxlen: int = Field(
+        default=1_000_000, ge=0,
+        description="Entries the cluster-wide Redis event stream keeps at most (never past one a group has not read).",
+    )
+    retention_cache_days: float = Field(
+        default=90.0, ge=0, description="Result-cache entries not used for this long are removed.",
+    )
+    retention_cache_max_entries: int = Field(
+        default=0, ge=0, description="Result-cache entries kept at most, the least recently used removed first.",
+    )
+    retention_resumable_days: float = Field(
+        default=30.0, ge=0,
+        description="How long a failed or cancelled run keeps the cached results it used (a resume then pays for"
+                    " nothing twice); a live run keeps them while it lives.",
+    )
+    retention_dead_letter_days: float = Field(default=30.0, ge=0, description="Dead letters older than this go.")
+    retention_audit_days: float = Field(default=365.0, ge=0, description="Audit entries older than this go.")
+    gc_interval_minutes: float = Field(
+        default=60.0, ge=0, description="How often the cluster's reaper runs `augment gc`'s retention; 0: never.",
+    )
 
     @field_validator("storage_root", "workflows_dir", "providers_file")
     @classmethod

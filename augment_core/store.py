@@ -327,7 +327,7 @@ class MetadataStore:
         except sa.exc.DBAPIError:
             # Another process (a Serve replica, a job) created the tables at the same moment.
             metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
+        add_missing_columns(self.engine)
 
     # runs -----------------------------------------------------------------------------------
     def create_run(
@@ -732,11 +732,11 @@ def _version_record(row: sa.RowMapping | dict[str, Any]) -> DatasetVersion:
     return DatasetVersion(**{**row, "created_at": aware(row["created_at"])})
 
 
-def _add_missing_columns(engine: sa.Engine) -> None:
+def add_missing_columns(engine: sa.Engine, tables: tuple[sa.Table, ...] | None = None) -> None:
     """Columns added to a table after a database was created (create_all does not alter tables).
     Only nullable columns are ever added, so old rows stay valid."""
     inspector = sa.inspect(engine)
-    for table in (runs_table, dataset_versions_table, review_items_table, api_keys_table):
+    for table in tables or (runs_table, dataset_versions_table, review_items_table, api_keys_table):
         present = {c["name"] for c in inspector.get_columns(table.name)}
         for column in table.columns:
             if column.name not in present:
