@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from augment_cli import cluster, datasets, review, runs, serve, stream, users, workflows
+from augment_cli import cluster, datasets, gc, review, runs, serve, stream, users, workflows
 from augment_cli.common import EXIT_FAILED, EXIT_USAGE, CommandError, Handler
 from augment_core.logs import configure_logging
 from augment_core.settings import Settings
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Configuration comes from AUGMENT_* environment variables (see README).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for noun in (runs, workflows, datasets, review, stream, cluster, serve, users):
+    for noun in (runs, workflows, datasets, review, stream, cluster, serve, users, gc):
         noun.add_parsers(sub)
     return parser
 

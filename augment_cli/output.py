@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from augment_core.audit import AuditEntry
 from augment_core.events import Event
 from augment_core.identity import ApiKey, User
+from augment_core.retention import GcReport
 from augment_core.reviews import ReviewItem
 from augment_core.store import DatasetVersion, RunRecord, StepState
 from pipelines.operations.diff import DatasetDiff
@@ -233,3 +234,19 @@ def print_audit(entries: list[AuditEntry]) -> None:
     for e in entries:
         detail = f" — {e.detail}" if e.detail else ""
         print(f"{e.id:>6} {e.at:%Y-%m-%d %H:%M:%S} {e.actor:<28} {e.action:<16} {e.outcome:<7} {e.target}{detail}")
+
+
+GC_KINDS = {"events": "events of ended runs", "stream": "cluster-wide stream entries", "dead_letters": "dead letters",
+            "cache": "result-cache entries", "audit": "audit entries"}
+
+
+def print_gc(report: GcReport) -> None:
+    print("would remove (dry run):" if report.dry_run else "removed:")
+    for kind, count in report.removed.items():
+        failed = f"  (failed: {report.errors[kind]})" if kind in report.errors else ""
+        print(f"  {GC_KINDS.get(kind, kind):<30} {count:>9}{failed}")
+    for kind, error in report.errors.items():
+        if kind not in report.removed:
+            print(f"  {kind}: failed: {error}")
+    for note in report.held:
+        print(f"  kept: {note}")

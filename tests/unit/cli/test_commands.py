@@ -14,7 +14,7 @@ from tests.conftest import SAMPLE_SPEC
 from tests.unit.workflows.specs import known_list, spec_data, write_spec
 
 SUBCOMMANDS = ["run", "validate", "runs", "status", "cluster", "serve", "preview", "datasets", "diff", "cancel",
-               "review", "promote", "import", "stream", "events", "resume", "users", "keys", "audit"]
+               "review", "promote", "import", "stream", "events", "resume", "users", "keys", "audit", "gc"]
 
 
 def test_cli_validate_the_sample_spec(augment_env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
