@@ -9,7 +9,9 @@ after their last beat. Without a cluster no run can be live, and a CLI read reap
 (augment_cli.common.reap_when_no_cluster).
 
 It reaps with the settings of the process that started it: every process of a cluster shares
-them (cluster.local.cluster_env).
+them (cluster.local.cluster_env). Every gc_interval_minutes it also runs retention
+(augment_core/retention.py, what `augment gc` does), from a thread of its own: a pass that fails
+is logged and tried again at the next interval, and never stops the reaping.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ray.actor import ActorHandle
 from actors.detached import ensure_detached
 from actors.naming import reaper_name
 from augment_core.errors import describe_error
+from augment_core.retention import GcReport, collect_garbage
 from augment_core.settings import Settings
 from augment_core.store import open_store
 
@@ -43,6 +46,8 @@ class Reaper:
         self._failing = False  # the store is unreachable: said once, not every interval
         self._stop = threading.Event()
         threading.Thread(target=self._loop, name="reaper", daemon=True).start()
+        if settings.gc_interval_minutes > 0:
+            threading.Thread(target=self._gc_loop, name="gc", daemon=True).start()
 
     def reap(self) -> list[str]:
         """One pass: the ids of the runs it failed (none while the store is unreachable)."""
@@ -60,8 +65,24 @@ class Reaper:
             log.warning("run %s failed: no heartbeat for more than %gs", run_id, self.settings.stale_after_seconds)
         return reaped
 
+    def collect_garbage(self) -> GcReport | None:
+        """One retention pass; None when it failed as a whole (logged: the next interval tries again)."""
+        try:
+            report = collect_garbage(self.settings)
+        except Exception as exc:  # noqa: BLE001 - retention must never take the reaper down
+            log.warning("retention pass failed: %s", describe_error(exc))
+            return None
+        if any(report.removed.values()) or report.errors:
+            log.warning("retention %s%s", report.summary(),
+                        f"; failed: {report.errors}" if report.errors else "")
+        return report
+
     def close(self) -> None:
         self._stop.set()
+
+    def _gc_loop(self) -> None:
+        while not self._stop.wait(self.settings.gc_interval_minutes * 60):
+            self.collect_garbage()
 
     def _loop(self) -> None:
         while not self._stop.wait(reap_interval(self.settings)):

@@ -13,8 +13,9 @@ import augment_cli.common as common
 from actors.reaper import Reaper, reap_interval, store_key
 from actors.runs import read_run
 from augment_cli.main import main
+from augment_core.audit import list_entries, record
 from augment_core.settings import Settings
-from augment_core.store import MetadataStore, open_store, utcnow
+from augment_core.store import MetadataStore, audit_table, open_store, utcnow
 
 
 @pytest.fixture
@@ -90,3 +91,32 @@ def test_augment_status_reaps_once_only_without_a_cluster(
     assert main(["status", "dead"]) == 0
     assert "run dead: failed" in capsys.readouterr().out
     assert store.get_run("dead").error == "driver lost: no heartbeat for more than 1s"
+
+
+def test_the_reaper_runs_retention_on_its_own_timer(tmp_path: Path) -> None:
+    settings = Settings(storage_root=str(tmp_path), database_url=f"sqlite:///{tmp_path / 'augment.db'}",
+                        redis_url=None, gc_interval_minutes=0.001)
+    store = open_store(settings)
+    record(store, "tester", "test.old", "x")
+    with store.engine.begin() as conn:
+        conn.execute(audit_table.update().values(at=utcnow() - dt.timedelta(days=400)))
+    reaper = Reaper(settings)
+    try:
+        deadline = time.monotonic() + 30
+        while list_entries(store, action="test.old"):
+            assert time.monotonic() < deadline, "the reaper never ran retention"
+            time.sleep(0.05)
+    finally:
+        reaper.close()
+
+
+def test_a_failing_retention_pass_does_not_stop_the_reaper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import actors.reaper as reaper_module
+
+    def broken(_settings: Settings) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(reaper_module, "collect_garbage", broken)
+    reaper = Reaper(Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}", gc_interval_minutes=0))
+    reaper.close()
+    assert reaper.collect_garbage() is None  # logged; the next interval tries again
