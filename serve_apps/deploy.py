@@ -9,7 +9,6 @@ working_dir anyway).
 from __future__ import annotations
 
 import copy
-import re
 import time
 import typing
 from pathlib import Path
@@ -20,11 +19,10 @@ from pydantic import BaseModel, ValidationError
 from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 from ray.serve.schema import ServeDeploySchema
 
+from augment_core import serve_routes
+from augment_core.serve_routes import is_panel, place_under_prefix
 from pipelines.spec.errors import format_loc
 
-SHELL_IMPORT_PATH = "serve_apps.shell:build_app"
-API_IMPORT_PATH = "serve_apps.api:build_app"
-PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
 POLL_SECONDS = 1.0
 
 
@@ -42,12 +40,10 @@ class DeployError(Exception):
 
 def normalise_prefix(prefix: str | None) -> str:
     """'' for no prefix, else '/a/b' (no trailing slash)."""
-    value = (prefix or "").strip().rstrip("/")
-    if value and not value.startswith("/"):
-        value = "/" + value
-    if not PREFIX.match(value):
-        raise ServeConfigError("--prefix", [f"prefix {prefix!r} must be a route such as /augment"])
-    return value
+    try:
+        return serve_routes.normalise_prefix(prefix)
+    except ValueError as exc:
+        raise ServeConfigError("--prefix", [str(exc)]) from None
 
 
 def load_config(path: str | Path, prefix: str | None = None, port: int | None = None) -> dict[str, Any]:
@@ -63,35 +59,13 @@ def load_config(path: str | Path, prefix: str | None = None, port: int | None = 
         raise ServeConfigError(source, [f"(top level): expected a mapping, got {type(data).__name__}"])
     root = normalise_prefix(prefix)
     config = copy.deepcopy(data)
-    applications = config.get("applications")
-    bad_routes = []
-    for i, app in enumerate(applications if isinstance(applications, list) else []):
-        if not isinstance(app, dict):
-            continue
-        route = app.get("route_prefix", "/")
-        if not isinstance(route, str) or not route.startswith("/") or not PREFIX.match(route.rstrip("/")):
-            bad_routes.append(f"applications[{i}].route_prefix: {route!r} is not a route such as /api")
-            continue
-        if root:
-            app["route_prefix"] = root if route == "/" else root + route.rstrip("/")
-        # The shell and the panels link to each other and to the login page below the prefix;
-        # a panel tells the shell its route (PanelApp.manifest).
-        if app.get("import_path") == SHELL_IMPORT_PATH:
-            app["args"] = {**(app.get("args") or {}), "prefix": root}
-        elif is_panel(app):
-            app["args"] = {**(app.get("args") or {}), "prefix": root, "route": route.rstrip("/")}
+    bad_routes = place_under_prefix(config, root)
     if port is not None:
         config["http_options"] = {**(config.get("http_options") or {}), "port": port}
     if bad_routes:
         raise ServeConfigError(source, bad_routes)
     validate_config(config, source)
     return config
-
-
-def is_panel(app: dict[str, Any]) -> bool:
-    """A Gradio panel of ours: neither the API nor the shell (which keep no state per session)."""
-    path = str(app.get("import_path", ""))
-    return path.startswith("serve_apps.") and path not in (API_IMPORT_PATH, SHELL_IMPORT_PATH)
 
 
 def single_replica_panels(config: dict[str, Any]) -> list[str]:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from pydantic_core import to_jsonable_python
 
+from augment_core.serve_routes import API_IMPORT_PATH
 from augment_core.settings import Settings
 from augment_core.store import open_store
 from pipelines.engine.inprocess import InProcessEngine
@@ -424,7 +425,7 @@ class TestTwoApiReplicas:
     def replicated(self, base_url: str, serve_config: dict[str, Any]) -> Iterator[str]:
         config = copy.deepcopy(serve_config)
         config["applications"].insert(0, {
-            "name": "api-replicated", "route_prefix": f"{PREFIX}/replicated", "import_path": deploy.API_IMPORT_PATH,
+            "name": "api-replicated", "route_prefix": f"{PREFIX}/replicated", "import_path": API_IMPORT_PATH,
             "args": {"replica_header": True}, "runtime_env": {"env_vars": self.ENV},
             "deployments": [{"name": "AugmentApi", "num_replicas": 2, "max_ongoing_requests": 32,
                              "ray_actor_options": {"num_cpus": 0.1}}],

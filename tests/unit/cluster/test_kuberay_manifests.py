@@ -223,10 +223,6 @@ def test_a_prefix_moves_every_route_as_augment_serve_does() -> None:
     assert [a.get("args") for a in generated["applications"]] == [a.get("args") for a in local["applications"]]
 
 
-def test_the_generator_knows_serve_apps_special_imports() -> None:
-    assert (km.SHELL_IMPORT_PATH, km.API_IMPORT_PATH) == (deploy.SHELL_IMPORT_PATH, deploy.API_IMPORT_PATH)
-
-
 def test_a_changed_serve_yaml_changes_the_rayservice(tmp_path: Path) -> None:
     source = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text(encoding="utf-8"))
     source["applications"][0]["deployments"][0]["max_ongoing_requests"] = 7

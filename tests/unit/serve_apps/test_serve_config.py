@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from augment_core.serve_routes import SHELL_IMPORT_PATH
 from serve_apps import deploy
 from serve_apps.shell import ShellArgs, render_page
 from tests.conftest import ROOT
@@ -37,7 +38,7 @@ def routes(config: dict) -> dict[str, str]:
 def test_every_route_goes_under_the_prefix(prefix: str | None, expected: dict[str, str]) -> None:
     config = deploy.load_config(SERVE_YAML, prefix=prefix, port=8123)
     assert routes(config) == expected
-    shell = next(app for app in config["applications"] if app["import_path"] == deploy.SHELL_IMPORT_PATH)
+    shell = next(app for app in config["applications"] if app["import_path"] == SHELL_IMPORT_PATH)
     assert shell["args"] == {"prefix": expected["shell"].rstrip("/")}
     runs = next(app for app in config["applications"] if app["name"] == "runs")
     assert runs["args"]["prefix"] == expected["shell"].rstrip("/") and runs["args"]["route"] == "/ui/runs"
