@@ -29,6 +29,7 @@ import ray
 import redis
 from ray.actor import ActorHandle
 
+from actors.cluster_gauges import ClusterGauges
 from actors.detached import ensure_detached
 from actors.naming import alert_watcher_name
 from actors.provider_limiter import limiter_snapshots
@@ -71,6 +72,7 @@ class AlertWatcher:
         self.environ = os.environ if environ is None else environ
         self.group = group
         self.last_progress: dict[str, dt.datetime] = {}
+        self.gauges = ClusterGauges(self.store, self.bus)
         self._outage = Outages()
         self._stop = threading.Event()
         if start:
@@ -229,8 +231,18 @@ class AlertWatcher:
                 self._outage.began("the rules", exc)
             self._stop.wait(self.settings.alert_interval_seconds)
 
+    def update_gauges(self, now: dt.datetime | None = None) -> None:
+        """The cluster's gauges, from the reads the rules judge (actors/cluster_gauges.py)."""
+        now = now or utcnow()
+        self.gauges.update(self.store.list_runs(limit=1000, status="running"), now)
+
     def _timer(self) -> None:
         while not self._stop.wait(self.settings.alert_interval_seconds):
+            try:
+                self.update_gauges()
+                self._outage.clear("the gauges")
+            except Exception as exc:  # noqa: BLE001 - the store or Redis is down: the next pass tries again
+                self._outage.began("the gauges", exc)
             try:
                 self.tick()
                 self._outage.clear("a pass")

@@ -15,6 +15,7 @@ from ray.actor import ActorHandle
 
 from actors.detached import ensure_detached
 from actors.naming import NAMESPACE, limiter_name
+from actors.provider_metrics import LimiterMeter
 from augment_core.ratelimit import Grant, Limits, Outcome, RateLimiter
 from pipelines.inference.permits import Permits
 
@@ -26,16 +27,22 @@ class ProviderLimiter:
     def __init__(self, account: str, limits: Limits) -> None:
         self.account = account
         self.limiter = RateLimiter(limits)
+        self.meter = LimiterMeter(account)
+        self.meter.limits(limits)
 
     def configure(self, limits: Limits) -> None:
         self.limiter.configure(limits)
+        self.meter.limits(limits)
 
     async def acquire(self, tokens: int, max_wait: float | None = None, hold: float | None = None,
                       rank: float | None = None, urgent: bool = False) -> Grant:
-        return await self.limiter.acquire(tokens, max_wait, hold, rank, urgent)
+        grant = await self.limiter.acquire(tokens, max_wait, hold, rank, urgent)
+        self.meter.granted(grant, self.limiter.circuit())
+        return grant
 
     async def release(self, permit: int, outcome: Outcome) -> None:
         self.limiter.release(permit, outcome)
+        self.meter.released(outcome, self.limiter.circuit())
 
     async def renew(self, permit: int, hold: float) -> bool:
         return self.limiter.renew(permit, hold)

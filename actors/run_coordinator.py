@@ -30,6 +30,7 @@ from actors.coordinator_handles import (
     CoordinatorSecrets,
 )
 from actors.provider_limiter import cluster_permits
+from actors.run_metrics import record_finished_run
 from augment_core.errors import describe_error
 from augment_core.events import BackgroundPublisher, open_bus
 from augment_core.logs import configure_logging, register_secret_names
@@ -348,15 +349,18 @@ class RunCoordinator:
             if self._finished_sent:
                 return
             self._finished_sent = True
+        duration: float | None = None
         try:
             record = self.store.get_run(self.run_id)
             status, counts, error = record.status, record.counts, record.error
+            duration = record.duration_seconds
         except Exception as exc:  # the store is down: what this actor knows
             log.warning("run.finished of run %s sent without the stored outcome: %s", self.run_id, exc)
         self._send_progress()  # the steps' last state, before the end
         with self._lock:
             steps = [s.model_dump() for s in self.steps.values()]
         self.trace.end(status, counts, error, steps)
+        record_finished_run(self.spec.name, status, counts or {}, steps, duration)
         finished: dict[str, Any] = {"status": status, "counts": counts or {}, "error": error}
         if self._failed_events > MAX_FAILED_EVENTS:
             finished["record_failed_without_event"] = self._failed_events - MAX_FAILED_EVENTS

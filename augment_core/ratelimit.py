@@ -64,6 +64,7 @@ class Outcome:
     reset_tokens: float | None = None
     tokens: int | None = None  # tokens the call really used, to correct the estimate
     sent: bool = True  # False: no reply to learn from (the request could not be sent, or its caller gave up)
+    seconds: float | None = None  # the attempt's time from sending to its reply or failure (metrics)
 
 
 @dataclass
@@ -336,6 +337,12 @@ class RateLimiter:
             counts[kind] += 1
         return counts
 
+    def circuit(self, now: float | None = None) -> str:
+        """closed, open (calls refused) or half-open (a probe may go)."""
+        if self._open_until is None:
+            return "closed"
+        return "open" if (self.clock() if now is None else now) < self._open_until else "half-open"
+
     def snapshot(self) -> dict[str, Any]:
         now = self.clock()
         return {
@@ -345,7 +352,7 @@ class RateLimiter:
             "token_ratio": None if self._token_ratio is None else round(self._token_ratio, 3),
             "pace_factor": round(self._factor, 3),
             "paused_for": round(max(0.0, self._paused_until - now), 3),
-            "circuit": "closed" if self._open_until is None else ("open" if now < self._open_until else "half-open"),
+            "circuit": self.circuit(now),
             "consecutive_failures": self._failures,
             **self.stats,
         }

@@ -23,6 +23,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from augment_core.cache import cache_key
+from pipelines import metrics
 from pipelines.augmenters.base import Augmenter, AugmenterParams, values_of
 from pipelines.inference.client import Attempt, Reply, Request, call
 from pipelines.inference.context import RunContext
@@ -73,6 +74,7 @@ class InferenceAugmenter(Augmenter):
         super().__init__(params, step_name, overwrite)
         self.context = RunContext()
         self.provider: ProviderSpec | None = None
+        self.account = ""  # the provider account its calls count against, known at setup
 
     # declared by subclasses ---------------------------------------------------------------
     @abstractmethod
@@ -170,7 +172,8 @@ class InferenceAugmenter(Augmenter):
         foreign = sorted(set(names) - provider.allowed_secrets())
         if foreign:
             raise ProviderError(f"provider {name!r} may not receive environment variable(s) {', '.join(foreign)}")
-        self.permits = self.context.permits_for(account_of(name, provider), provider.limits.limits())
+        self.account = account_of(name, provider)
+        self.permits = self.context.permits_for(self.account, provider.limits.limits())
         self.cache = self.context.cache()
         if not self.context.dry_run:  # ...or a missing key
             missing = [n for n in names if not self._resolve_secret(n)]
@@ -256,7 +259,18 @@ class InferenceAugmenter(Augmenter):
         hits = sum(1 for o in outcomes if o.provenance.get("cache_hit"))
         if hits:
             await self.context.budget.settle(self.step_name, 0.0, {"cache_hits": hits})
+        self._meter(outcomes, hits, looked_up=sum(1 for k in keys if k))
         return outcomes
+
+    def _meter(self, outcomes: Sequence[Outcome], hits: int, looked_up: int) -> None:
+        """The batch's spend and cache lookups, per account (a dry run sends and spends nothing)."""
+        if self.context.dry_run:
+            return
+        metrics.count("augment_provider_cost_usd", sum(float(o.provenance.get("cost_usd") or 0.0) for o in outcomes),
+                      account=self.account)
+        if self.context.use_cache and self.context.settings is not None:
+            metrics.count("augment_cache_lookups", hits, account=self.account, result="hit")
+            metrics.count("augment_cache_lookups", looked_up - hits, account=self.account, result="miss")
 
     def _key(self, request: Request) -> str:
         assert self.provider is not None

@@ -166,6 +166,7 @@ async def call(
             timeout = max(0.05, deadline_s - used())
             if attempt_timeout_s is not None:
                 timeout = min(timeout, attempt_timeout_s)
+            sent_at = time.monotonic()
             renewing = asyncio.create_task(_keep_lease(permits, grant.permit))
             try:
                 response = await http_client(allow_hosts).request(
@@ -180,12 +181,14 @@ async def call(
         except httpx.HTTPError as exc:
             timed_out = isinstance(exc, httpx.TimeoutException)
             last_error = "timed out" if timed_out else f"{type(exc).__name__}: {exc}"[:300]
+            outcome.seconds = time.monotonic() - sent_at
             tried.append(Attempt(unanswered=isinstance(exc, _UNANSWERED)))
         except BaseException:  # a body that cannot be encoded, a cancelled caller: the permit goes back
             await permits.release(grant.permit, Outcome(sent=False))
             raise
         else:
             outcome = _outcome(response)
+            outcome.seconds = time.monotonic() - sent_at
             retry_after = outcome.retry_after
             body = _json(response)
             tried.append(Attempt(response.status_code, None if body is _NOT_JSON else body))

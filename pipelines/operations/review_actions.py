@@ -22,6 +22,7 @@ from augment_core.reviews import ReviewItem, decide, get_item, repropose
 from augment_core.settings import Settings
 from augment_core.storage import StoragePaths
 from augment_core.store import open_store
+from pipelines import metrics
 from pipelines.engine.inprocess import InProcessEngine
 from pipelines.review.values import from_json, to_json
 from pipelines.workflows.folder import WorkflowFolder
@@ -56,6 +57,7 @@ def _decide(settings: Settings, item_id: int, state: str, value: Any, event: str
     if changed:  # one event per decision: an idempotent repeat publishes nothing
         open_bus(settings).publish(item.run_id, event, {"item": item.id, "record_uuid": item.record_uuid,
                                                         "field": item.field, "by": by})
+        metrics.count("augment_review_decisions", 1, dataset=item.dataset, decision=state)
     return item
 
 
@@ -97,6 +99,7 @@ def rerun(settings: Settings, workflows: WorkflowFolder, item_id: int) -> Review
     updated = repropose(store, item_id, to_json(row[item.field]), provenance)
     open_bus(settings).publish(updated.run_id, "review.rerun", {"item": updated.id, "record_uuid": updated.record_uuid,
                                                                 "field": updated.field})
+    metrics.count("augment_review_decisions", 1, dataset=updated.dataset, decision="rerun")
     return updated
 
 

@@ -23,6 +23,7 @@ from serve_apps.api_v1.errors import install_error_handlers
 from serve_apps.gateway.api_auth import Viewer, install_gateway
 from serve_apps.gateway.gate import Gate
 from serve_apps.gateway.pages import HostCheck
+from serve_apps.gateway.request_metrics import MeterRequests
 from serve_apps.gateway.request_spans import TraceRequests
 from serve_apps.gateway.spend import CurrentCallerBudget
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings, max_body_bytes: int) -> FastAPI:
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"],
                            expose_headers=["Retry-After"], max_age=600)
     app.add_middleware(HostCheck, settings=settings)
+    app.add_middleware(MeterRequests)  # every request is counted, refused ones too
     app.add_middleware(TraceRequests)  # outermost: every request has a span, refused ones too
     return app
 
