@@ -11,7 +11,7 @@ from cluster import local
 
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     cluster = local.LocalCluster(dashboard_port=args.dashboard_port, gcs_port=args.port, num_cpus=args.num_cpus,
-                                 token_auth=not args.no_token_auth)
+                                 metrics_port=args.metrics_port, token_auth=not args.no_token_auth)
     if args.action == "up":
         if local.is_up(cluster):
             mode = local.dashboard_auth_mode(cluster.dashboard_url)
@@ -25,6 +25,8 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
             print("    export RAY_AUTH_MODE=token")
         else:
             print("  Ray token authentication is OFF: anyone who can reach these ports can run code here.")
+        print(f"  metrics (Prometheus format): {cluster.metrics_url}; every node's exporter is listed in"
+              f" {local.SERVICE_DISCOVERY_FILE}, which cluster/prometheus/prometheus.yml reads")
         print(f"  submit: ray job submit --address {cluster.dashboard_url} --working-dir . -- "
               "augment run configs/workflows/organisations.yaml")
     elif args.action == "down":
@@ -43,6 +45,8 @@ def add_parsers(sub: SubParsers) -> None:
     p.add_argument("--dashboard-port", type=int, default=8265)
     p.add_argument("--port", type=int, default=6380, help="GCS port (default 6380; 6379 is Redis's)")
     p.add_argument("--num-cpus", type=int, default=None)
+    p.add_argument("--metrics-port", type=int, default=8080,
+                   help="where Ray's metrics agent exports augment's and Ray's metrics (default 8080, as on KubeRay)")
     p.add_argument("--no-token-auth", action="store_true",
                    help="turn Ray's token authentication off (a single-user machine only): jobs, dashboard and "
                         "GCS then take any local caller")

@@ -48,7 +48,8 @@ from cluster import local  # noqa: E402
 from serve_apps import deploy  # noqa: E402
 
 # Apart from a developer's own cluster and the test suite's.
-CLUSTER = local.LocalCluster(dashboard_port=8385, gcs_port=6393, client_server_port=9013, agent_port=52385)
+CLUSTER = local.LocalCluster(dashboard_port=8385, gcs_port=6393, client_server_port=9013, agent_port=52385,
+                             metrics_port=8388)
 SERVE_PORT = 8013
 API = "/api/v1"
 TIMEOUT_S = 5.0

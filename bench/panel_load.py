@@ -65,7 +65,8 @@ from cluster import local  # noqa: E402
 from serve_apps import deploy  # noqa: E402
 
 # Apart from a developer's own cluster, the test suite's and the other benchmarks'.
-CLUSTER = local.LocalCluster(dashboard_port=8395, gcs_port=6403, client_server_port=9023, agent_port=52395)
+CLUSTER = local.LocalCluster(dashboard_port=8395, gcs_port=6403, client_server_port=9023, agent_port=52395,
+                             metrics_port=8398)
 SERVE_PORT = 8023
 PREFIX = "/augment"
 BASE = f"http://127.0.0.1:{SERVE_PORT}{PREFIX}"

@@ -25,6 +25,8 @@ class LocalCluster:
     gcs_port: int = 6380  # Ray's default 6379 is Redis's port on these machines
     client_server_port: int = 10001
     agent_port: int = 52365
+    # Ray's metrics agent exports every process's metrics here (Prometheus format); KubeRay's port.
+    metrics_port: int = 8080
     num_cpus: int | None = None
     object_store_bytes: int = 500_000_000
     token_auth: bool = True  # Ray's own token authentication; off only by an explicit choice
@@ -34,9 +36,16 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
     def gcs_address(self) -> str:
         return f"127.0.0.1:{self.gcs_port}"
 
+
+# Ray lists every node's metrics exporter here (its temp folder); Prometheus reads it (file_sd_configs).
+SERVICE_DISCOVERY_FILE = Path(tempfile.gettempdir()) / "ray" / "prom_metrics_service_discovery.json"
 
 AuthMode = Literal["token", "disabled"]
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
@@ -117,6 +126,7 @@ def head_command(cluster: LocalCluster) -> list[str]:
         f"--dashboard-port={cluster.dashboard_port}",
         f"--ray-client-server-port={cluster.client_server_port}",
         f"--dashboard-agent-listen-port={cluster.agent_port}",
+        f"--metrics-export-port={cluster.metrics_port}",
         f"--object-store-memory={cluster.object_store_bytes}",
         "--disable-usage-stats",
     ]

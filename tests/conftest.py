@@ -44,6 +44,7 @@ TEST_CLIENT_PORT = _test_port(9011)
 TEST_SERVE_PORT = _test_port(8011)
 TEST_AGENT_PORT = 52375 + _OFFSET
 TEST_HOOK_PORT = _test_port(8391)
+TEST_METRICS_PORT = _test_port(8392)
 
 
 def service_unavailable(what: str, exc: Exception) -> None:
@@ -105,7 +106,8 @@ def ray_cluster(settings: Settings, tmp_path_factory: pytest.TempPathFactory):
     os.environ.pop("RAY_AUTH_MODE", None)
     cluster = local.LocalCluster(
         dashboard_port=TEST_DASHBOARD_PORT, gcs_port=TEST_GCS_PORT,
-        client_server_port=TEST_CLIENT_PORT, agent_port=TEST_AGENT_PORT, num_cpus=4,
+        client_server_port=TEST_CLIENT_PORT, agent_port=TEST_AGENT_PORT, metrics_port=TEST_METRICS_PORT,
+        num_cpus=4,
     )
     if local.is_up(cluster):
         pytest.fail(f"something already listens on {cluster.dashboard_url}: stop it before the tests")
