@@ -361,6 +361,11 @@ class RunCoordinator:
             steps = [s.model_dump() for s in self.steps.values()]
         self.trace.end(status, counts, error, steps)
         record_finished_run(self.spec.name, status, counts or {}, steps, duration)
+        if (failed := (counts or {}).get("failed")) or status == "failed":
+            # Once per run, for whoever reads the cluster's logs: records failing is what operators look for.
+            at_steps = ", ".join(f"{s['name']} {s['failed']}" for s in steps if s.get("failed"))
+            log.warning("run %s of %s ended %s; %s of %s records failed at a step%s", self.run_id, self.spec.name,
+                        status, failed or 0, (counts or {}).get("valid", 0), f" ({at_steps})" if at_steps else "")
         finished: dict[str, Any] = {"status": status, "counts": counts or {}, "error": error}
         if self._failed_events > MAX_FAILED_EVENTS:
             finished["record_failed_without_event"] = self._failed_events - MAX_FAILED_EVENTS

@@ -30,6 +30,7 @@ class LocalCluster:
     num_cpus: int | None = None
     object_store_bytes: int = 500_000_000
     token_auth: bool = True  # Ray's own token authentication; off only by an explicit choice
+    temp_dir: str | None = None  # Ray's folder for sessions and logs; None: Ray's /tmp/ray
 
     @property
     def dashboard_url(self) -> str:
@@ -132,6 +133,8 @@ def head_command(cluster: LocalCluster) -> list[str]:
     ]
     if cluster.num_cpus is not None:
         command.append(f"--num-cpus={cluster.num_cpus}")
+    if cluster.temp_dir is not None:
+        command.append(f"--temp-dir={cluster.temp_dir}")
     return command
 
 

@@ -8,9 +8,9 @@ What is covered where:
   and finished as `_drive` does, and the chain run as a Ray Data worker runs it, parented only by
   the traceparents its RunContext carries (as after pickling into another process):
   caller -> augment.run -> augment.step -> augment.step.batch -> augment.provider_call;
-- not yet covered: spans exported over OTLP from a real run's coordinator and Ray Data actors (the
-  pickling of RunContext.trace into them, the per-batch flush); that needs a Ray instance started
-  with the OTEL_* variables and a collector in the test (tests/integration).
+- tests/integration/test_run_telemetry.py: the spans a real run's coordinator and Ray Data actors
+  export over OTLP (RunContext.trace pickled into them, the per-batch flush), received by a
+  collector in the test from a cluster started with the OTEL_* variables.
 """
 
 from __future__ import annotations
