@@ -16,7 +16,9 @@ SECRET = "sk-test-5f1c0ffee0ddba11"
 
 
 @pytest.fixture
-def captured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    # A process's run (set by a coordinator; tests drive coordinators in this process) is none here.
+    monkeypatch.setattr(logs, "_process_run_id", None)
     out = io.StringIO()
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter())
