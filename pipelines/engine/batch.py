@@ -60,6 +60,20 @@ def quiet_ray_data() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
+def in_blocks_of(dataset: ray.data.Dataset, rows: int) -> ray.data.Dataset:
+    """`dataset` in blocks of `rows` rows, cut by tasks that ask TASK_CPUS like every other task of a run.
+
+    `Dataset.repartition` takes no resources (Ray 2.60) and its tasks ask a whole CPU: on a
+    cluster whose nodes each had less than one CPU free (nodes of one CPU each, with the augment
+    actors on them) the run waited for ever. So its operator is given our share here, through a
+    private attribute (tests/integration/test_two_nodes.py runs on one-CPU nodes)."""
+    blocks = dataset.repartition(target_num_rows_per_block=rows)
+    operator = blocks._logical_plan.dag
+    assert type(operator).__name__ == "StreamingRepartition", f"Ray Data planned {operator!r}"
+    operator.ray_remote_args.update(TASK_OPTIONS)  # type: ignore[attr-defined]  # a StreamingRepartition
+    return blocks
+
+
 def augment_batches(spec: WorkflowSpec, report: Reporter, context: RunContext) -> type:
     """The Ray Data actor class that runs the chain. The spec and the run's context travel
     inside the class rather than as constructor arguments, so a restarted actor never depends
@@ -190,7 +204,7 @@ class BatchPlan:
         (
             # Blocks of one batch each, so that the batches spread over the actor pool instead of
             # a whole block going through one actor a batch after the other.
-            to_augment.repartition(target_num_rows_per_block=batch_rows)
+            in_blocks_of(to_augment, batch_rows)
             .map_batches(
                 augment_batches(self.spec, self.report, self.context),
                 batch_format="pyarrow",
