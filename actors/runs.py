@@ -11,6 +11,7 @@ from typing import Any, cast
 import ray
 from pydantic import SecretStr
 from ray.actor import ActorHandle
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.alert_watcher import ensure_watchers
 from actors.naming import NAMESPACE, consumer_name, run_actor_name
@@ -51,7 +52,7 @@ def _launch(settings: Settings, run_id: str, spec: WorkflowSpec, resume: bool) -
     ensure_watchers(settings)
     try:
         coordinator = RunCoordinatorActor.options(
-            name=run_actor_name(run_id), namespace=NAMESPACE
+            name=run_actor_name(run_id), namespace=NAMESPACE, scheduling_strategy=beside_the_caller(),
         ).remote(settings, run_id, spec, run_secrets(spec), resume, traceparent())  # the caller's span, if traced
         return coordinator, coordinator.execute.remote()
     except ValueError as exc:
@@ -62,6 +63,15 @@ def _launch(settings: Settings, run_id: str, spec: WorkflowSpec, resume: bool) -
     except Exception as exc:
         open_store(settings).finish_run(run_id, "failed", error=f"could not start the run coordinator: {exc}")
         raise
+
+
+def beside_the_caller() -> NodeAffinitySchedulingStrategy:
+    """On the node of the process that starts the run (the driver, or the API replica that launched
+    it). The coordinator dies with that process wherever it runs: on another node it would only add
+    a node whose loss fails the run (a lost worker node failed runs whose Ray Data work would have
+    carried on; tests/integration/test_two_nodes.py). Not `soft`: Ray then put one coordinator in
+    four on another node, and the coordinator asks no resources that its caller's node could lack."""
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 # How runs end when their driver or coordinator goes away (not by themselves): a re-submitted
