@@ -52,8 +52,12 @@ class ProviderLimiter:
 
 
 # Restarted when it dies: permits in flight are forgotten, and the limits come back with the next call.
+# Callers' calls wait for the restart and are sent again (max_task_retries), rather than fail every
+# batch in flight: the limiter's node lost (Ray restarts it elsewhere once it marks the node dead) once
+# failed a whole run (tests/integration/test_two_nodes.py). A call sent twice costs nothing: the new
+# limiter knows none of the old one's permits (a release or renewal of one is answered as for a lost one).
 ProviderLimiterActor = ray.remote(  # type: ignore[call-overload]  # Ray's overloads omit max_concurrency
-    num_cpus=0, max_restarts=-1, max_concurrency=10_000)(ProviderLimiter)
+    num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=10_000)(ProviderLimiter)
 
 
 class ActorPermits:
