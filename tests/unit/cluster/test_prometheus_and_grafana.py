@@ -101,6 +101,7 @@ def test_the_grafana_dashboard_is_importable_json() -> None:
         assert all(t["refId"] and t["expr"].strip() for t in panel["targets"]), panel["title"]
 
 
-def test_docs_metrics_table_is_the_catalogue() -> None:
-    text = (REPO / "docs" / "metrics.md").read_text(encoding="utf-8")
-    assert markdown_table() in text, "docs/metrics.md's table differs: paste metric_catalog.markdown_table()"
+@pytest.mark.parametrize("doc", ["docs/metrics.md", "README.md"])
+def test_the_documented_metrics_table_is_the_catalogue(doc: str) -> None:
+    text = (REPO / doc).read_text(encoding="utf-8")
+    assert markdown_table() in text, f"{doc}'s table differs: paste metric_catalog.markdown_table()"
