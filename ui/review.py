@@ -382,8 +382,14 @@ def build_review_panel(access: ReviewAccess) -> gr.Blocks:
                 return message, after, suggestion(access.item(after))
             return decide
 
-        def go_next(item_id: float | None, *chosen_filters: str | None) -> int | None:
-            return next_pending(access, queue_filter(*chosen_filters), int(item_id) if item_id else None)
+        def go_next(item_id: float | None, *chosen_filters: str | None) -> tuple[Any, str]:
+            """(the next pending item, what to say): a store that failed to answer is said, and the
+            item shown stays."""
+            try:
+                found = next_pending(access, queue_filter(*chosen_filters), int(item_id) if item_id else None)
+            except Exception as exc:  # noqa: BLE001 - shown to the reviewer, who can press again
+                return gr.skip(), f"⚠️ The next pending item could not be read: {type(exc).__name__}: {exc}"
+            return found, "" if found is not None else "No pending item is left in this filter."
 
         def ask_accept_all(*chosen_filters: str | None) -> tuple[Any, str, Any]:
             return ask_bulk_view(access, "accept", queue_filter(*chosen_filters))
@@ -415,7 +421,7 @@ def build_review_panel(access: ReviewAccess) -> gr.Blocks:
                          api_name=f"{action}_item").then(
                 refresh, chosen, refreshed, show_progress="hidden").then(
                 reread, [offset, *filters], listing, show_progress="hidden")
-        next_item.click(go_next, [chosen, *filters], chosen, api_name="next_pending").then(
+        next_item.click(go_next, [chosen, *filters], [chosen, outcome], api_name="next_pending").then(
             show, chosen, showing, show_progress="hidden")
         options.input(lambda picked: picked, options, value, api_visibility="private")
         bulk_accept.click(ask_accept_all, filters, [confirm, question, pending_bulk], api_visibility="private")

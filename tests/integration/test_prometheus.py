@@ -48,7 +48,9 @@ def prometheus(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     config = yaml.safe_load((ROOT / "cluster" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
     [job] = config["scrape_configs"]
     assert job["file_sd_configs"][0]["files"] == [str(SERVICE_DISCOVERY_FILE)]  # what `augment cluster up` says
-    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    # Every 5 s, not faster: a scrape may take no longer than its interval, and with the whole suite's
+    # replicas and workers on one node the exporter's answer took more than 1 s (nothing arrived).
+    config["global"] = {"scrape_interval": "5s", "scrape_timeout": "5s", "evaluation_interval": "5s"}
     job["file_sd_configs"][0]["refresh_interval"] = "1s"
     config["rule_files"] = [str(ROOT / "cluster" / "prometheus" / "alerts.yml")]
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -81,6 +83,24 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> An
             return last
         time.sleep(1)
     raise AssertionError(f"waited {timeout:g}s for {what}; last: {last!r}")
+
+
+def arrives(url: str, what: str, expr: str, label: str, expected: dict[str, float]) -> None:
+    """Wait until the query's values by `label` are `expected`; on timeout say what Prometheus held
+    and how its scrapes of the cluster went."""
+    seen: dict[str, float] = {}
+
+    def matches() -> bool:
+        nonlocal seen
+        seen = by(url, expr, label)
+        return seen == expected
+
+    try:
+        wait_for(what, matches)
+    except AssertionError:
+        targets = httpx.get(f"{url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        health = [(t["scrapeUrl"], t["health"], t.get("lastError"), t.get("lastScrapeDuration")) for t in targets]
+        raise AssertionError(f"{what}: expected {expected}, Prometheus held {seen}; scrapes: {health}") from None
 
 
 def query(url: str, expr: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -147,8 +167,8 @@ def test_a_real_prometheus_scrapes_the_runs_counts_and_the_providers_calls(
     workflow = f'workflow="{run.workflow}"'
 
     expected = {k: float(v) for k, v in run.counts.items() if v}
-    wait_for("the run's records in Prometheus", lambda: by(
-        prometheus, f"sum by (outcome) (ray_augment_records_total{{{workflow}}})", "outcome") == expected)
+    arrives(prometheus, "the run's records", f"sum by (outcome) (ray_augment_records_total{{{workflow}}})", "outcome",
+            expected)
     assert by(prometheus, f"sum by (status) (ray_augment_runs_total{{{workflow}}})", "status") == {"succeeded": 1}
     [step] = [s for s in run.steps if s.name == "profile"]
     steps = by(prometheus, f'sum by (outcome) (ray_augment_step_records_total{{{workflow}, step="profile"}})',
@@ -161,8 +181,8 @@ def test_a_real_prometheus_scrapes_the_runs_counts_and_the_providers_calls(
     statuses = fake.stats()["by_status"]
     seen = {"ok": float(statuses["200"]), "rate_limited": float(statuses["429"]), "error": float(statuses["500"])}
     assert seen["rate_limited"] == 1 and seen["error"] == 3  # r2: the first try and 2 retries
-    wait_for("the provider's calls in Prometheus", lambda: by(
-        prometheus, f"sum by (outcome) (ray_augment_provider_requests_total{{{account}}})", "outcome") == seen)
+    arrives(prometheus, "the provider's calls", f"sum by (outcome) (ray_augment_provider_requests_total{{{account}}})",
+            "outcome", seen)
     cost = run.cost or {}
     totals = cost["steps"]["profile"]
     assert query(prometheus, f"sum(ray_augment_provider_tokens_total{{{account}}})") == {
@@ -187,9 +207,8 @@ def test_the_api_counts_requests_by_route_status_and_key_prefix_and_the_rules_lo
         assert http.get("/runs/no-such-run", headers={"Authorization": f"Bearer {key}"}).status_code == 404
         assert http.get("/me").status_code == 401
     labels = f'caller="{prefix}"'
-    wait_for("the API's requests in Prometheus", lambda: by(
-        prometheus, f"sum by (route, status) (ray_augment_api_requests_total{{{labels}}})", "status") == {
-        "200": 3.0, "404": 1.0})
+    arrives(prometheus, "the API's requests", f"sum by (status) (ray_augment_api_requests_total{{{labels}}})",
+            "status", {"200": 3.0, "404": 1.0})
     assert set(by(prometheus, f"sum by (route) (ray_augment_api_requests_total{{{labels}}})", "route")) == {
         "/v1/me", "/v1/runs/{run_id}"}
     assert query(prometheus, 'sum(ray_augment_api_requests_total{route="/v1/me", status="401", caller="anonymous"})')
