@@ -77,11 +77,29 @@ def mount_panel(blocks: gr.Blocks, settings: Settings, prefix: str, role: Role =
     # No "Use via API" link: a panel takes sessions only, so gradio_client with a key gets 401.
     gradio_options.setdefault("footer_links", ["gradio", "settings"])
     app = gr.mount_gradio_app(FastAPI(), blocks, path="/", auth_dependency=gradio_user, head=head, **gradio_options)
+    calm_queue(blocks)
     app.add_middleware(KeepAssets)  # innermost: only what the guard let through is kept
     # Outermost first: the Host check, then the session and its CSRF token.
     app.add_middleware(PageGuard, gate=Gate(settings), prefix=prefix, role=role)
     app.add_middleware(HostCheck, settings=settings)
     return app
+
+
+# How often an idle Gradio queue looks for work (seconds). Gradio polls every 1 ms on Linux (and for
+# progress every 10 ms): about 5 % of a core per panel replica doing nothing, ten replicas half a core
+# of a 2-core node (docs/benchmarks.md, "Speed round, part 3"). A queued event now waits at most
+# 20 ms more to start; progress is sent every 100 ms (Gradio's own value on Windows).
+QUEUE_POLL_SECONDS = 0.02
+PROGRESS_POLL_SECONDS = 0.1
+
+
+def calm_queue(blocks: gr.Blocks) -> None:
+    """Make `blocks`' queue poll at QUEUE_POLL_SECONDS / PROGRESS_POLL_SECONDS when idle. Gradio has
+    no option for it: these are attributes of its Queue (gradio/queueing.py), checked by a unit test
+    so that an upgrade that renames them is noticed."""
+    queue = blocks._queue
+    queue.sleep_when_free = max(queue.sleep_when_free, QUEUE_POLL_SECONDS)
+    queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, PROGRESS_POLL_SECONDS)
 
 
 class PanelArgs(BaseModel):

@@ -136,3 +136,16 @@ def test_the_front_ends_hashed_assets_are_kept_by_the_browser_and_only_for_the_s
     assert answer.status_code == 200 and answer.headers["cache-control"] == "private, max-age=31536000, immutable"
     assert "immutable" not in panel.get("/config").headers.get("cache-control", "")
     assert panel.get("/assets/no-such-file.js").headers.get("cache-control") != "private, max-age=31536000, immutable"
+
+
+def test_an_idle_panel_queue_polls_calmly(settings: Settings) -> None:
+    """Gradio's queue polls every 1 ms when idle (5 % of a core per replica); mount_panel slows that
+    down through attributes Gradio does not document: an upgrade that renames them fails here."""
+    from serve_apps.gateway.panels import PROGRESS_POLL_SECONDS, QUEUE_POLL_SECONDS
+
+    with gr.Blocks() as blocks:
+        gr.Markdown("idle")
+    mount_panel(blocks, settings, PREFIX)
+    queue = blocks._queue
+    assert queue.sleep_when_free == QUEUE_POLL_SECONDS
+    assert queue.progress_update_sleep_when_free == PROGRESS_POLL_SECONDS
