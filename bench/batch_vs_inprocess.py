@@ -6,10 +6,12 @@ validate, quarantine, augment, write Parquet, catalog), and the pandas side as a
 user's script of the same operations (bench/pandas_baseline.py), which shares no code of ours.
 Prints rows/s and the ratios for each size, checks that the three give the same valid records
 with the same values, and prints the peak memory (PSS) of the Ray run: the driver plus every
-process of the private Ray instance this script starts.
+process of the private Ray instance this script starts. Unless --cold, one small untimed run goes
+first: a run is timed as it goes on a running cluster (a driver such as the API that has run before).
 
     .venv/bin/python bench/batch_vs_inprocess.py --rows 20000 100000
     .venv/bin/python bench/batch_vs_inprocess.py --rows 4000000 --only ray   # memory at scale
+    .venv/bin/python bench/batch_vs_inprocess.py --rows 200000 --only ray --cold   # a fresh instance
 """
 
 from __future__ import annotations
@@ -102,6 +104,14 @@ def on_ray(spec_path: Path, settings: Settings) -> tuple[float, int, str, str]:
     assert run.status == "succeeded", run.error
     steps = ", ".join(f"{s.name} {s.seconds:.1f}" for s in run.steps if s.seconds)
     return elapsed, run.counts["valid"], f"work seconds by step (all workers): {steps}", run.output["path"]
+
+
+def warm_up(folder: Path, settings: Settings) -> None:
+    """One small run, untimed: what a run on a running cluster finds already started."""
+    folder.mkdir()
+    data = folder / "orgs.csv"
+    write(organisations(2_000, seed=3), data, "csv")
+    on_ray(spec_for(data, folder), settings)
 
 
 class PeakPss:
@@ -287,6 +297,10 @@ def main() -> int:
                              " (0: Ray's default, 30%% of memory); beyond it Ray Data spills blocks to disk")
     parser.add_argument("--only", nargs="+", choices=SIDES, default=list(SIDES), metavar="SIDE",
                         help=f"run only these sides, of {', '.join(SIDES)} (e.g. --only ray for memory at scale)")
+    parser.add_argument("--cold", action="store_true",
+                        help="time the first Ray run on a fresh instance; by default one run of 2,000 rows goes"
+                             " first, untimed, as on a running cluster (its alert watcher, reaper and Ray Data's"
+                             " own actors started, worker processes of the driver's job up)")
     parser.add_argument("--sample-interval", type=float, default=0.5, metavar="SECONDS",
                         help="how often the Ray run's memory is sampled")
     args = parser.parse_args()
@@ -299,6 +313,8 @@ def main() -> int:
         if "ray" in sides:
             ray.init(address="local", logging_level=logging.ERROR, log_to_driver=False, _temp_dir=ray_dir,
                      object_store_memory=args.object_store_mb * 1_000_000 if args.object_store_mb else None)
+        if "ray" in sides and not args.cold:
+            warm_up(folder / "warm-up", settings)
         print(f"{'rows':>9} {'in-process rows/s':>18} {'Ray Data rows/s':>16} {'Ray / in-process':>17} "
               f"{'pandas rows/s':>14} {'Ray / pandas':>13} {'in-process / pandas':>20}")
         for n in args.rows:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +23,7 @@ import ray
 from augment_core.logs import configure_logging
 from augment_core.storage import StoragePaths
 from augment_core.tracing import flush as flush_spans
+from pipelines.augmenters.base import Augmenter
 from pipelines.augmenters.inference_base import InferenceAugmenter
 from pipelines.augmenters.registry import build_chain
 from pipelines.engine.chain import (
@@ -41,7 +45,7 @@ from pipelines.io.parquet import (
     remove_folder,
     write_empty_parquet,
 )
-from pipelines.io.resources import TASK_CPUS, TASK_OPTIONS
+from pipelines.io.resources import TASK_CPUS, TASK_OPTIONS, cluster_cpus, task_args, write_args
 from pipelines.io.sinks import QUARANTINE_SCHEMA, quarantine_rows
 from pipelines.io.sources import read_source
 from pipelines.spec.workflow import WorkflowSpec
@@ -75,10 +79,11 @@ def in_blocks_of(dataset: ray.data.Dataset, rows: int) -> ray.data.Dataset:
 
 
 def augment_batches(spec: WorkflowSpec, report: Reporter, context: RunContext) -> type:
-    """The Ray Data actor class that runs the chain. The spec and the run's context travel
-    inside the class rather than as constructor arguments, so a restarted actor never depends
-    on objects in the object store (ray-project/ray#53727). A reporter with a `record_failed`
-    method (actors' CoordinatorReporter) also hears of the records a step left in error."""
+    """The Ray Data actor class that runs the chain of a workflow that calls providers. The spec
+    and the run's context travel inside the class rather than as constructor arguments, so a
+    restarted actor never depends on objects in the object store (ray-project/ray#53727). A
+    reporter with a `record_failed` method (actors' CoordinatorReporter) also hears of the records
+    a step left in error."""
     report_failed: FailureReporter = getattr(report, "record_failed", no_failures)
 
     class AugmentBatches:
@@ -94,6 +99,40 @@ def augment_batches(spec: WorkflowSpec, report: Reporter, context: RunContext) -
                 flush_spans()  # an actor of the pool can be killed without its exit hooks
 
     return AugmentBatches
+
+
+# The chains that Ray Data tasks of this worker process have set up, by plan: a worker runs many
+# tasks of a run, and sets its chain up (reference tables, parsers) at the first. A few plans:
+# two runs at once share the job's workers.
+_TASK_CHAINS: OrderedDict[str, tuple[list[Augmenter], pa.Schema]] = OrderedDict()
+_TASK_CHAINS_KEPT = 4
+
+
+def augment_in_tasks(spec: WorkflowSpec, report: Reporter, context: RunContext, plan_id: str) -> Callable[
+        [pa.Table], pa.Table]:
+    """The function that Ray Data tasks run the chain with, for a workflow that calls no provider.
+
+    Tasks, not an actor pool: a run's tasks go to the job's worker processes, which the read and
+    validation have already started (each new process imports Ray Data, pandas and the engine:
+    about 1.5 s of CPU), and the write fuses into the same task. An actor pool starts processes of
+    its own for every run. Workflows that call providers keep their actors: a pool of clients and
+    one batch in flight an actor, for the limiter's sake."""
+    report_failed: FailureReporter = getattr(report, "record_failed", no_failures)
+
+    def augment(table: pa.Table) -> pa.Table:
+        found = _TASK_CHAINS.get(plan_id)
+        if found is None:
+            configure_logging(context.settings.log_format if context.settings else None)
+            found = _TASK_CHAINS[plan_id] = (setup_chain(build_chain(spec), context), output_schema(spec))
+            while len(_TASK_CHAINS) > _TASK_CHAINS_KEPT:
+                _TASK_CHAINS.popitem(last=False)
+        chain, schema = found
+        try:
+            return run_chain(chain, table, schema, report, report_failed, context)
+        finally:
+            flush_spans()
+
+    return augment
 
 
 @dataclass
@@ -122,6 +161,7 @@ class BatchPlan:
         self.output_path = output_path or paths.dataset_run(spec.sink.dataset, run_id)
         self.quarantine_path = paths.quarantine(spec.sink.dataset, run_id)
         self.validated: ray.data.Dataset | None = None
+        self.plan_id = uuid.uuid4().hex  # what this plan's tasks know their chain by
         self.rows_in = 0
 
     def check_chain(self) -> None:
@@ -141,13 +181,13 @@ class BatchPlan:
 
         raw = read_source(self.spec.source, schema, self.paths)
         validated = raw.map_batches(
-            validate_batch, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS).materialize()
+            validate_batch, batch_format="pyarrow", batch_size=None, **task_args()).materialize()
         self.rows_in = validated.count()  # free on a materialized dataset
         if schema.key and schema.unique_key:
             first_seen = self._first_seen_of_duplicates(validated)
             if first_seen:
                 validated = validated.map_batches(
-                    mark_duplicates, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS,
+                    mark_duplicates, batch_format="pyarrow", batch_size=None, **task_args(),
                     fn_kwargs={"first_seen": first_seen, "key": schema.key},
                 )
         self.validated = validated
@@ -161,7 +201,7 @@ class BatchPlan:
         order in a second pass, where ids are compared exactly (so a hash collision changes nothing).
         Memory here is bounded by the hashes and the duplicates."""
         hashes = [batch["hash"] for batch in validated.map_batches(
-            id_hashes, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS,
+            id_hashes, batch_format="pyarrow", batch_size=None, **task_args(),
         ).iter_batches(batch_format="numpy", batch_size=None)]
         if not hashes:
             return {}
@@ -171,7 +211,7 @@ class BatchPlan:
             return {}
         orders: dict[str, list[str]] = {}
         for row in validated.map_batches(
-            lambda t: rows_with_hashes(t, repeated), batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS,
+            lambda t: rows_with_hashes(t, repeated), batch_format="pyarrow", batch_size=None, **task_args(),
         ).iter_rows():
             orders.setdefault(row["record_uuid"], []).append(row["_source_order"])
         return {record_id: min(seen) for record_id, seen in orders.items() if len(seen) > 1}
@@ -190,22 +230,22 @@ class BatchPlan:
         (
             self.validated.map_batches(
                 lambda t: quarantine_rows(split_valid(t, False), run_id), batch_format="pyarrow", batch_size=None,
-                num_cpus=TASK_CPUS,
-            ).write_parquet(q_path, filesystem=q_fs, ray_remote_args=TASK_OPTIONS)
+                **task_args(),
+            ).write_parquet(q_path, filesystem=q_fs, **write_args())
         )
         o_fs, o_path = self.paths.filesystem(self.output_path)
         to_augment = self.validated.map_batches(
-            lambda t: split_valid(t, True), batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS)
+            lambda t: split_valid(t, True), batch_format="pyarrow", batch_size=None, **task_args())
         if self.resume and self._ids_are_unique():
             to_augment = self._not_yet_written(to_augment, o_fs, o_path)
         elif self.resume:  # records may share an id: which copies were written is unknowable, so
             remove_folder(o_fs, o_path)  # all are written again (their answered calls are cached)
-        pool, batch_rows = _cluster_cpus(), augment_batch_rows(self.spec)
-        (
-            # Blocks of one batch each, so that the batches spread over the actor pool instead of
-            # a whole block going through one actor a batch after the other.
-            in_blocks_of(to_augment, batch_rows)
-            .map_batches(
+        batch_rows = augment_batch_rows(self.spec)
+        # Blocks of one batch each, so that the batches spread over the workers instead of a whole
+        # block going through one of them a batch after the other.
+        batches = in_blocks_of(to_augment, batch_rows)
+        if calls_provider(self.spec):
+            augmented = batches.map_batches(
                 augment_batches(self.spec, self.report, self.context),
                 batch_format="pyarrow",
                 # What a crash costs a run is the batches in flight (their answered calls are cached).
@@ -215,12 +255,16 @@ class BatchPlan:
                 # on a busy one. A fixed pool: with one task in flight an actor is never more than
                 # 100 % used, so Ray Data's autoscaler (which grows a pool past 175 %) never would.
                 compute=ray.data.ActorPoolStrategy(
-                    size=min(pool, -(-max(1, self.rows_in) // batch_rows)), max_tasks_in_flight_per_actor=1),
+                    size=min(cluster_cpus(), -(-max(1, self.rows_in) // batch_rows)),
+                    max_tasks_in_flight_per_actor=1),
                 num_cpus=TASK_CPUS,
             )
-            # A file holds at most one augment call's records: what a crash can make a resume redo.
-            .write_parquet(o_path, filesystem=o_fs, max_rows_per_file=batch_rows, ray_remote_args=TASK_OPTIONS)
-        )
+        else:
+            augmented = batches.map_batches(
+                augment_in_tasks(self.spec, self.report, self.context, self.plan_id),
+                batch_format="pyarrow", batch_size=batch_rows, **task_args())
+        # A file holds at most one augment call's records: what a crash can make a resume redo.
+        augmented.write_parquet(o_path, filesystem=o_fs, max_rows_per_file=batch_rows, **write_args())
         valid, quarantined = count_parquet_rows(o_fs, o_path), count_parquet_rows(q_fs, q_path)
         # Ray Data writes no file for no rows: leave an empty one so that both paths exist and
         # carry their schema (a catalogued version must be readable; its CSV export has a header).
@@ -253,7 +297,7 @@ class BatchPlan:
         done = [f for f, rows in files.items() if rows]
         if not done:
             return valid
-        written = ray.data.read_parquet(done, filesystem=fs, columns=["record_uuid"], num_cpus=TASK_CPUS)
+        written = ray.data.read_parquet(done, filesystem=fs, columns=["record_uuid"], **task_args())
         return valid.join(
             written, join_type="left_anti", on=("record_uuid",),
             num_partitions=min(64, 1 + self.rows_in // 100_000),  # ~100k records held by each aggregator
@@ -271,10 +315,14 @@ UNPAID_BATCH_ROWS = 10_000
 
 def augment_batch_rows(spec: WorkflowSpec) -> int:
     """The sink's batch_rows, or UNPAID_BATCH_ROWS when it leaves them unset and no step calls a provider."""
-    if "batch_rows" in spec.sink.model_fields_set or any(
-            isinstance(step, InferenceAugmenter) and step.calls_provider for step in build_chain(spec)):
+    if "batch_rows" in spec.sink.model_fields_set or calls_provider(spec):
         return spec.sink.batch_rows
     return UNPAID_BATCH_ROWS
+
+
+def calls_provider(spec: WorkflowSpec) -> bool:
+    """Whether a step of the workflow calls a provider (an llm, http or embed step that is not local)."""
+    return any(isinstance(step, InferenceAugmenter) and step.calls_provider for step in build_chain(spec))
 
 
 def id_hashes(table: pa.Table) -> pa.Table:
@@ -288,10 +336,3 @@ def rows_with_hashes(table: pa.Table, hashes: np.ndarray) -> pa.Table:
     valid = split_valid(table, True).select(["record_uuid", "_source_order"])
     ids = valid["record_uuid"].to_numpy(zero_copy_only=False)
     return valid.filter(pa.array(np.isin(pd.util.hash_array(ids), hashes)))
-
-
-def _cluster_cpus() -> int:
-    """Upper bound of the augment actor pool: one actor per CPU the cluster has."""
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-

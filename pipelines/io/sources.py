@@ -26,7 +26,7 @@ from pipelines.io.csv_fast import FastCsv
 from pipelines.io.csv_records import CsvRecord, csv_records
 from pipelines.io.files import EXTENSIONS, ByteStream, SourceError, text_lines, undecodable
 from pipelines.io.json_records import ends_inside, json_record, parse_json
-from pipelines.io.resources import READ_CPUS, TASK_CPUS
+from pipelines.io.resources import READ_CPUS, TASK_CPUS, cluster_cpus, task_args
 from pipelines.spec.errors import clip
 from pipelines.spec.workflow import (
     DatasetSource,
@@ -290,7 +290,8 @@ def read_source(source: SourceSpec, schema: SchemaSpec, paths: StoragePaths | No
     # until it had the number it wanted (8 for a 300-row file): more tasks for every later step,
     # each a process start on a small node.
     tasks = min(datasource.file_count(), ray.data.DataContext.get_current().read_op_min_num_blocks)
-    return ray.data.read_datasource(datasource, num_cpus=READ_CPUS, override_num_blocks=tasks)
+    return ray.data.read_datasource(
+        datasource, num_cpus=READ_CPUS, override_num_blocks=tasks, concurrency=cluster_cpus())
 
 
 def postgres_connector(source: PostgresSource) -> Callable[[], Any]:
@@ -375,7 +376,7 @@ def _read_postgres(source: PostgresSource, schema: SchemaSpec) -> ray.data.Datas
         )
         return table.append_column("_parse_error", pa.nulls(table.num_rows, pa.string()))
 
-    annotated = dataset.map_batches(annotate, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS)
+    annotated = dataset.map_batches(annotate, batch_format="pyarrow", batch_size=None, **task_args())
     return annotated.repartition(target_num_rows_per_block=ROWS_PER_BLOCK)
 
 

@@ -20,7 +20,7 @@ from pipelines.engine.chain import setup_chain, split_valid
 from pipelines.engine.validation import validate_table
 from pipelines.inference.client import Request
 from pipelines.inference.context import RunContext
-from pipelines.io.resources import TASK_CPUS
+from pipelines.io.resources import task_args
 from pipelines.io.sources import read_source
 from pipelines.operations.preview_result import Preview, StepEstimate
 from pipelines.spec.workflow import SchemaSpec, WorkflowSpec
@@ -80,7 +80,7 @@ def preview(spec: WorkflowSpec, rows: int = 3, paths: StoragePaths | None = None
 
     raw = read_source(spec.source, schema, paths)
     totals: dict[tuple[str, str], float] = defaultdict(float)
-    for row in raw.map_batches(estimate_batch, batch_format="pyarrow", batch_size=None, num_cpus=TASK_CPUS).iter_rows():
+    for row in raw.map_batches(estimate_batch, batch_format="pyarrow", batch_size=None, **task_args()).iter_rows():
         totals[(row["step"], row["key"])] += row["value"]
 
     result = Preview(rows_in=int(totals[("", "in")]), valid=int(totals[("", "valid")]))
