@@ -28,6 +28,11 @@ class ActorQuotas:
     def admit(self, who: str, per_minute: int, burst: int) -> float:
         return cast(float, ray.get(self.handle.admit.remote(who, per_minute, burst), timeout=CALL_TIMEOUT_SECONDS))
 
+    def lease(self, who: str, per_minute: int, burst: int, want: int, returned: int = 0) -> tuple[int, float]:
+        answer = cast(tuple[int, float], ray.get(self.handle.lease.remote(who, per_minute, burst, want, returned),
+                                                 timeout=CALL_TIMEOUT_SECONDS))
+        return int(answer[0]), float(answer[1])
+
     def open_stream(self, who: str, cap: int) -> bool:
         return cast(bool, ray.get(self.handle.open_stream.remote(who, cap), timeout=CALL_TIMEOUT_SECONDS))
 

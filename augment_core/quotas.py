@@ -15,8 +15,11 @@ real cost.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import redis
@@ -25,6 +28,11 @@ import redis
 class Quotas(Protocol):
     def admit(self, who: str, per_minute: int, burst: int) -> float:
         """0 when the request may go; else the seconds to wait before the next one would."""
+
+    def lease(self, who: str, per_minute: int, burst: int, want: int, returned: int = 0) -> tuple[int, float]:
+        """Give back `returned` permits booked earlier and not used, then book up to `want` requests at
+        once, as many as admit would let through now one after the other: (booked, 0.0), or (0, the
+        seconds to wait) when not even one may go. `admit` is `lease(want=1)`."""
 
     def open_stream(self, who: str, cap: int) -> bool:
         """Count an event stream as open for `who`; False (counting nothing) when `cap` are open."""
@@ -59,9 +67,27 @@ class KeyQuotas:
         if allowed_at > now:
             return allowed_at - now
         self.tat[who] = tat + interval
+        self._forget_idle(now)
+        return 0.0
+
+    def lease(self, who: str, per_minute: int, burst: int, want: int, returned: int = 0) -> tuple[int, float]:
+        now = self.clock()
+        interval = 60.0 / per_minute
+        tat = max(self.tat.get(who, now), now)
+        if returned > 0:  # as if those requests had never been booked
+            tat = max(now, tat - returned * interval)
+            self.tat[who] = tat
+        allowed_at = tat + interval - max(burst, 1) * interval
+        if allowed_at > now:
+            return 0, allowed_at - now
+        booked = max(1, min(want, 1 + int((now - allowed_at) / interval)))
+        self.tat[who] = tat + booked * interval
+        self._forget_idle(now)
+        return booked, 0.0
+
+    def _forget_idle(self, now: float) -> None:
         if len(self.tat) > 100_000:  # forget callers who are idle (their clocks are in the past)
             self.tat = {k: v for k, v in self.tat.items() if v > now}
-        return 0.0
 
     def open_stream(self, who: str, cap: int) -> bool:
         if self.streams.get(who, 0) >= cap:
@@ -110,6 +136,29 @@ if allowed_at > now then return tostring(allowed_at - now) end
 redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil((tat + interval - now) * 1000) + 1000)
 return '0'
 """
+# lease: give back ARGV[4] unused permits, then book up to ARGV[3] at once; {booked, wait}.
+_LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local returned = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+if returned > 0 then
+  tat = tat - returned * interval
+  if tat < now then tat = now end
+  redis.call('SET', KEYS[1], tostring(tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+end
+local allowed_at = tat + interval - burst * interval
+if allowed_at > now then return {0, tostring(allowed_at - now)} end
+local booked = math.min(want, 1 + math.floor((now - allowed_at) / interval))
+if booked < 1 then booked = 1 end
+tat = tat + booked * interval
+redis.call('SET', KEYS[1], tostring(tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+return {booked, '0'}
+"""
 _OPEN = """
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 if n >= tonumber(ARGV[1]) then return 0 end
@@ -145,6 +194,7 @@ class RedisQuotas:
         self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self.namespace = namespace
         self._admit = self.client.register_script(_ADMIT)
+        self._lease = self.client.register_script(_LEASE)
         self._open = self.client.register_script(_OPEN)
         self._reserve = self.client.register_script(_RESERVE)
         self._settle = self.client.register_script(_SETTLE)
@@ -152,6 +202,11 @@ class RedisQuotas:
     def admit(self, who: str, per_minute: int, burst: int) -> float:
         wait = self._admit(keys=[f"{self.namespace}:rate:{who}"], args=[60.0 / per_minute, max(burst, 1)])
         return float(wait)
+
+    def lease(self, who: str, per_minute: int, burst: int, want: int, returned: int = 0) -> tuple[int, float]:
+        booked, wait = self._lease(keys=[f"{self.namespace}:rate:{who}"],
+                                   args=[60.0 / per_minute, max(burst, 1), max(1, want), max(0, returned)])
+        return int(booked), float(wait)
 
     def open_stream(self, who: str, cap: int) -> bool:
         return bool(self._open(keys=[f"{self.namespace}:streams:{who}"], args=[cap, STREAM_COUNT_TTL_SECONDS]))
@@ -173,3 +228,76 @@ class RedisQuotas:
 
     def _spend_key(self, who: str, day: str) -> str:
         return f"{self.namespace}:spend:{day}:{who}"
+
+
+# A replica's share of request rates -------------------------------------------------------------------
+LEASE_SECONDS = 0.1  # how long a replica may hold requests booked ahead before it gives them back
+MAX_LEASE = 32  # the most requests booked in one round trip
+
+
+@dataclass
+class _Lease:
+    left: int = 0  # booked, not yet used
+    expires: float = 0.0
+    asked_at: float | None = None  # when this replica last asked the shared store
+    since_asked: int = 0  # requests of the caller here since then
+
+
+class LeasedRates:
+    """`admit` of a shared quota store (the cluster's actor, Redis) without a round trip per request:
+    when a caller's requests come fast, a replica books several at once (`Quotas.lease`, as many as
+    it saw in the last LEASE_SECONDS, at most MAX_LEASE) and lets them through locally; what it has
+    not used after LEASE_SECONDS goes back with its next round trip for that caller. Every request
+    let through was booked on the caller's one shared clock, so all replicas together never pass
+    more than the rate and burst allow, give or take the requests booked in one lease period (a
+    request may go up to LEASE_SECONDS after it was booked). A caller asking slowly books one request
+    per round trip, exactly as `admit` does. Safe to share between threads."""
+
+    def __init__(self, store: Quotas, clock: Callable[[], float] = time.monotonic,
+                 lease_seconds: float = LEASE_SECONDS, max_lease: int = MAX_LEASE) -> None:
+        self.store, self.clock = store, clock
+        self.lease_seconds, self.max_lease = lease_seconds, max_lease
+        self._leases: dict[str, _Lease] = {}
+        self._lock = threading.Lock()
+
+    def take_local(self, who: str) -> bool:
+        """Let one request of `who` through on what this replica booked already (no round trip)."""
+        now = self.clock()
+        with self._lock:
+            lease = self._leases.get(who)
+            if lease is None or lease.left <= 0 or lease.expires <= now:
+                return False
+            lease.left -= 1
+            lease.since_asked += 1
+            return True
+
+    def admit(self, who: str, per_minute: int, burst: int) -> float:
+        """0 when the request may go; else the seconds to wait (as Quotas.admit). Errors of the store
+        propagate; the permits being given back are then kept for the next try."""
+        if self.take_local(who):
+            return 0.0
+        now = self.clock()
+        with self._lock:
+            lease = self._leases.setdefault(who, _Lease())
+            lease.since_asked += 1
+            expired = lease.left if lease.expires <= now else 0
+            lease.left -= expired
+            want = 1
+            if lease.asked_at is not None and now > lease.asked_at:
+                rate = lease.since_asked / (now - lease.asked_at)
+                want = max(1, min(self.max_lease, max(burst, 1), math.ceil(rate * self.lease_seconds)))
+            if len(self._leases) > 10_000:  # forget callers whose leases ran out
+                self._leases = {k: v for k, v in self._leases.items() if v.expires > now or k == who}
+        try:
+            booked, wait = self.store.lease(who, per_minute, burst, want, expired)
+        except Exception:
+            with self._lock:
+                lease.left += expired
+            raise
+        with self._lock:
+            lease.asked_at, lease.since_asked = now, 0
+            if booked <= 0:
+                return wait
+            lease.left += booked - 1
+            lease.expires = self.clock() + self.lease_seconds
+        return 0.0

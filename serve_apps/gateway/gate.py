@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import ray
 
 from augment_core.identity import SESSION_COOKIE, Identity, Principal, digest
-from augment_core.quotas import KeyQuotas, Quotas, RedisQuotas
+from augment_core.quotas import KeyQuotas, LeasedRates, Quotas, RedisQuotas
 from augment_core.settings import Settings
 from augment_core.store import open_store
 
@@ -41,6 +41,7 @@ class Gate:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
         self._quotas: Quotas | None = None
+        self._rates: LeasedRates | None = None  # request rates on a shared store, booked a few at a time
 
     def identity(self) -> Identity:
         return Identity(open_store(self.settings))
@@ -56,12 +57,27 @@ class Gate:
         with self._lock:
             self._cache.pop("session:" + digest(token), None)
 
-    def _cached(self, key: str, resolve: Callable[[], Principal | None]) -> Principal | None:
-        now = time.monotonic()
+    def known_key(self, secret: str) -> tuple[bool, Principal | None]:
+        """(True, what from_key answers) when this replica checked the key within auth_cache_seconds;
+        (False, None) when only the store can say. No I/O: for the event loop."""
+        return self._fresh("key:" + digest(secret))
+
+    def known_session(self, token: str) -> tuple[bool, Principal | None]:
+        """As known_key, for a login session."""
+        return self._fresh("session:" + digest(token))
+
+    def _fresh(self, key: str) -> tuple[bool, Principal | None]:
         with self._lock:
             hit = self._cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
+    def _cached(self, key: str, resolve: Callable[[], Principal | None]) -> Principal | None:
+        now = time.monotonic()
+        fresh, principal = self._fresh(key)
+        if fresh:
+            return principal
         principal = resolve()
         with self._lock:
             if len(self._cache) > 10_000:
@@ -82,6 +98,9 @@ class Gate:
                 self._quotas = ActorQuotas()
             else:
                 self._quotas = KeyQuotas()
+            # A store across the network is asked for rates a few requests at a time (LeasedRates);
+            # one in this process is asked every time, as cheap as a lease.
+            self._rates = None if isinstance(self._quotas, KeyQuotas) else LeasedRates(self._quotas)
         return self._quotas
 
     def _checked(self, what: str, who: str, ask: Callable[[Quotas], T]) -> T:
@@ -95,7 +114,17 @@ class Gate:
 
     def admit(self, who: str, per_minute: int, burst: int) -> float:
         """Seconds to wait (0: go); QuotaUnavailable when the quota store cannot answer."""
-        return self._checked("the request rate", who, lambda q: q.admit(who, per_minute, burst))
+        def ask(quotas: Quotas) -> float:
+            rates = self._rates
+            return rates.admit(who, per_minute, burst) if rates is not None else quotas.admit(who, per_minute, burst)
+
+        return self._checked("the request rate", who, ask)
+
+    def admit_local(self, who: str) -> bool:
+        """Let a request of `who` through on rate this replica booked already: True, or False when
+        only `admit` (a round trip) can say. No I/O: for the event loop."""
+        rates = self._rates
+        return rates is not None and rates.take_local(who)
 
     def open_stream(self, who: str, cap: int) -> bool:
         """Whether `who` may open one more event stream (and it is counted); QuotaUnavailable as admit."""
