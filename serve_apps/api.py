@@ -6,6 +6,7 @@ processes inherit the AUGMENT_* environment of `augment cluster up` (or of the R
 
 from __future__ import annotations
 
+import sys
 from typing import Any, cast
 
 from fastapi import FastAPI
@@ -18,6 +19,13 @@ from augment_core.logs import configure_logging
 from augment_core.settings import Settings
 from serve_apps.api_v1.app import create_app
 from serve_apps.gateway.replica import REPLICA_HEADER, NameReplica
+
+# How long a thread of the replica holds the interpreter before another may take it (Python's
+# default: 5 ms). An online augment works in a thread of the pool while the event loop threads
+# (Serve's and the app's) take requests in and answers out; each of their steps waited up to the
+# whole interval for the augmenting thread, so at 100 requests/s a request spent more time waiting
+# for the interpreter than being worked on (docs/benchmarks.md, "Speed round, part 3").
+SWITCH_INTERVAL_S = 0.0005
 
 
 class ApiArgs(BaseModel):
@@ -44,6 +52,7 @@ class AugmentApi:
     def __init__(self, args: ApiArgs) -> None:
         self.settings = Settings(workflows_dir=args.workflows_dir) if args.workflows_dir else Settings()
         configure_logging(self.settings.log_format)
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         # What this app reads of runs is true only while someone fails the runs whose driver died:
         # the cluster's reaper, started here too for a cluster where no run was launched since it came up.
         ensure_watchers(self.settings)

@@ -11,11 +11,13 @@ from augment_core.store import MetadataStore, open_store
 from pipelines.workflows.folder import WorkflowFolder
 
 
-def get_settings(request: Request) -> Settings:
+# async: FastAPI runs a plain `def` dependency in its thread pool, a hop that cost more than reading
+# an attribute (docs/benchmarks.md, "Speed round, part 3").
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_workflows(request: Request) -> WorkflowFolder:
+async def get_workflows(request: Request) -> WorkflowFolder:
     return request.app.state.workflows
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 
 from augment_core.audit import record
 from augment_core.identity import Principal, Role
@@ -46,38 +47,60 @@ def get_gate(request: Request) -> Gate:
     return request.app.state.gate
 
 
-def requires(role: Role) -> Callable[..., Principal]:
-    """The dependency that lets only callers of `role` (or above) through, within their rate."""
+def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """The dependency that lets only callers of `role` (or above) through, within their rate.
 
-    def caller(
+    async, so that a known caller within its rate costs no hop to FastAPI's thread pool: what needs
+    the store or the shared quotas (a key not checked lately, a rate not booked ahead, an audit
+    entry) goes there, the rest runs on the event loop."""
+
+    async def caller(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
         session: Annotated[str | None, Security(session_cookie)],
     ) -> Principal:
         gate = get_gate(request)
-        principal = authenticate(gate, credentials, session)
+        principal = known_caller(gate, credentials, session)
+        if principal is None:
+            principal = await run_in_threadpool(authenticate, gate, credentials, session)
         # The rate first: refused requests count too, so a caller looping on a refusal cannot flood
         # the audit log (each refusal of a change is written there) or the store behind it.
-        per_minute = principal.rate_per_minute or gate.settings.api_rate_per_minute
-        wait = gate.admit(principal.quota_id, per_minute, gate.settings.api_burst)
-        if wait > 0:
-            raise Refusal(429, f"rate limit of {per_minute} requests/minute reached; retry in {wait:.1f}s",
-                          headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        if not gate.admit_local(principal.quota_id):
+            per_minute = principal.rate_per_minute or gate.settings.api_rate_per_minute
+            wait = await run_in_threadpool(gate.admit, principal.quota_id, per_minute, gate.settings.api_burst)
+            if wait > 0:
+                raise Refusal(429, f"rate limit of {per_minute} requests/minute reached; retry in {wait:.1f}s",
+                              headers={"Retry-After": str(max(1, math.ceil(wait)))})
         if not principal.role.allows(role):
             reason = f"this needs the {role.value} role (or above); {principal.user} is {principal.role.value}"
-            audit_denied(gate, request, principal, reason)
+            await run_in_threadpool(audit_denied, gate, request, principal, reason)
             raise Refusal(403, reason, needed_role=role.value, role=principal.role.value)
         if principal.via == "session" and request.method not in SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
             # bytes: a non-ASCII header value is a mismatch, not a TypeError (500)
             if not (principal.csrf_token and hmac.compare_digest(sent.encode(), principal.csrf_token.encode())):
-                audit_denied(gate, request, principal, f"no valid {CSRF_HEADER}")
+                await run_in_threadpool(audit_denied, gate, request, principal, f"no valid {CSRF_HEADER}")
                 raise Refusal(403, f"a request with the session cookie must carry the session's {CSRF_HEADER}"
                                    " header (GET /session of the shell gives it)")
         request.state.principal = principal
         return principal
 
     return caller
+
+
+def known_caller(gate: Gate, credentials: HTTPAuthorizationCredentials | None,
+                 session: str | None) -> Principal | None:
+    """The caller's principal when this replica checked its key or session lately (as authenticate
+    would answer it); None when authenticate must ask the store or refuse."""
+    if credentials is not None:
+        if credentials.scheme.lower() != "bearer":
+            return None
+        fresh, principal = gate.known_key(credentials.credentials)
+    elif session:
+        fresh, principal = gate.known_session(session)
+    else:
+        return None
+    return principal if fresh else None
 
 
 def audit_denied(gate: Gate, request: Request, principal: Principal, reason: str) -> None:
