@@ -93,8 +93,8 @@ def connect_ray(address: str | None) -> None:
         # Private to this command: no token to set up, as with `augment cluster up`.
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # A private instance gets the object store of `augment cluster up`, not Ray's 30 % of memory:
-    # a run's blocks beyond it spill to disk, so its memory stays flat with input size at the same
-    # speed (docs/benchmarks.md: 3.2 GiB at 1 M rows, 3.5 at 4 M; 6.2 at 4 M with Ray's default).
+    # a run's blocks beyond it spill to disk, so its memory stays flat with input size
+    # (docs/benchmarks.md: peak memory at 1 M and 4 M rows, capped and with Ray's default).
     store_bytes = LocalCluster.object_store_bytes if address is None else None
     # JSON logs: each process's lines stay in its own log (a collector reads them there); echoed
     # here, Ray would prefix each with its process and no line on stderr would be JSON.

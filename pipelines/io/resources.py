@@ -24,8 +24,7 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-
-def task_args() -> dict[str, Any]:
+def task_args(at_most: int | None = None) -> dict[str, Any]:
     """map_batches / read arguments of a run's tasks: TASK_CPUS each, at most one task per CPU of
     the cluster at once.
 
@@ -33,10 +32,10 @@ def task_args() -> dict[str, Any]:
     every task running at once is a worker process of its own: each new one imports Ray Data,
     pandas and the engine (about 1.5 s of CPU). On 2 CPUs a 200,000-row run started ten such
     processes, 13 of its 30 CPU seconds (bench/batch_vs_inprocess.py). Our tasks are CPU-bound:
-    more of them at once than cores gains nothing."""
-    return {"num_cpus": TASK_CPUS, "concurrency": cluster_cpus()}
+    more of them at once than cores gains nothing. `at_most`: fewer still."""
+    return {"num_cpus": TASK_CPUS, "concurrency": min(cluster_cpus(), at_most or cluster_cpus())}
 
 
-def write_args() -> dict[str, Any]:
+def write_args(at_most: int | None = None) -> dict[str, Any]:
     """write_parquet arguments of a run's writes: as task_args."""
-    return {"ray_remote_args": TASK_OPTIONS, "concurrency": cluster_cpus()}
+    return {"ray_remote_args": TASK_OPTIONS, "concurrency": task_args(at_most)["concurrency"]}
