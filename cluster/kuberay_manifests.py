@@ -159,7 +159,7 @@ def _pod_template(container: dict[str, Any], component: str) -> dict[str, Any]:
 # - the head takes no tasks or actors (--num-cpus=0): drivers, the GCS and the Serve controller keep
 #   it to themselves and the autoscaler adds workers for the work;
 # - not --port=6380 (locally only to stay off Redis's 6379: here Redis has its own pod), nor the
-#   fixed client/agent ports and the 2 GB object store of a 2-CPU laptop: KubeRay's defaults and
+#   fixed client/agent ports and the 1 GB object store of a 2-CPU laptop: KubeRay's defaults and
 #   30 % of the pod's memory limit fit a pod.
 HEAD_START_PARAMS = {
     "dashboard-host": "0.0.0.0",

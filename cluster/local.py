@@ -29,9 +29,10 @@ class LocalCluster:
     metrics_port: int = 8080
     num_cpus: int | None = None
     # Ray's default is 30 % of memory. Capped, a run's memory stays flat with its input: Ray Data
-    # spills what exceeds it to disk. 2 GB holds a 1 M-row run's validated records; at 500 MB their
-    # spilling and restoring took 11 of its 45 s (docs/benchmarks.md).
-    object_store_bytes: int = 2_000_000_000
+    # spills what exceeds it to disk. At 500 MB, spilling and restoring a 1 M-row run's validated
+    # records took 11 of its 45 s; at 2 GB a 4 M-row run's peak was 1.4x a 1 M-row run's; at 1 GB,
+    # 1.19x, as fast as 2 GB (docs/benchmarks.md).
+    object_store_bytes: int = 1_000_000_000
     token_auth: bool = True  # Ray's own token authentication; off only by an explicit choice
     temp_dir: str | None = None  # Ray's folder for sessions and logs; None: Ray's /tmp/ray
 
