@@ -69,6 +69,10 @@ class ManifestError(ValueError):
 
 # --- the Serve config -----------------------------------------------------------------------------
 
+# Worker pods of the RayService's cluster at most; the API may run one replica on each.
+SERVE_MAX_WORKERS = 4
+
+
 def in_cluster_serve_config(serve_yaml: Path = SERVE_CONFIG, prefix: str = "") -> dict[str, Any]:
     """configs/serve.yaml as `augment serve` would deploy it, changed for Kubernetes:
 
@@ -81,6 +85,8 @@ def in_cluster_serve_config(serve_yaml: Path = SERVE_CONFIG, prefix: str = "") -
       only, and the Ray image has no haproxy binary. The Python proxy routes without session
       affinity, so each Gradio panel runs one replica (its queue lives in one process), exactly as
       `augment serve` does with AUGMENT_SERVE_INGRESS=proxy; the API keeps its autoscaling.
+    - The API autoscales up to one replica per worker pod the service's cluster may have
+      (SERVE_MAX_WORKERS): configs/serve.yaml caps it at what a 2-core laptop holds.
     - The same route prefixing and panel arguments as `augment serve --prefix` (serve_apps/deploy.py).
     """
     try:
@@ -100,10 +106,12 @@ def in_cluster_serve_config(serve_yaml: Path = SERVE_CONFIG, prefix: str = "") -
     if bad_routes:
         raise ManifestError(f"{serve_yaml}: " + "; ".join(bad_routes))
     for app in config["applications"]:
-        if is_panel(app):
-            for deployment in app.get("deployments") or []:
+        for deployment in app.get("deployments") or []:
+            if is_panel(app):
                 deployment.pop("autoscaling_config", None)
                 deployment["num_replicas"] = 1
+            elif autoscaling := deployment.get("autoscaling_config"):
+                autoscaling["max_replicas"] = max(autoscaling.get("max_replicas", 1), SERVE_MAX_WORKERS)
     return config
 
 
@@ -259,7 +267,7 @@ def ray_service(image: str = IMAGE, prefix: str = "", serve_yaml: Path = SERVE_C
         "metadata": _metadata(SERVICE_NAME),
         "spec": {
             "serveConfigV2": yaml.safe_dump(serve_config, sort_keys=False, width=120),
-            "rayClusterConfig": ray_cluster_spec(image, serve=True, max_workers=4),
+            "rayClusterConfig": ray_cluster_spec(image, serve=True, max_workers=SERVE_MAX_WORKERS),
         },
     }
 

@@ -206,10 +206,13 @@ def test_the_check_mode_tells_a_stale_file(tmp_path: Path) -> None:
 def test_serve_config_v2_is_configs_serve_yaml_made_for_kubernetes() -> None:
     committed = serve_config_of(by_kind("RayService"))
     assert committed == km.in_cluster_serve_config(REPO / "configs" / "serve.yaml")
-    # ...which is what `augment serve` deploys with Ray's Python proxy, with only host and proxy
-    # location changed: the generator's copy of deploy.py's prefixing has not drifted from it.
+    # ...which is what `augment serve` deploys with Ray's Python proxy, with only host, proxy
+    # location and the API's replicas changed: the generator's copy of deploy.py's prefixing has
+    # not drifted from it.
     local = deploy.load_config(REPO / "configs" / "serve.yaml")
     deploy.single_replica_panels(local)
+    [api] = [app for app in local["applications"] if app["name"] == "api"]
+    api["deployments"][0]["autoscaling_config"]["max_replicas"] = km.SERVE_MAX_WORKERS
     local["http_options"] = {**local.get("http_options", {}), "host": "0.0.0.0", "port": 8000}
     local["proxy_location"] = "EveryNode"
     assert committed == local
@@ -265,6 +268,9 @@ def test_serve_config_v2_passes_serve_deploy_schema_without_dropped_keys() -> No
     for app in config["applications"]:
         if deploy.is_panel(app):  # no session affinity without HAProxy: one replica per panel
             assert all(d["num_replicas"] == 1 and "autoscaling_config" not in d for d in app["deployments"])
+        elif app["name"] == "api":  # past the laptop's cap of configs/serve.yaml: one replica a worker pod
+            [api] = app["deployments"]
+            assert api["autoscaling_config"]["max_replicas"] == km.SERVE_MAX_WORKERS > 1
 
 
 def test_an_unknown_serve_key_is_caught_although_the_schema_drops_it() -> None:
