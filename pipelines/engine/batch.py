@@ -49,7 +49,7 @@ from pipelines.io.parquet import (
 from pipelines.io.resources import TASK_CPUS, TASK_OPTIONS, cluster_cpus, task_args, write_args
 from pipelines.io.sinks import QUARANTINE_SCHEMA, quarantine_rows
 from pipelines.io.sources import read_source
-from pipelines.spec.workflow import DatasetSource, FileSource, WorkflowSpec
+from pipelines.spec.workflow import WorkflowSpec
 
 
 def quiet_ray_data() -> None:
@@ -285,11 +285,10 @@ class BatchPlan:
                 num_cpus=TASK_CPUS,
             )
         else:
-            # Read blocks are ROWS_PER_BLOCK rows, which spread over the tasks as they are, one
-            # block a batch: cut again (a shuffle's worth of CPU) only blocks of any size, as a
-            # resume's join or a database source (read as one block) leaves them.
-            from_files = isinstance(self.spec.source, FileSource | DatasetSource)
-            batches = to_augment if from_files and not self.resume else in_blocks_of(to_augment, batch_rows)
+            # Every source is read in blocks of ROWS_PER_BLOCK rows, which spread over the tasks as
+            # they are, one block a batch: cut again (a shuffle's worth of CPU) only the blocks of
+            # any size that a resume's join leaves.
+            batches = in_blocks_of(to_augment, batch_rows) if self.resume else to_augment
             augmented = batches.map_batches(
                 augment_in_tasks(self.spec, self.report, self.context, self.plan_id),
                 batch_format="pyarrow", batch_size=None if batches is to_augment else batch_rows, **task_args())

@@ -33,7 +33,8 @@ def task_args(at_most: int | None = None) -> dict[str, Any]:
     pandas and the engine (about 1.5 s of CPU). On 2 CPUs a 200,000-row run started ten such
     processes, 13 of its 30 CPU seconds (bench/batch_vs_inprocess.py). Our tasks are CPU-bound:
     more of them at once than cores gains nothing. `at_most`: fewer still."""
-    return {"num_cpus": TASK_CPUS, "concurrency": min(cluster_cpus(), at_most or cluster_cpus())}
+    cpus = cluster_cpus()
+    return {"num_cpus": TASK_CPUS, "concurrency": min(cpus, at_most or cpus)}
 
 
 def write_args(at_most: int | None = None) -> dict[str, Any]:
