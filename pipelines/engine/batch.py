@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,7 @@ from pipelines.io.parquet import (
     remove_folder,
     write_empty_parquet,
 )
-from pipelines.io.resources import TASK_CPUS, TASK_OPTIONS, cluster_cpus, task_args, write_args
+from pipelines.io.resources import TASK_CPUS, cluster_cpus, in_blocks_of, spread_over_nodes, task_args, write_args
 from pipelines.io.sinks import QUARANTINE_SCHEMA, quarantine_rows
 from pipelines.io.sources import read_source
 from pipelines.spec.workflow import WorkflowSpec
@@ -63,20 +64,6 @@ def quiet_ray_data() -> None:
             handler.setLevel(logging.CRITICAL)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = False
-
-
-def in_blocks_of(dataset: ray.data.Dataset, rows: int) -> ray.data.Dataset:
-    """`dataset` in blocks of `rows` rows, cut by tasks that ask TASK_CPUS like every other task of a run.
-
-    `Dataset.repartition` takes no resources (Ray 2.60) and its tasks ask a whole CPU: on a
-    cluster whose nodes each had less than one CPU free (nodes of one CPU each, with the augment
-    actors on them) the run waited for ever. So its operator is given our share here, through a
-    private attribute (tests/integration/test_two_nodes.py runs on one-CPU nodes)."""
-    blocks = dataset.repartition(target_num_rows_per_block=rows)
-    operator = blocks._logical_plan.dag
-    assert type(operator).__name__ == "StreamingRepartition", f"Ray Data planned {operator!r}"
-    operator.ray_remote_args.update(TASK_OPTIONS)  # type: ignore[attr-defined]  # a StreamingRepartition
-    return blocks
 
 
 def augment_batches(spec: WorkflowSpec, report: Reporter, context: RunContext) -> type:
@@ -267,34 +254,41 @@ class BatchPlan:
         elif self.resume:  # records may share an id: which copies were written is unknowable, so
             remove_folder(o_fs, o_path)  # all are written again (their answered calls are cached)
         batch_rows = augment_batch_rows(self.spec)
-        if calls_provider(self.spec):
+        # Workflows that call providers run the chain in an actor pool: as many actors as there are
+        # batches, up to one per CPU, spread over the cluster's nodes (losing a node loses only its
+        # share of the batches in flight, not the whole pool's).
+        actors = min(cluster_cpus(), -(-max(1, self.rows_in) // batch_rows)) if calls_provider(self.spec) else 0
+        with spread_over_nodes(actors) as placement:
+            augmented = self._augmented(to_augment, batch_rows, actors, placement)
+            # A file holds at most one augment call's records: what a crash can make a resume redo.
+            augmented.write_parquet(o_path, filesystem=o_fs, max_rows_per_file=batch_rows, **write_args())
+        return o_fs, o_path
+
+    def _augmented(self, records: ray.data.Dataset, batch_rows: int, actors: int,
+                   placement: dict[str, Any]) -> ray.data.Dataset:
+        """The records through the chain: in a pool of `actors` actors (placed by `placement`)
+        when the workflow calls providers, in tasks when it does not (`actors` 0)."""
+        if actors:
             # Blocks of one batch each, so that the batches spread over the actor pool instead of
             # a whole block going through one actor a batch after the other.
-            augmented = in_blocks_of(to_augment, batch_rows).map_batches(
+            return in_blocks_of(records, batch_rows).map_batches(
                 augment_batches(self.spec, self.report, self.context),
                 batch_format="pyarrow",
                 # What a crash costs a run is the batches in flight (their answered calls are cached).
                 batch_size=batch_rows,
-                # As many actors as there are batches, up to one per CPU, from the start, one batch
-                # at a time each: a batch waits for a free actor rather than behind another batch
-                # on a busy one. A fixed pool: with one task in flight an actor is never more than
-                # 100 % used, so Ray Data's autoscaler (which grows a pool past 175 %) never would.
-                compute=ray.data.ActorPoolStrategy(
-                    size=min(cluster_cpus(), -(-max(1, self.rows_in) // batch_rows)),
-                    max_tasks_in_flight_per_actor=1),
-                num_cpus=TASK_CPUS,
+                # A fixed pool, one batch at a time an actor: a batch waits for a free actor rather
+                # than behind another batch on a busy one. With one task in flight an actor is never
+                # more than 100 % used, so Ray Data's autoscaler (which grows a pool past 175 %) never would.
+                compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+                num_cpus=TASK_CPUS, **placement,
             )
-        else:
-            # Every source is read in blocks of ROWS_PER_BLOCK rows, which spread over the tasks as
-            # they are, one block a batch: cut again (a shuffle's worth of CPU) only the blocks of
-            # any size that a resume's join leaves.
-            batches = in_blocks_of(to_augment, batch_rows) if self.resume else to_augment
-            augmented = batches.map_batches(
-                augment_in_tasks(self.spec, self.report, self.context, self.plan_id),
-                batch_format="pyarrow", batch_size=None if batches is to_augment else batch_rows, **task_args())
-        # A file holds at most one augment call's records: what a crash can make a resume redo.
-        augmented.write_parquet(o_path, filesystem=o_fs, max_rows_per_file=batch_rows, **write_args())
-        return o_fs, o_path
+        # Every source is read in blocks of ROWS_PER_BLOCK rows, which spread over the tasks as they
+        # are, one block a batch: cut again (a shuffle's worth of CPU) only the blocks of any size
+        # that a resume's join leaves.
+        batches = in_blocks_of(records, batch_rows) if self.resume else records
+        return batches.map_batches(
+            augment_in_tasks(self.spec, self.report, self.context, self.plan_id),
+            batch_format="pyarrow", batch_size=None if batches is records else batch_rows, **task_args())
 
     def _ids_are_unique(self) -> bool:
         """Valid records have distinct record_uuids only when a key is declared unique (later

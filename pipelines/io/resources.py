@@ -1,6 +1,16 @@
-"""What each Ray Data task of a run reserves."""
+"""What each Ray Data task and actor of a run reserves, and where it runs."""
 
-from typing import Any
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ray.data
+
+log = logging.getLogger(__name__)
 
 # A tenth of a CPU, not Ray's default of one whole CPU. Ray Data gives each running dataset a
 # share of the cluster (two runs at once on 2 CPUs: one CPU each) and spreads that share over
@@ -40,3 +50,56 @@ def task_args(at_most: int | None = None) -> dict[str, Any]:
 def write_args(at_most: int | None = None) -> dict[str, Any]:
     """write_parquet arguments of a run's writes: as task_args."""
     return {"ray_remote_args": TASK_OPTIONS, "concurrency": task_args(at_most)["concurrency"]}
+
+
+def in_blocks_of(dataset: ray.data.Dataset, rows: int) -> ray.data.Dataset:
+    """`dataset` in blocks of `rows` rows, cut by tasks that ask TASK_CPUS like every other task of a run.
+
+    `Dataset.repartition` takes no resources (Ray 2.60) and its tasks ask a whole CPU: on a
+    cluster whose nodes each had less than one CPU free (nodes of one CPU each, with the augment
+    actors on them) the run waited for ever. So its operator is given our share here, through a
+    private attribute (tests/integration/test_two_nodes.py runs on one-CPU nodes)."""
+    blocks = dataset.repartition(target_num_rows_per_block=rows)
+    operator = blocks._logical_plan.dag
+    assert type(operator).__name__ == "StreamingRepartition", f"Ray Data planned {operator!r}"
+    operator.ray_remote_args.update(TASK_OPTIONS)  # type: ignore[attr-defined]  # a StreamingRepartition
+    return blocks
+
+
+# How long a run waits for the cluster to place its actor pool's bundles before it lets Ray place
+# the actors as it would without them.
+PLACEMENT_WAIT_S = 30.0
+
+
+@contextmanager
+def spread_over_nodes(actors: int) -> Iterator[dict[str, Any]]:
+    """map_batches arguments that put an actor pool of `actors` actors (TASK_CPUS each) on as many
+    of the cluster's nodes as there are actors, for the time of the `with` block.
+
+    Ray Data asks Ray to SPREAD the actors, but Ray's spread is one round robin of the raylet
+    over every task and actor it places: between the pool's actors, the run's read and map tasks
+    move it on, and a 2-node cluster put both actors of a pool on one node about once a run in
+    three. A placement group of one bundle an actor, SPREAD, places them on distinct nodes
+    wherever the nodes have room (soft: more actors than nodes, or a full node, still place). On a
+    one-node cluster, or for no actors, nothing is asked."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    nodes = sum(1 for node in ray.nodes() if node["Alive"] and node["Resources"].get("CPU", 0) > 0)
+    if actors < 1 or nodes < 2:
+        yield {}
+        return
+    group = placement_group([{"CPU": TASK_CPUS}] * actors, strategy="SPREAD")
+    try:
+        ready, _ = ray.wait([group.ready()], timeout=PLACEMENT_WAIT_S)
+        if not ready:
+            log.warning("the cluster did not place %d augment actors' bundles in %.0f s: Ray places them",
+                        actors, PLACEMENT_WAIT_S)
+            yield {}
+            return
+        # Not captured by what the actors start (nothing): only the pool lives in the group.
+        strategy = PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=False)
+        yield {"scheduling_strategy": strategy}
+    finally:
+        remove_placement_group(group)

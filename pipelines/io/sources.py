@@ -26,7 +26,7 @@ from pipelines.io.csv_fast import FastCsv
 from pipelines.io.csv_records import CsvRecord, csv_records
 from pipelines.io.files import EXTENSIONS, ByteStream, SourceError, text_lines, undecodable
 from pipelines.io.json_records import ends_inside, json_record, parse_json
-from pipelines.io.resources import READ_CPUS, TASK_CPUS, cluster_cpus, task_args
+from pipelines.io.resources import READ_CPUS, TASK_CPUS, cluster_cpus, in_blocks_of, task_args
 from pipelines.spec.errors import clip
 from pipelines.spec.workflow import (
     DatasetSource,
@@ -377,7 +377,7 @@ def _read_postgres(source: PostgresSource, schema: SchemaSpec) -> ray.data.Datas
         return table.append_column("_parse_error", pa.nulls(table.num_rows, pa.string()))
 
     annotated = dataset.map_batches(annotate, batch_format="pyarrow", batch_size=None, **task_args())
-    return annotated.repartition(target_num_rows_per_block=ROWS_PER_BLOCK)
+    return in_blocks_of(annotated, ROWS_PER_BLOCK)
 
 
 def source_fingerprint(source: SourceSpec, paths: StoragePaths) -> dict[str, Any] | None:
