@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -107,20 +108,29 @@ def run_chain(
 
 
 def mark_duplicates(table: pa.Table, first_seen: dict[str, str], key: list[str]) -> pa.Table:
-    """Quarantine every record whose key was already seen earlier in the input."""
-    ids = table["record_uuid"].to_pylist()
-    orders = table["_source_order"].to_pylist()
-    later = [i for i, (record_id, order) in enumerate(zip(ids, orders))
-             if record_id is not None and first_seen.get(record_id, order) != order]
+    """Quarantine every record whose key was already seen earlier in the input.
+
+    Only the rows whose id is in `first_seen` (found by an Arrow kernel) are looked at in Python:
+    a batch run calls this on every block, twice (its quarantine and its augment pass read the
+    validated records each), and most blocks hold a few duplicates among thousands of records."""
+    if not first_seen or not table.num_rows:
+        return table
+    ids = table["record_uuid"]
+    seen = pc.is_in(ids, value_set=pa.array(list(first_seen), pa.string()))
+    candidates = pc.indices_nonzero(seen)
+    if not len(candidates):
+        return table
+    later = [i for i, record_id, order in zip(candidates.to_pylist(), ids.take(candidates).to_pylist(),
+                                              table["_source_order"].take(candidates).to_pylist())
+             if first_seen[record_id] != order]
     if not later:
         return table
-    errors = table[ERRORS_COLUMN].to_pylist()
-    raws = table[RAW_COLUMN].to_pylist()
-    for i in later:
-        row = table.slice(i, 1).to_pylist()[0]
-        source, first_row = first_seen[ids[i]].split("\x1f")
+    errors: list[str] = []
+    raws: list[str] = []
+    for row in table.take(later).to_pylist():
+        source, first_row = first_seen[row["record_uuid"]].split("\x1f")
         values = {k: row[k] for k in key}
-        errors[i] = json.dumps(
+        errors.append(json.dumps(
             [
                 {
                     "field": ",".join(key),
@@ -129,10 +139,15 @@ def mark_duplicates(table: pa.Table, first_seen: dict[str, str], key: list[str])
             ],
             ensure_ascii=False,
             default=str,
-        )
-        raws[i] = json.dumps({k: v for k, v in row.items() if not k.startswith("_")}, ensure_ascii=False, default=str)
-    table = table.set_column(table.column_names.index(ERRORS_COLUMN), ERRORS_COLUMN, pa.array(errors, pa.string()))
-    return table.set_column(table.column_names.index(RAW_COLUMN), RAW_COLUMN, pa.array(raws, pa.string()))
+        ))
+        fields = {k: v for k, v in row.items() if not k.startswith("_")}
+        raws.append(json.dumps(fields, ensure_ascii=False, default=str))
+    mask = pa.array(np.isin(np.arange(table.num_rows), later))
+    for name, replacements in ((ERRORS_COLUMN, errors), (RAW_COLUMN, raws)):
+        column = table[name].combine_chunks().cast(pa.string())
+        column = pc.replace_with_mask(column, mask, pa.array(replacements, pa.string()))
+        table = table.set_column(table.column_names.index(name), name, column)
+    return table
 
 
 def first_seen_keys(validated: pa.Table) -> dict[str, str]:
