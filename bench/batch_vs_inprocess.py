@@ -104,8 +104,8 @@ def with_pandas(data: Path) -> tuple[float, pa.Table]:
 def side_to_file(side: str, spec_path: Path, data: Path, out: Path) -> tuple[float, int]:
     """(seconds, valid records) of the in-process or pandas side, its output written to `out`
     (untimed). Run in a process of its own, so that what it leaves behind (a million records'
-    worth of Python and Arrow memory) neither counts in the Ray run's peak memory, whose driver is
-    this script's process, nor makes the sampler read it during the Ray run's time."""
+    worth of Python and Arrow memory) stays out of this script's process, the Ray run's driver,
+    whose memory counts in the run's peak."""
     seconds, table = in_process(spec_path, data) if side == "inprocess" else with_pandas(data)
     pq.write_table(table, out)
     return seconds, table.num_rows
