@@ -60,15 +60,7 @@ class KeyQuotas:
         self.newest_day = ""
 
     def admit(self, who: str, per_minute: int, burst: int) -> float:
-        now = self.clock()
-        interval = 60.0 / per_minute
-        tat = max(self.tat.get(who, now), now)
-        allowed_at = tat + interval - max(burst, 1) * interval
-        if allowed_at > now:
-            return allowed_at - now
-        self.tat[who] = tat + interval
-        self._forget_idle(now)
-        return 0.0
+        return self.lease(who, per_minute, burst, want=1)[1]
 
     def lease(self, who: str, per_minute: int, burst: int, want: int, returned: int = 0) -> tuple[int, float]:
         now = self.clock()
@@ -124,18 +116,6 @@ class KeyQuotas:
 
 
 # The same GCRA on Redis's clock, in one script so replicas cannot interleave between read and write.
-_ADMIT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local allowed_at = tat + interval - burst * interval
-if allowed_at > now then return tostring(allowed_at - now) end
-redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil((tat + interval - now) * 1000) + 1000)
-return '0'
-"""
 # lease: give back ARGV[4] unused permits, then book up to ARGV[3] at once; {booked, wait}.
 _LEASE = """
 local t = redis.call('TIME')
@@ -193,15 +173,13 @@ class RedisQuotas:
     def __init__(self, url: str, namespace: str = "augment:quota") -> None:
         self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self.namespace = namespace
-        self._admit = self.client.register_script(_ADMIT)
         self._lease = self.client.register_script(_LEASE)
         self._open = self.client.register_script(_OPEN)
         self._reserve = self.client.register_script(_RESERVE)
         self._settle = self.client.register_script(_SETTLE)
 
     def admit(self, who: str, per_minute: int, burst: int) -> float:
-        wait = self._admit(keys=[f"{self.namespace}:rate:{who}"], args=[60.0 / per_minute, max(burst, 1)])
-        return float(wait)
+        return self.lease(who, per_minute, burst, want=1)[1]
 
     def lease(self, who: str, per_minute: int, burst: int, want: int, returned: int = 0) -> tuple[int, float]:
         booked, wait = self._lease(keys=[f"{self.namespace}:rate:{who}"],
