@@ -78,10 +78,11 @@ def spread_over_nodes(actors: int) -> Iterator[dict[str, Any]]:
 
     Ray Data asks Ray to SPREAD the actors, but Ray's spread is one round robin of the raylet
     over every task and actor it places: between the pool's actors, the run's read and map tasks
-    move it on, and a 2-node cluster put both actors of a pool on one node about once a run in
-    three. A placement group of one bundle an actor, SPREAD, places them on distinct nodes
-    wherever the nodes have room (soft: more actors than nodes, or a full node, still place). On a
-    one-node cluster, or for no actors, nothing is asked."""
+    move it on, and a 2-node cluster now and then put both actors of a pool on one node (one of
+    tests/integration/test_two_nodes.py's full-suite runs). A placement group of one bundle an
+    actor, SPREAD, places them on distinct nodes wherever the nodes have room (soft: more actors
+    than nodes, or a full node, still place). On a one-node cluster, or for no actors, nothing is
+    asked."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
