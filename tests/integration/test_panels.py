@@ -646,6 +646,9 @@ def review_and_promote(base_url: str, settings: Settings, signed_in: dict[str, s
             expect(page.locator("#overview-steps")).to_contain_text("profile")
             shoot(page, "data-overview")
             page.get_by_role("tab", name="Diff").click()
+            # The versions are filled in after the overview: compare once they are (v1 before v2).
+            expect(page.locator("#diff-before input")).to_have_value("1", timeout=30_000)
+            expect(page.locator("#diff-after input")).to_have_value("2", timeout=30_000)
             page.locator("#diff-compare").click()
             expect(page.locator("#diff-summary")).to_contain_text("v1 → v2", timeout=30_000)
             expect(page.locator("#diff-summary")).to_contain_text("industry")  # the rejected value, dropped
