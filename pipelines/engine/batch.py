@@ -282,9 +282,9 @@ class BatchPlan:
                 compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
                 num_cpus=TASK_CPUS, **placement,
             )
-        # Every source is read in blocks of ROWS_PER_BLOCK rows, which spread over the tasks as they
-        # are, one block a batch: cut again (a shuffle's worth of CPU) only the blocks of any size
-        # that a resume's join leaves.
+        # The blocks of the read (up to Ray Data's 128 MiB each, see read_source) spread over the
+        # tasks as they are, one block a batch: cut again (a shuffle's worth of CPU) only the blocks
+        # of any size that a resume's join leaves.
         batches = in_blocks_of(records, batch_rows) if self.resume else records
         return batches.map_batches(
             augment_in_tasks(self.spec, self.report, self.context, self.plan_id),
@@ -315,10 +315,11 @@ class BatchPlan:
         )
 
 
-# Records per augment call and output file for a workflow that calls no provider, unless its sink
-# sets batch_rows: a crash then makes a resume redo no paid calls, and each batch's fixed costs
-# (a task, a file, the parsers' per-batch caches) are spread wider. At the 256 rows that suit paid
-# calls, a run of the sample workflow over 200 k records did 0.24x the in-process engine's rows/s.
+# Records per output file (and per augment call on a resume; otherwise a call takes a read block
+# whole) for a workflow that calls no provider, unless its sink sets batch_rows: a crash then makes
+# a resume redo no paid calls, and each batch's fixed costs (a task, a file, the parsers' per-batch
+# caches) are spread wider. At the 256 rows that suit paid calls, a run of the sample workflow over
+# 200 k records did 0.24x the in-process engine's rows/s.
 UNPAID_BATCH_ROWS = 10_000
 
 

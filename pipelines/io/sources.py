@@ -285,10 +285,13 @@ def read_source(source: SourceSpec, schema: SchemaSpec, paths: StoragePaths | No
         datasource = RecordFileDatasource(source, schema, keep_columns=keep, filesystem=filesystem)
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise SourceError(f"cannot read {source.kind} source {source.path}: {exc}") from None
-    # Read tasks of whole files (at most Ray Data's usual number of them), whose blocks of
-    # ROWS_PER_BLOCK rows flow on as they are read. Left to itself, Ray Data cut those blocks up
-    # until it had the number it wanted (8 for a 300-row file): more tasks for every later step,
-    # each a process start on a small node.
+    # Read tasks of whole files (at most Ray Data's usual number of them). Left to itself, Ray Data
+    # cut the blocks up until it had the number it wanted (8 for a 300-row file): more tasks for
+    # every later step, each a process start on a small node. What a task yields (ROWS_PER_BLOCK
+    # rows at a time) Ray Data gathers into blocks of up to its target_max_block_size (128 MiB):
+    # a 200 k-row CSV file of the sample is one block, a 1 M-row one three (380 k, 380 k, 240 k).
+    # Blocks of about two a CPU were no faster on 2 cores, and smaller ones slower (docs/benchmarks.md,
+    # part 6): each task in flight at once is a worker process of its own to start.
     tasks = min(datasource.file_count(), ray.data.DataContext.get_current().read_op_min_num_blocks)
     return ray.data.read_datasource(
         datasource, num_cpus=READ_CPUS, override_num_blocks=tasks, concurrency=cluster_cpus())
