@@ -7,6 +7,7 @@ are written from the same rows and the counts can be reconciled.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
@@ -28,6 +28,7 @@ from augment_core.tracing import flush as flush_spans
 from pipelines.augmenters.base import Augmenter
 from pipelines.augmenters.inference_base import InferenceAugmenter
 from pipelines.augmenters.registry import build_chain
+from pipelines.engine import kernels
 from pipelines.engine.chain import (
     FailureReporter,
     Reporter,
@@ -149,6 +150,7 @@ class BatchPlan:
         self.output_path = output_path or paths.dataset_run(spec.sink.dataset, run_id)
         self.quarantine_path = paths.quarantine(spec.sink.dataset, run_id)
         self.validated: ray.data.Dataset | None = None
+        self.rows_of: Callable[[pa.Table, bool], pa.Table] = split_valid  # a validated block's valid or invalid rows
         self.plan_id = uuid.uuid4().hex  # what this plan's tasks know their chain by
         self.rows_in = 0
 
@@ -173,11 +175,8 @@ class BatchPlan:
         self.rows_in = validated.count()  # free on a materialized dataset
         if schema.key and schema.unique_key:
             first_seen = self._first_seen_of_duplicates(validated)
-            if first_seen:
-                validated = validated.map_batches(
-                    mark_duplicates, batch_format="pyarrow", batch_size=None, **task_args(),
-                    fn_kwargs={"first_seen": first_seen, "key": schema.key},
-                )
+            if first_seen:  # later copies of a key are invalid: marked by the tasks that split the rows
+                self.rows_of = functools.partial(marked_rows_of, first_seen=first_seen, key=schema.key)
         self.validated = validated
         return self.rows_in
 
@@ -215,8 +214,9 @@ class BatchPlan:
         q_fs, q_path = self.paths.filesystem(self.quarantine_path)
         if self.resume:  # the quarantine is cheap and deterministic: written again, whole
             remove_folder(q_fs, q_path)
+        rows_of = self.rows_of
         quarantine = self.validated.map_batches(
-            lambda t: quarantine_rows(split_valid(t, False), run_id), batch_format="pyarrow", batch_size=None,
+            lambda t: quarantine_rows(rows_of(t, False), run_id), batch_format="pyarrow", batch_size=None,
             **task_args(at_most=1),
         )
         # Written beside the augmented records, one task at a time, not before them: its tasks are
@@ -247,28 +247,40 @@ class BatchPlan:
         them; returns the output's filesystem and path."""
         assert self.validated is not None
         o_fs, o_path = self.paths.filesystem(self.output_path)
-        to_augment = self.validated.map_batches(
-            lambda t: split_valid(t, True), batch_format="pyarrow", batch_size=None, **task_args())
-        if self.resume and self._ids_are_unique():
-            to_augment = self._not_yet_written(to_augment, o_fs, o_path)
-        elif self.resume:  # records may share an id: which copies were written is unknowable, so
-            remove_folder(o_fs, o_path)  # all are written again (their answered calls are cached)
+        rows_of = self.rows_of
+
+        def valid(table: pa.Table) -> pa.Table:
+            return rows_of(table, True)
+
+        # Validated blocks, whose valid rows the augment pass takes itself, or (on a resume) the
+        # valid records still to do.
+        to_augment, take_valid = self.validated, True
+        if self.resume:
+            to_augment, take_valid = to_augment.map_batches(
+                valid, batch_format="pyarrow", batch_size=None, **task_args()), False
+            if self._ids_are_unique():
+                to_augment = self._not_yet_written(to_augment, o_fs, o_path)
+            else:  # records may share an id: which copies were written is unknowable, so all are
+                remove_folder(o_fs, o_path)  # written again (their answered calls are cached)
         batch_rows = augment_batch_rows(self.spec)
         # Workflows that call providers run the chain in an actor pool: as many actors as there are
         # batches, up to one per CPU, spread over the cluster's nodes (losing a node loses only its
         # share of the batches in flight, not the whole pool's).
         actors = min(cluster_cpus(), -(-max(1, self.rows_in) // batch_rows)) if calls_provider(self.spec) else 0
         with spread_over_nodes(actors) as placement:
-            augmented = self._augmented(to_augment, batch_rows, actors, placement)
+            augmented = self._augmented(to_augment, valid if take_valid else None, batch_rows, actors, placement)
             # A file holds at most one augment call's records: what a crash can make a resume redo.
             augmented.write_parquet(o_path, filesystem=o_fs, max_rows_per_file=batch_rows, **write_args())
         return o_fs, o_path
 
-    def _augmented(self, records: ray.data.Dataset, batch_rows: int, actors: int,
+    def _augmented(self, records: ray.data.Dataset, valid: TableStep | None, batch_rows: int, actors: int,
                    placement: dict[str, Any]) -> ray.data.Dataset:
-        """The records through the chain: in a pool of `actors` actors (placed by `placement`)
-        when the workflow calls providers, in tasks when it does not (`actors` 0)."""
+        """The records (their `valid` rows, given that) through the chain: in a pool of `actors`
+        actors (placed by `placement`) when the workflow calls providers, in tasks when it does not
+        (`actors` 0)."""
         if actors:
+            if valid is not None:
+                records = records.map_batches(valid, batch_format="pyarrow", batch_size=None, **task_args())
             # Blocks of one batch each, so that the batches spread over the actor pool instead of
             # a whole block going through one actor a batch after the other.
             return in_blocks_of(records, batch_rows).map_batches(
@@ -282,13 +294,17 @@ class BatchPlan:
                 compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
                 num_cpus=TASK_CPUS, **placement,
             )
-        # The blocks of the read (up to Ray Data's 128 MiB each, see read_source) spread over the
+        # The blocks of the read (one a CPU, up to 256 MiB each: see block_bytes) spread over the
         # tasks as they are, one block a batch: cut again (a shuffle's worth of CPU) only the blocks
         # of any size that a resume's join leaves.
         batches = in_blocks_of(records, batch_rows) if self.resume else records
+        augment = augment_in_tasks(self.spec, self.report, self.context, self.plan_id)
+        if valid is not None:
+            # Taken in the augmenting task: Ray Data left a map_batches of its own before it unfused
+            # (with a concurrency cap on both), every block's valid rows through the object store.
+            augment = compose(valid, augment)
         return batches.map_batches(
-            augment_in_tasks(self.spec, self.report, self.context, self.plan_id),
-            batch_format="pyarrow", batch_size=None if batches is records else batch_rows, **task_args())
+            augment, batch_format="pyarrow", batch_size=None if batches is records else batch_rows, **task_args())
 
     def _ids_are_unique(self) -> bool:
         """Valid records have distinct record_uuids only when a key is declared unique (later
@@ -335,14 +351,29 @@ def calls_provider(spec: WorkflowSpec) -> bool:
     return any(isinstance(step, InferenceAugmenter) and step.calls_provider for step in build_chain(spec))
 
 
+def marked_rows_of(table: pa.Table, valid: bool, first_seen: dict[str, str], key: list[str]) -> pa.Table:
+    """`split_valid` of a validated block whose later copies of a unique key are first marked
+    invalid (`mark_duplicates`)."""
+    return split_valid(mark_duplicates(table, first_seen, key), valid)
+
+
+TableStep = Callable[[pa.Table], pa.Table]
+
+
+def compose(first: TableStep, then: TableStep) -> TableStep:
+    """`then(first(table))`, named after both (Ray Data names its operator after it)."""
+    def both(table: pa.Table) -> pa.Table:
+        return then(first(table))
+    both.__name__ = f"{first.__name__}_then_{then.__name__}"
+    return both
+
+
 def id_hashes(table: pa.Table) -> pa.Table:
     """A 64-bit hash of each valid row's record_uuid."""
-    ids = split_valid(table, True)["record_uuid"].to_numpy(zero_copy_only=False)
-    return pa.table({"hash": pa.array(pd.util.hash_array(ids), pa.uint64())})
+    return pa.table({"hash": pa.array(kernels.id_hashes(split_valid(table, True)["record_uuid"]), pa.uint64())})
 
 
 def rows_with_hashes(table: pa.Table, hashes: np.ndarray) -> pa.Table:
     """The id and input position of the valid rows whose id hashes to one of `hashes`."""
     valid = split_valid(table, True).select(["record_uuid", "_source_order"])
-    ids = valid["record_uuid"].to_numpy(zero_copy_only=False)
-    return valid.filter(pa.array(np.isin(pd.util.hash_array(ids), hashes)))
+    return valid.filter(pa.array(np.isin(kernels.id_hashes(valid["record_uuid"]), hashes)))

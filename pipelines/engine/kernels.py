@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -311,6 +312,29 @@ def uuid5_strings(namespace: bytes, names: list[bytes]) -> pa.Array:
     text[:, _HEX_POSITIONS] = nibbles
     offsets = np.arange(0, 36 * (rows + 1), 36, dtype=np.int32)
     return pa.StringArray.from_buffers(rows, pa.py_buffer(offsets.tobytes()), pa.py_buffer(text.tobytes()))
+
+
+_HEX_VALUE = np.full(256, 16, dtype=np.uint8)  # 16: not a lower-case hex digit
+_HEX_VALUE[_HEX] = np.arange(16, dtype=np.uint8)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def id_hashes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit hash (uint64) of each id, equal for equal ids. Record ids are UUID strings (what
+    `uuid5_strings` writes): their 16 bytes are read back from the hex digits in the Arrow buffer
+    with numpy and folded to 64 bits, several times faster than pandas' hash_array over Python
+    strings, which hashes any other ids (nulls, other widths, upper case)."""
+    array = ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids
+    rows = len(array)
+    if rows and pa.types.is_string(array.type) and array.null_count == 0:
+        offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset : array.offset + rows + 1]
+        if offsets[-1] - offsets[0] == 36 * rows and (np.diff(offsets) == 36).all():
+            text = np.frombuffer(array.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]].reshape(rows, 36)
+            nibbles = _HEX_VALUE[text[:, _HEX_POSITIONS]]
+            if (nibbles < 16).all() and (text[:, [8, 13, 18, 23]] == ord("-")).all():
+                halves = np.ascontiguousarray((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).view(np.uint64)
+                return halves[:, 0] ^ (halves[:, 1] * _GOLDEN)
+    return np.asarray(pd.util.hash_array(array.to_numpy(zero_copy_only=False)), dtype=np.uint64)
 
 
 def json_strings(values: pa.Array) -> tuple[pa.Array, np.ndarray]:

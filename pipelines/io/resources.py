@@ -27,6 +27,30 @@ TASK_OPTIONS = {"num_cpus": TASK_CPUS}
 READ_CPUS = 0.09
 
 
+# Ray Data gathers what a read task yields into blocks of up to its target_max_block_size (128 MiB
+# by default), and every later step of a run is a task per block. The sample's 1 M-row CSV file
+# (249 MB) came in three blocks of 380 k, 380 k and 240 k rows: three tasks a step on two cores,
+# one core idle through the last; its 200 k-row file was one block, one core for every step. A
+# run's blocks are sized from its input to make one a CPU: a 1 M-row run took 19.6-21.2 s instead
+# of 25.6-25.8, a 200 k-row run 7.1-7.2 s instead of 7.7-8.8 (docs/benchmarks.md, part 6). Two a
+# CPU did worse (21.7-22.5 and 7.8-8.5 s), and blocks of 4-8 MiB far worse (43-54 s): each task in
+# flight at once is a worker process of its own, each new one importing the engine.
+BLOCKS_PER_CPU = 1
+# A CSV file's bytes as Arrow text columns with the row bookkeeping added (_source and
+# _source_order hold the path): 1.42 for the sample. Parquet files are compressed: their blocks
+# come out smaller than one a CPU, several a CPU.
+ARROW_BYTES_PER_FILE_BYTE = 1.45
+MIN_BLOCK_BYTES = 8 << 20  # a small input is one block
+MAX_BLOCK_BYTES = 256 << 20  # a task holds its block and its output: about 0.7 GB at most
+
+
+def block_bytes(input_bytes: int, cpus: int) -> int:
+    """The target size of a run's blocks (Ray Data's target_max_block_size), for input files of
+    `input_bytes` on a cluster of `cpus`."""
+    share = input_bytes * ARROW_BYTES_PER_FILE_BYTE / (BLOCKS_PER_CPU * max(1, cpus))
+    return int(min(MAX_BLOCK_BYTES, max(MIN_BLOCK_BYTES, share)))
+
+
 def cluster_cpus() -> int:
     """The CPUs of the cluster the plan runs on, when it is planned (at least 1)."""
     import ray  # here: the rest of this module is constants that workers read without Ray's cost

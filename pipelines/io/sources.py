@@ -26,7 +26,7 @@ from pipelines.io.csv_fast import FastCsv
 from pipelines.io.csv_records import CsvRecord, csv_records
 from pipelines.io.files import EXTENSIONS, ByteStream, SourceError, text_lines, undecodable
 from pipelines.io.json_records import ends_inside, json_record, parse_json
-from pipelines.io.resources import READ_CPUS, TASK_CPUS, cluster_cpus, in_blocks_of, task_args
+from pipelines.io.resources import READ_CPUS, TASK_CPUS, block_bytes, cluster_cpus, in_blocks_of, task_args
 from pipelines.spec.errors import clip
 from pipelines.spec.workflow import (
     DatasetSource,
@@ -288,13 +288,13 @@ def read_source(source: SourceSpec, schema: SchemaSpec, paths: StoragePaths | No
     # Read tasks of whole files (at most Ray Data's usual number of them). Left to itself, Ray Data
     # cut the blocks up until it had the number it wanted (8 for a 300-row file): more tasks for
     # every later step, each a process start on a small node. What a task yields (ROWS_PER_BLOCK
-    # rows at a time) Ray Data gathers into blocks of up to its target_max_block_size (128 MiB):
-    # a 200 k-row CSV file of the sample is one block, a 1 M-row one three (380 k, 380 k, 240 k).
-    # Blocks of about two a CPU were no faster on 2 cores, and smaller ones slower (docs/benchmarks.md,
-    # part 6): each task in flight at once is a worker process of its own to start.
+    # rows at a time) Ray Data gathers into blocks of up to target_max_block_size: see block_bytes.
     tasks = min(datasource.file_count(), ray.data.DataContext.get_current().read_op_min_num_blocks)
-    return ray.data.read_datasource(
+    raw = ray.data.read_datasource(
         datasource, num_cpus=READ_CPUS, override_num_blocks=tasks, concurrency=cluster_cpus())
+    # Set on the run's own copy of Ray Data's context, which every later step of its plan shares.
+    raw.context.target_max_block_size = block_bytes(datasource.estimate_inmemory_data_size() or 0, cluster_cpus())
+    return raw
 
 
 def postgres_connector(source: PostgresSource) -> Callable[[], Any]:

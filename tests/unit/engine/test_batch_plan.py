@@ -36,6 +36,27 @@ def test_only_rows_whose_hash_repeats_come_back_with_their_id_and_order() -> Non
     assert rows_with_hashes(_validated([None]), np.array([repeated], np.uint64)).num_rows == 0
 
 
+def test_record_ids_hash_from_their_hex_digits_and_any_other_ids_by_pandas() -> None:
+    """Equal ids, equal hashes; distinct UUIDs, distinct hashes, whichever way the ids come (a
+    slice, chunks); ids that are not lower-case UUID strings take pandas' hash, equal for equal."""
+    import uuid
+
+    import pandas as pd
+
+    from pipelines.engine.kernels import id_hashes
+
+    ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, str(n))) for n in range(2_000)]
+    hashes = id_hashes(pa.array(ids + ids[:10]))
+    assert hashes.dtype == np.uint64 and len(np.unique(hashes)) == 2_000
+    assert (hashes[:10] == hashes[2_000:]).all()
+    assert (id_hashes(pa.array(ids).slice(7, 5)) == hashes[7:12]).all()
+    assert (id_hashes(pa.chunked_array([ids[:3], ids[3:6]])) == hashes[:6]).all()
+    fast = hashes[0]
+    for other in ([ids[0].upper()] * 2, ["x" * 36] * 2, [ids[0] + " "] * 2, ["a", "a"]):
+        got = id_hashes(pa.array(other))
+        assert got[0] == got[1] == pd.util.hash_array(np.array(other, dtype=object))[0] and got[0] != fast
+
+
 def test_batches_are_large_for_unpaid_workflows_unless_the_sink_says_otherwise() -> None:
     from pipelines.engine.batch import UNPAID_BATCH_ROWS, augment_batch_rows
     from pipelines.workflows.loader import load_spec
