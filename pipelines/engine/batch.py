@@ -254,10 +254,11 @@ class BatchPlan:
 
         # Validated blocks, whose valid rows the augment pass takes itself, or (on a resume) the
         # valid records still to do.
-        to_augment, take_valid = self.validated, True
+        to_augment: ray.data.Dataset = self.validated
+        take: TableStep | None = valid
         if self.resume:
-            to_augment, take_valid = to_augment.map_batches(
-                valid, batch_format="pyarrow", batch_size=None, **task_args()), False
+            to_augment = to_augment.map_batches(valid, batch_format="pyarrow", batch_size=None, **task_args())
+            take = None
             if self._ids_are_unique():
                 to_augment = self._not_yet_written(to_augment, o_fs, o_path)
             else:  # records may share an id: which copies were written is unknowable, so all are
@@ -268,7 +269,7 @@ class BatchPlan:
         # share of the batches in flight, not the whole pool's).
         actors = min(cluster_cpus(), -(-max(1, self.rows_in) // batch_rows)) if calls_provider(self.spec) else 0
         with spread_over_nodes(actors) as placement:
-            augmented = self._augmented(to_augment, valid if take_valid else None, batch_rows, actors, placement)
+            augmented = self._augmented(to_augment, take, batch_rows, actors, placement)
             # A file holds at most one augment call's records: what a crash can make a resume redo.
             augmented.write_parquet(o_path, filesystem=o_fs, max_rows_per_file=batch_rows, **write_args())
         return o_fs, o_path
@@ -294,14 +295,15 @@ class BatchPlan:
                 compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
                 num_cpus=TASK_CPUS, **placement,
             )
-        # The blocks of the read (one a CPU, up to 256 MiB each: see block_bytes) spread over the
+        # The blocks of the read (one a CPU up to 192 MiB each: see block_bytes) spread over the
         # tasks as they are, one block a batch: cut again (a shuffle's worth of CPU) only the blocks
         # of any size that a resume's join leaves.
         batches = in_blocks_of(records, batch_rows) if self.resume else records
         augment = augment_in_tasks(self.spec, self.report, self.context, self.plan_id)
         if valid is not None:
-            # Taken in the augmenting task: Ray Data left a map_batches of its own before it unfused
-            # (with a concurrency cap on both), every block's valid rows through the object store.
+            # Taken in the augmenting task itself: as a map_batches of its own, Ray Data ran it in
+            # tasks of their own (it fuses no two map_batches that both have a concurrency cap),
+            # every block's valid rows going through the object store.
             augment = compose(valid, augment)
         return batches.map_batches(
             augment, batch_format="pyarrow", batch_size=None if batches is records else batch_rows, **task_args())
