@@ -290,10 +290,10 @@ def read_source(source: SourceSpec, schema: SchemaSpec, paths: StoragePaths | No
     # every later step, each a process start on a small node. What a task yields (ROWS_PER_BLOCK
     # rows at a time) Ray Data gathers into blocks of up to target_max_block_size: see block_bytes.
     tasks = min(datasource.file_count(), ray.data.DataContext.get_current().read_op_min_num_blocks)
-    raw = ray.data.read_datasource(
-        datasource, num_cpus=READ_CPUS, override_num_blocks=tasks, concurrency=cluster_cpus())
+    cpus = cluster_cpus()  # a question to the cluster: asked once
+    raw = ray.data.read_datasource(datasource, num_cpus=READ_CPUS, override_num_blocks=tasks, concurrency=cpus)
     # Set on the run's own copy of Ray Data's context, which every later step of its plan shares.
-    raw.context.target_max_block_size = block_bytes(datasource.estimate_inmemory_data_size() or 0, cluster_cpus())
+    raw.context.target_max_block_size = block_bytes(datasource.estimate_inmemory_data_size() or 0, cpus)
     return raw
 
 
