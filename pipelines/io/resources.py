@@ -46,6 +46,12 @@ MIN_BLOCK_BYTES = 8 << 20  # a small input is one block
 # holding their blocks and outputs), where an idle core at the end costs a smaller share.
 MAX_BLOCK_BYTES = 192 << 20
 LARGE_INPUT_BLOCK_BYTES = 128 << 20
+# The share of the object store a run's Ray Data plan may fill before it holds tasks back. Ray
+# Data's default, half, is less than blocks of one a CPU need in flight: at 1 M rows (two blocks
+# of 180 MB on 2 CPUs) the read's second block waited 1.4 s for the first block's validated output
+# to leave the budget, one core idle, and the duplicate-key passes waited likewise. Beyond the
+# store, objects spill to disk; what is left is for Serve and the actors' own objects.
+OBJECT_STORE_SHARE = 0.9
 
 
 def block_bytes(input_bytes: int, cpus: int) -> int:

@@ -26,7 +26,15 @@ from pipelines.io.csv_fast import FastCsv
 from pipelines.io.csv_records import CsvRecord, csv_records
 from pipelines.io.files import EXTENSIONS, ByteStream, SourceError, text_lines, undecodable
 from pipelines.io.json_records import ends_inside, json_record, parse_json
-from pipelines.io.resources import READ_CPUS, TASK_CPUS, block_bytes, cluster_cpus, in_blocks_of, task_args
+from pipelines.io.resources import (
+    OBJECT_STORE_SHARE,
+    READ_CPUS,
+    TASK_CPUS,
+    block_bytes,
+    cluster_cpus,
+    in_blocks_of,
+    task_args,
+)
 from pipelines.spec.errors import clip
 from pipelines.spec.workflow import (
     DatasetSource,
@@ -294,6 +302,7 @@ def read_source(source: SourceSpec, schema: SchemaSpec, paths: StoragePaths | No
     raw = ray.data.read_datasource(datasource, num_cpus=READ_CPUS, override_num_blocks=tasks, concurrency=cpus)
     # Set on the run's own copy of Ray Data's context, which every later step of its plan shares.
     raw.context.target_max_block_size = block_bytes(datasource.estimate_inmemory_data_size() or 0, cpus)
+    raw.context.override_object_store_memory_limit_fraction = OBJECT_STORE_SHARE
     return raw
 
 

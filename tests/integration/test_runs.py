@@ -131,6 +131,21 @@ def test_a_step_that_raises_fails_the_run_with_its_error(ray_cluster, settings, 
     assert "running" not in {s.state for s in run.steps}
 
 
+def test_a_file_source_sizes_its_runs_blocks_and_object_store_share_on_its_own_context(ray_cluster):
+    import ray
+
+    from pipelines.io.resources import OBJECT_STORE_SHARE, block_bytes, cluster_cpus
+    from pipelines.io.sources import read_source
+
+    spec = load_spec(SAMPLE_SPEC)
+    raw = read_source(spec.source, spec.schema_)
+    assert raw.context.target_max_block_size == block_bytes(int(SAMPLE_CSV.stat().st_size), cluster_cpus())
+    assert raw.context.override_object_store_memory_limit_fraction == OBJECT_STORE_SHARE
+    # The run's own copy: the process's context (other plans of the same driver) is left as it was.
+    assert ray.data.DataContext.get_current().override_object_store_memory_limit_fraction != OBJECT_STORE_SHARE
+    assert raw.count() == 300
+
+
 def test_a_source_missing_a_required_column_fails_clearly(ray_cluster, settings, tmp_path):
     data_path = tmp_path / "no_name.csv"
     data_path.write_text("org_id,website\nORG-00001,acme.com\n", encoding="utf-8")
