@@ -4,7 +4,8 @@ Most numbers are written with digits, spaces and `+ ( ) - . /` only. For those, 
 `parse` reads nothing but the digits and whether a `+` comes before them (its text stages only
 find the number, drop the punctuation and look for extensions, which need other characters), so
 `_canonical` reduces the value to that and `_parse_digits` runs the rest of `parse` on it, step by
-step with phonenumbers' own helpers. `_judge` answers `is_valid_number` and
+step with phonenumbers' own helpers (its national-prefix stripping with each region's patterns
+compiled once, its length verdict asked once per region and length). `_judge` answers `is_valid_number` and
 `region_code_for_number` with each region's number-type patterns joined into one pattern per
 number length. Any other value, and the rare turns `_parse_digits` does not take, go through
 phonenumbers as before (`_parse_library`); tests/unit/augmenters/test_fast_paths.py checks both
@@ -195,10 +196,10 @@ def _parse_digits(plus: bool, digits: str, region: str | None) -> Parsed | None:
             own = str(metadata.country_code)
             if digits.startswith(own):
                 general = metadata.general_desc
-                _, potential, _ = _util._maybe_strip_national_prefix_carrier_code(digits[len(own):], metadata)
+                potential = _without_national_prefix(digits[len(own):], metadata)
                 if (not _util._match_national_number(digits, general, False)
                         and _util._match_national_number(potential, general, False)) \
-                        or _util._test_number_length(digits, metadata) == _util.ValidationResult.TOO_LONG:
+                        or _length_verdict(digits, metadata) == _util.ValidationResult.TOO_LONG:
                     code, national = metadata.country_code, potential
     if code:
         number_region = phonenumbers.region_code_for_country_code(code)
@@ -210,14 +211,69 @@ def _parse_digits(plus: bool, digits: str, region: str | None) -> Parsed | None:
         return None  # where parse would fail its own assertion: the library's turn
     if len(national) < _MIN_NSN:
         return _INVALID
-    _, potential, _ = _util._maybe_strip_national_prefix_carrier_code(national, metadata)
-    if _util._test_number_length(potential, metadata) not in _NOT_STRIPPED:
+    potential = _without_national_prefix(national, metadata)
+    if _length_verdict(potential, metadata) not in _NOT_STRIPPED:
         national = potential
     if not _MIN_NSN <= len(national) <= _MAX_NSN:
         return _INVALID
     nsn = _significant(national)
     valid, its_region = _judge(code, nsn)
     return (f"+{code}{nsn}", True, its_region) if valid else _INVALID
+
+
+class _Prefix:
+    """What phonenumbers' `_maybe_strip_national_prefix_carrier_code` reads of a region's metadata,
+    its patterns compiled once (the library looks each up in its pattern cache on every call)."""
+
+    def __init__(self, metadata: Any) -> None:
+        self.metadata = metadata  # held, so that the id keying `_prefixes` stays this object's
+        prefix = metadata.national_prefix_for_parsing
+        self.prefix = re.compile(prefix) if prefix else None
+        general = metadata.general_desc
+        pattern = None if general is None else general.national_number_pattern
+        self.general = re.compile(pattern) if pattern else None
+        self.transform = metadata.national_prefix_transform_rule
+
+    def viable(self, number: str) -> bool:
+        """`_match_national_number(number, general_desc, False)`."""
+        return self.general is not None and self.general.fullmatch(number) is not None
+
+    def strip(self, number: str) -> str:
+        """The number `_maybe_strip_national_prefix_carrier_code` returns, step by step as it does."""
+        if not number or self.prefix is None:
+            return number
+        match = self.prefix.match(number)
+        if not match:
+            return number
+        viable = self.viable(number)
+        groups = match.groups()
+        if not self.transform or groups[len(groups) - 1] is None:
+            rest = number[match.end():]
+            return number if viable and not self.viable(rest) else rest
+        transformed = self.prefix.sub(self.transform, number, count=1)
+        return number if viable and not self.viable(transformed) else transformed
+
+
+_prefixes: dict[int, _Prefix] = {}
+_length_verdicts: dict[tuple[int, int], tuple[Any, Any]] = {}  # (id(metadata), length) -> (metadata, verdict)
+
+
+def _without_national_prefix(number: str, metadata: Any) -> str:
+    """phonenumbers' `_maybe_strip_national_prefix_carrier_code(number, metadata)[1]`."""
+    prefix = _prefixes.get(id(metadata))
+    if prefix is None or prefix.metadata is not metadata:
+        prefix = _prefixes[id(metadata)] = _Prefix(metadata)
+    return prefix.strip(number)
+
+
+def _length_verdict(number: str, metadata: Any) -> Any:
+    """phonenumbers' `_test_number_length(number, metadata)`, which reads nothing of the number
+    but its length: asked once per region and length."""
+    key = (id(metadata), len(number))
+    known = _length_verdicts.get(key)
+    if known is None or known[0] is not metadata:
+        known = _length_verdicts[key] = (metadata, _util._test_number_length(number, metadata))
+    return known[1]
 
 
 def _significant(national: str) -> str:
@@ -294,7 +350,7 @@ _region_metadata: dict[tuple[int | None, str], Any] = {}  # (code, region) -> me
 def _judge(code: int | None, nsn: str) -> tuple[bool, str | None]:
     """(phonenumbers' is_valid_number, its region_code_for_number) of the number with this country
     code and national significant number."""
-    region = _region_of(code, nsn)
+    region, known_in = _region_of(code, nsn)
     if region is None:
         return False, None
     key = (code, region)
@@ -304,16 +360,20 @@ def _judge(code: int | None, nsn: str) -> tuple[bool, str | None]:
                                            or code == phonenumbers.country_code_for_valid_region(region))
         _region_metadata[key] = metadata if agrees else None
     metadata = _region_metadata[key]
-    return metadata is not None and _known(nsn, metadata), region
+    if metadata is None:
+        return False, region
+    # Where the region was told by the number being of a known type in it, that is the answer.
+    return (True if known_in is metadata else _known(nsn, metadata)), region
 
 
-def _region_of(code: int | None, nsn: str) -> str | None:
-    """phonenumbers' region_code_for_number."""
+def _region_of(code: int | None, nsn: str) -> tuple[str | None, Any]:
+    """phonenumbers' region_code_for_number, and the metadata of that region when it was told by
+    the number being of a known type there (None when told otherwise)."""
     regions = COUNTRY_CODE_TO_REGION_CODE.get(code)  # type: ignore[arg-type]
     if regions is None:
-        return None
+        return None, None
     if len(regions) == 1:
-        return regions[0]
+        return regions[0], None
     candidates = _regions.get(code)  # type: ignore[arg-type]
     if candidates is None:
         candidates = []
@@ -326,7 +386,7 @@ def _region_of(code: int | None, nsn: str) -> str | None:
     for region, metadata, leading in candidates:
         if leading is not None:
             if leading.match(nsn):
-                return region
+                return region, None
         elif _known(nsn, metadata):
-            return region
-    return None
+            return region, metadata
+    return None, None
