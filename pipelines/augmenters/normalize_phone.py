@@ -15,8 +15,8 @@ paths against the plain library calls.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 import phonenumbers
@@ -226,7 +226,7 @@ class _Prefix:
     its patterns compiled once (the library looks each up in its pattern cache on every call)."""
 
     def __init__(self, metadata: Any) -> None:
-        self.metadata = metadata  # held, so that the id keying `_prefixes` stays this object's
+        self.metadata = metadata  # held: see _for_metadata
         prefix = metadata.national_prefix_for_parsing
         self.prefix = re.compile(prefix) if prefix else None
         general = metadata.general_desc
@@ -254,16 +254,29 @@ class _Prefix:
         return number if viable and not self.viable(transformed) else transformed
 
 
+class _OfMetadata(Protocol):
+    metadata: Any
+
+
+Made = TypeVar("Made", bound=_OfMetadata)
+
+
+def _for_metadata(cache: dict[int, Made], metadata: Any, make: Callable[[Any], Made]) -> Made:
+    """What `make` makes of a region's metadata, made once: kept by the metadata's id, and checked
+    against the metadata the made object holds, so that a reused id never finds another's."""
+    made = cache.get(id(metadata))
+    if made is None or made.metadata is not metadata:
+        made = cache[id(metadata)] = make(metadata)
+    return made
+
+
 _prefixes: dict[int, _Prefix] = {}
 _length_verdicts: dict[tuple[int, int], tuple[Any, Any]] = {}  # (id(metadata), length) -> (metadata, verdict)
 
 
 def _without_national_prefix(number: str, metadata: Any) -> str:
     """phonenumbers' `_maybe_strip_national_prefix_carrier_code(number, metadata)[1]`."""
-    prefix = _prefixes.get(id(metadata))
-    if prefix is None or prefix.metadata is not metadata:
-        prefix = _prefixes[id(metadata)] = _Prefix(metadata)
-    return prefix.strip(number)
+    return _for_metadata(_prefixes, metadata, _Prefix).strip(number)
 
 
 def _length_verdict(number: str, metadata: Any) -> Any:
@@ -302,7 +315,7 @@ class _Types:
     lengths allow that length, as alternatives."""
 
     def __init__(self, metadata: Any) -> None:
-        self.metadata = metadata  # held, so that the id keying `_types` stays this object's
+        self.metadata = metadata  # held: see _for_metadata
         self.descs = [getattr(metadata, name) for name in _TYPES]
         if not metadata.same_mobile_and_fixed_line_pattern:
             self.descs.append(metadata.mobile)
@@ -337,10 +350,7 @@ _types: dict[int, _Types] = {}
 
 
 def _known(nsn: str, metadata: Any) -> bool:
-    types = _types.get(id(metadata))
-    if types is None or types.metadata is not metadata:
-        types = _types[id(metadata)] = _Types(metadata)
-    return types.known(nsn)
+    return _for_metadata(_types, metadata, _Types).known(nsn)
 
 
 _regions: dict[int, list[tuple[str, Any, re.Pattern[str] | None]]] = {}  # code -> its regions

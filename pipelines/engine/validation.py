@@ -499,7 +499,8 @@ def _errors_left(raw: dict[str, Any], schema: SchemaSpec, cells: dict[str, _Cell
     """`validate_record`'s errors of a row, where it has any, judging in Python only the cells the
     kernels did not find valid: a cell they found valid gives `validate_record` no error (the
     kernels' promise), a missing one only the required field's. Most rows on the per-record path
-    are invalid by one cell of many; coercing them all was half of a batch's validation time."""
+    are invalid by one cell of many: coercing all their cells again cost a tenth of a batch's
+    validation (the sample's 200 k rows: 0.62 s, 0.56 without)."""
     errors: list[dict[str, str]] = []
     for name, field in schema.fields.items():
         judged = cells[name]

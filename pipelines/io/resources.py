@@ -49,8 +49,8 @@ LARGE_INPUT_BLOCK_BYTES = 128 << 20
 # The share of the object store a run's Ray Data plan may fill before it holds tasks back. Ray
 # Data's default, half, is less than blocks of one a CPU need in flight: at 1 M rows (two blocks
 # of 180 MB on 2 CPUs) the read's second block waited 1.4 s for the first block's validated output
-# to leave the budget, one core idle, and the duplicate-key passes waited likewise. Beyond the
-# store, objects spill to disk; what is left is for Serve and the actors' own objects.
+# to leave the budget, one core idle (docs/benchmarks.md, part 7). Beyond the store, objects
+# spill to disk; what is left is for Serve and the actors' own objects.
 OBJECT_STORE_SHARE = 0.9
 
 
