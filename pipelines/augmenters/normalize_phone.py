@@ -221,9 +221,11 @@ def _parse_digits(plus: bool, digits: str, region: str | None) -> Parsed | None:
     return (f"+{code}{nsn}", True, its_region) if valid else _INVALID
 
 
-class _Prefix:
-    """What phonenumbers' `_maybe_strip_national_prefix_carrier_code` reads of a region's metadata,
-    its patterns compiled once (the library looks each up in its pattern cache on every call)."""
+class _Parsing:
+    """What `_parse_digits` asks of a region's metadata, answered as phonenumbers answers it: the
+    number left by `_maybe_strip_national_prefix_carrier_code`, with the region's patterns compiled
+    once (the library looks each up in its pattern cache on every call), and the verdict of
+    `_test_number_length`, which reads nothing of the number but its length: once per length."""
 
     def __init__(self, metadata: Any) -> None:
         self.metadata = metadata  # held: see _for_metadata
@@ -233,6 +235,7 @@ class _Prefix:
         pattern = None if general is None else general.national_number_pattern
         self.general = re.compile(pattern) if pattern else None
         self.transform = metadata.national_prefix_transform_rule
+        self.lengths: dict[int, Any] = {}  # length -> verdict
 
     def viable(self, number: str) -> bool:
         """`_match_national_number(number, general_desc, False)`."""
@@ -253,6 +256,13 @@ class _Prefix:
         transformed = self.prefix.sub(self.transform, number, count=1)
         return number if viable and not self.viable(transformed) else transformed
 
+    def length_verdict(self, number: str) -> Any:
+        """`_test_number_length(number, metadata)`."""
+        verdict = self.lengths.get(len(number))
+        if verdict is None:
+            verdict = self.lengths[len(number)] = _util._test_number_length(number, self.metadata)
+        return verdict
+
 
 class _OfMetadata(Protocol):
     metadata: Any
@@ -270,23 +280,17 @@ def _for_metadata(cache: dict[int, Made], metadata: Any, make: Callable[[Any], M
     return made
 
 
-_prefixes: dict[int, _Prefix] = {}
-_length_verdicts: dict[tuple[int, int], tuple[Any, Any]] = {}  # (id(metadata), length) -> (metadata, verdict)
+_parsings: dict[int, _Parsing] = {}
 
 
 def _without_national_prefix(number: str, metadata: Any) -> str:
     """phonenumbers' `_maybe_strip_national_prefix_carrier_code(number, metadata)[1]`."""
-    return _for_metadata(_prefixes, metadata, _Prefix).strip(number)
+    return _for_metadata(_parsings, metadata, _Parsing).strip(number)
 
 
 def _length_verdict(number: str, metadata: Any) -> Any:
-    """phonenumbers' `_test_number_length(number, metadata)`, which reads nothing of the number
-    but its length: asked once per region and length."""
-    key = (id(metadata), len(number))
-    known = _length_verdicts.get(key)
-    if known is None or known[0] is not metadata:
-        known = _length_verdicts[key] = (metadata, _util._test_number_length(number, metadata))
-    return known[1]
+    """phonenumbers' `_test_number_length(number, metadata)`."""
+    return _for_metadata(_parsings, metadata, _Parsing).length_verdict(number)
 
 
 def _significant(national: str) -> str:
