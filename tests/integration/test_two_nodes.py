@@ -500,9 +500,16 @@ def test_the_api_keeps_answering_when_a_node_is_lost(cluster: TwoNodeCluster, wo
         key = api_key(cluster.settings, "viewer")
         base = f"http://127.0.0.1:{SERVE_PORT}/api/v1"
         with httpx.Client(timeout=5, headers={"Authorization": f"Bearer {key}"}) as http:
-            before = [ask(http, f"{base}/runs?limit=1") for _ in range(20)]
+            before: list[Answer] = []
+
+            def both_answering() -> bool:
+                """HAProxy takes a replica in a moment after Serve reports it running (its config is
+                rewritten, the new server health-checked): until then every request reaches the other."""
+                before.append(ask(http, f"{base}/runs?limit=1"))
+                return {a.replica for a in before} == set(placed)
+
+            wait_for("requests answered by both nodes' replicas", both_answering, 30, every_s=0.05)
             assert all(a.ok for a in before), [a.what for a in before]
-            assert {a.replica for a in before} == set(placed), "requests did not reach both nodes' replicas"
 
             killed_at = cluster.kill_worker_node()
             after: list[Answer] = []
