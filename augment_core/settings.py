@@ -64,10 +64,14 @@ class Settings(BaseSettings):
     )
     api_concurrency: int = Field(
         default=2, ge=1, le=64,
-        description="Online augment calls of workflows without provider calls that one API replica works on at once.",
+        description="Online augment calls of workflows without provider calls that one API replica works on at once"
+                    " in its thread pool (calls of more than 16 records; smaller ones are worked on its event loop,"
+                    " one at a time).",
     )
+    # 4: a longer queue on the event loop only lengthened the wait of the requests behind it
+    # (docs/benchmarks.md, "Speed round, part 8": at 16, twice the capacity answered in up to 1.0 s).
     api_queue: int = Field(
-        default=16, ge=0, le=1024,
+        default=4, ge=0, le=1024,
         description="Such calls that wait for one of those; a call beyond both is answered 503 with Retry-After.",
     )
     serve_ingress: str = Field(

@@ -67,15 +67,9 @@ class WorkflowFolder:
     def online(self, name: str) -> InProcessEngine:
         """The workflow ready to augment requests. KeyError if unknown, WorkflowUnusable if broken."""
         with self._lock:
-            matches = [e for e in self._scan() if e.name == name]
-            entry = next((e for e in matches if e.usable), matches[0] if matches else None)
-            if entry is None:
-                raise KeyError(name)
-            if not entry.usable:
-                raise WorkflowUnusable(name, list(entry.errors))
-            cached = self._online.get(name)
-            if cached is not None and cached[:2] == (entry.file, entry.mtime_ns):
-                return cached[2]
+            entry, built = self._current(name)
+            if built is not None:
+                return built
             assert entry.spec is not None
             try:
                 workflow = InProcessEngine(entry.spec, self.context_for(entry.spec))
@@ -83,6 +77,23 @@ class WorkflowFolder:
                 raise WorkflowUnusable(name, [f"cannot build the augmenters: {exc}"]) from exc
             self._online[name] = (entry.file, entry.mtime_ns, workflow)
             return workflow
+
+    def built(self, name: str) -> InProcessEngine | None:
+        """`online(name)` when its current version is built already, else None (building it may load
+        reference tables or models: the caller decides where to wait for that). Raises as online does."""
+        with self._lock:
+            return self._current(name)[1]
+
+    def _current(self, name: str) -> tuple[WorkflowEntry, InProcessEngine | None]:
+        """The usable entry of `name`, and its online form if built for this version of its file."""
+        matches = [e for e in self._scan() if e.name == name]
+        entry = next((e for e in matches if e.usable), matches[0] if matches else None)
+        if entry is None:
+            raise KeyError(name)
+        if not entry.usable:
+            raise WorkflowUnusable(name, list(entry.errors))
+        cached = self._online.get(name)
+        return entry, (cached[2] if cached is not None and cached[:2] == (entry.file, entry.mtime_ns) else None)
 
     def _scan(self) -> list[WorkflowEntry]:
         if not self.folder.is_dir():

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request, status
+from starlette.concurrency import run_in_threadpool
 
+from augment_core.identity import Principal
+from pipelines.engine.inprocess import AugmentResult, InProcessEngine
 from pipelines.workflows.folder import WorkflowUnusable
+from serve_apps.api_v1.admission import Admission
 from serve_apps.api_v1.deps import WorkflowsDep
 from serve_apps.api_v1.errors import JsonBodyRoute
 from serve_apps.api_v1.schemas import (
@@ -19,11 +22,16 @@ from serve_apps.api_v1.schemas import (
     WorkflowOut,
 )
 from serve_apps.gateway.api_auth import Operator, Viewer, get_gate
+from serve_apps.gateway.gate import Gate
 from serve_apps.gateway.redact import sees_paths
-from serve_apps.gateway.spend import calls_providers, open_spend, spending
+from serve_apps.gateway.spend import CallerSpend, calls_providers, open_spend, spending
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/workflows", tags=["workflows"], route_class=JsonBodyRoute)
+
+# Requests of up to this many records are worked on the event loop (about a millisecond a record
+# of the sample workflow); larger ones in the thread pool, so that one cannot hold the loop long.
+ON_LOOP_RECORDS = 16
 
 WorkflowName = Annotated[str, Path(max_length=100, description="The workflow's `name` from its spec.")]
 
@@ -47,25 +55,38 @@ def list_workflows(caller: Viewer, workflows: WorkflowsDep) -> list[WorkflowOut]
                429: {"description": "Over the request rate, or the caller's daily provider spend cap is used up"},
                503: {"description": "The replica is at capacity: retry after Retry-After seconds"}},
 )
-def augment(name: WorkflowName, body: AugmentRequest, caller: Operator, request: Request,
-            workflows: WorkflowsDep) -> AugmentResponse:
+async def augment(name: WorkflowName, body: AugmentRequest, caller: Operator, request: Request,
+                  workflows: WorkflowsDep) -> AugmentResponse:
     """Validate and augment records with the batch path's code; invalid records come back one by one.
     Provider calls spend from the caller's daily cap: a request once it is used up is refused
     (429), and records whose calls a request's last dollars do not cover are 'skipped: budget'."""
     try:
-        workflow = workflows.online(name)
+        # Built once per version of its spec; the build (reference tables, models) waits in the pool.
+        built = workflows.built(name)
+        workflow = built if built is not None else await run_in_threadpool(workflows.online, name)
     except KeyError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no workflow named {name!r}") from None
     except WorkflowUnusable as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, {"message": str(exc), "errors": exc.errors}) from None
     except OSError as exc:
         raise workflows_unreadable(exc) from None
-    # A workflow without provider calls costs nothing: it is not refused at the cap. Its work is
-    # all CPU: admitted as the replica has room (admission.py); provider calls wait on their limiters.
-    calls = calls_providers(workflow)
-    spend = open_spend(get_gate(request), caller, refuse_at_cap=calls)
-    with spending(spend), (nullcontext() if calls else request.app.state.admission.admit()):
-        result = workflow.augment(body.records)
+    admission = request.app.state.admission
+    if calls_providers(workflow):
+        # Provider calls wait on the network and on their limiters, in the pool; the caller's cap is
+        # read first (the shared quota store), and a request past it is refused before any call.
+        result, spend = await run_in_threadpool(augment_calling_providers, workflow, body.records,
+                                                get_gate(request), caller)
+    else:
+        # A workflow without provider calls costs nothing: it is not refused at the cap. Its work is
+        # all CPU, admitted as the replica has room (admission.py). A small request is worked on the
+        # event loop: a hop to the pool and back cost more than the work, and the threads then
+        # contended for the one interpreter (docs/benchmarks.md, "Speed round, part 8").
+        spend = open_spend(get_gate(request), caller, refuse_at_cap=False)
+        if len(body.records) <= ON_LOOP_RECORDS:
+            async with admission.admit_on_loop():
+                result = workflow.augment(body.records)
+        else:
+            result = await run_in_threadpool(augment_admitted, workflow, body.records, admission)
     return AugmentResponse(
         workflow=workflow.spec.name,
         version=workflow.spec.version,
@@ -74,6 +95,18 @@ def augment(name: WorkflowName, body: AugmentRequest, caller: Operator, request:
         invalid=result.invalid,
         spend=SpendOut(request_usd=round(spend.spent_usd, 8), cap_usd=spend.cap, cap_reached=spend.exhausted),
     )
+
+
+def augment_calling_providers(workflow: InProcessEngine, records: list[Any], gate: Gate,
+                              caller: Principal) -> tuple[AugmentResult, CallerSpend]:
+    spend = open_spend(gate, caller, refuse_at_cap=True)
+    with spending(spend):
+        return workflow.augment(records), spend
+
+
+def augment_admitted(workflow: InProcessEngine, records: list[Any], admission: Admission) -> AugmentResult:
+    with admission.admit():
+        return workflow.augment(records)
 
 
 def workflows_unreadable(exc: OSError) -> HTTPException:

@@ -51,20 +51,24 @@ def test_a_second_file_with_a_taken_name_is_an_error(tmp_path: Path) -> None:
 def test_online_workflows_are_cached_until_the_file_changes(tmp_path: Path) -> None:
     path = write(tmp_path, "w.yaml", "w")
     catalog = WorkflowFolder(tmp_path)
+    assert catalog.built("w") is None  # not built until online() is asked
     first = catalog.online("w")
-    assert catalog.online("w") is first
+    assert catalog.online("w") is first and catalog.built("w") is first
     write(tmp_path, "w.yaml", "w", version=2)
     touch_later(path)
+    assert catalog.built("w") is None  # the edited version is not built yet
     assert catalog.online("w").spec.version == 2
+    assert catalog.built("w") is catalog.online("w")
 
 
 def test_unknown_and_broken_workflows_raise_distinct_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("name: bad\n", encoding="utf-8")
     catalog = WorkflowFolder(tmp_path)
-    with pytest.raises(KeyError):
-        catalog.online("nope")
-    with pytest.raises(WorkflowUnusable, match="source: Field required"):
-        catalog.online("bad")
+    for ask in (catalog.online, catalog.built):
+        with pytest.raises(KeyError):
+            ask("nope")
+        with pytest.raises(WorkflowUnusable, match="source: Field required"):
+            ask("bad")
 
 
 def test_a_missing_folder_is_an_error_not_an_empty_list(tmp_path: Path) -> None:
