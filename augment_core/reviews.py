@@ -245,18 +245,26 @@ def decisions_for(
     store: MetadataStore, workflow: str, record_uuids: Sequence[str], fields: Sequence[str]
 ) -> dict[tuple[str, str], Kept]:
     """The kept decisions of these records and fields: one query per CHUNK record ids."""
-    table = review_decisions_table
     found: dict[tuple[str, str], Kept] = {}
     if not record_uuids or not fields:
         return found
     with store.engine.connect() as conn:
         for ids in _chunks(list(dict.fromkeys(record_uuids))):
-            rows = conn.execute(sa.select(table.c.record_uuid, table.c.field, table.c.state, table.c.value,
-                                          table.c.item_id)
-                                .where(table.c.workflow == workflow, table.c.record_uuid.in_(ids),
-                                       table.c.field.in_(list(fields)))).all()
+            rows = conn.execute(_DECISIONS, {"workflow": workflow, "ids": ids, "fields": list(fields)}).all()
             found.update({(r.record_uuid, r.field): Kept(r.state, r.value, r.item_id) for r in rows})
     return found
+
+
+# Built once: every online augment asks it, and building the statement each time (SQLAlchemy's
+# coercions and cache key) cost 0.4 ms of a one-record augment's 3.5 (docs/benchmarks.md, part 8).
+_DECISIONS = sa.select(
+    review_decisions_table.c.record_uuid, review_decisions_table.c.field, review_decisions_table.c.state,
+    review_decisions_table.c.value, review_decisions_table.c.item_id,
+).where(
+    review_decisions_table.c.workflow == sa.bindparam("workflow"),
+    review_decisions_table.c.record_uuid.in_(sa.bindparam("ids", expanding=True)),
+    review_decisions_table.c.field.in_(sa.bindparam("fields", expanding=True)),
+)
 
 
 def latest_items(
