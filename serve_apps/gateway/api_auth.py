@@ -8,6 +8,7 @@ browsers on their own, so they need none.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import math
@@ -67,7 +68,7 @@ def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
         # the audit log (each refusal of a change is written there) or the store behind it.
         if not gate.admit_local(principal.quota_id):
             per_minute = principal.rate_per_minute or gate.settings.api_rate_per_minute
-            wait = await run_in_threadpool(gate.admit, principal.quota_id, per_minute, gate.settings.api_burst)
+            wait = await request.app.state.rate_refills.admit(gate, principal.quota_id, per_minute)
             if wait > 0:
                 raise Refusal(429, f"rate limit of {per_minute} requests/minute reached; retry in {wait:.1f}s",
                               headers={"Retry-After": str(max(1, math.ceil(wait)))})
@@ -86,6 +87,38 @@ def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
         return principal
 
     return caller
+
+
+class RateRefills:
+    """One round trip at a time per caller to book its rate (`Gate.admit`, in the thread pool).
+
+    A caller's requests that find this replica's booked share used up while a round trip for it is
+    on its way wait for that one, then take from what it booked: without it, every such request
+    went to the pool and the store on its own, and once a replica fell behind, its queued requests
+    did so all at once, each hop slower for the tasks waiting (docs/benchmarks.md, part 8)."""
+
+    def __init__(self) -> None:
+        self._asking: dict[str, asyncio.Future[float]] = {}
+
+    async def admit(self, gate: Gate, who: str, per_minute: int) -> float:
+        """0 to go, else the seconds to wait (as Gate.admit); QuotaUnavailable as Gate.admit."""
+        while True:
+            asking = self._asking.get(who)
+            if asking is None or asking.done():
+                asking = asyncio.ensure_future(run_in_threadpool(gate.admit, who, per_minute, gate.settings.api_burst))
+                self._asking[who] = asking
+                asking.add_done_callback(lambda done: self._forget(who, done))
+                # shielded: a caller who hangs up does not cancel the booking the others wait for
+                return await asyncio.shield(asking)  # the asker takes the first request it booked
+            wait = await asyncio.shield(asking)
+            if wait > 0:
+                return wait  # the rate is used up for now: every request waiting on it is refused alike
+            if gate.admit_local(who):
+                return 0.0
+
+    def _forget(self, who: str, done: asyncio.Future[float]) -> None:
+        if self._asking.get(who) is done:
+            del self._asking[who]
 
 
 def known_caller(gate: Gate, credentials: HTTPAuthorizationCredentials | None,
@@ -157,6 +190,7 @@ async def _spend_cap_reached(_request: Request, exc: Exception) -> JSONResponse:
 
 def install_gateway(app: FastAPI, gate: Gate) -> None:
     app.state.gate = gate
+    app.state.rate_refills = RateRefills()
     app.add_exception_handler(Refusal, _refused)
     app.add_exception_handler(QuotaUnavailable, _quota_unavailable)
     app.add_exception_handler(SpendCapReached, _spend_cap_reached)
