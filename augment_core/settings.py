@@ -65,8 +65,8 @@ class Settings(BaseSettings):
     api_concurrency: int = Field(
         default=2, ge=1, le=64,
         description="Online augment calls of workflows without provider calls that one API replica works on at once"
-                    " in its thread pool (calls of more than 16 records; smaller ones are worked on its event loop,"
-                    " one at a time).",
+                    " in its thread pool (calls of more than ON_LOOP_RECORDS, 16, records: serve_apps/api_v1/"
+                    "workflows.py; smaller ones are worked on its event loop, one at a time).",
     )
     # 4: a longer queue on the event loop only lengthened the wait of the requests behind it
     # (docs/benchmarks.md, "Speed round, part 8": at 16, twice the capacity answered in up to 1.0 s).

@@ -29,8 +29,9 @@ from serve_apps.gateway.spend import CallerSpend, calls_providers, open_spend, s
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/workflows", tags=["workflows"], route_class=JsonBodyRoute)
 
-# Requests of up to this many records are worked on the event loop (about a millisecond a record
-# of the sample workflow); larger ones in the thread pool, so that one cannot hold the loop long.
+# Requests of up to this many records are worked on the event loop; larger ones in the thread
+# pool, so that one cannot hold the loop long. The sample workflow takes 2.9 ms for one record
+# (mostly fixed cost) and 4.6 ms for 16, in one process on the 2-core development machine.
 ON_LOOP_RECORDS = 16
 
 WorkflowName = Annotated[str, Path(max_length=100, description="The workflow's `name` from its spec.")]
