@@ -128,6 +128,11 @@ def context_from_headers(headers: Mapping[str, str]) -> Context:
 def span(name: str, attributes: Mapping[str, Any] | None = None, parent: str | None = None) -> Iterator[Span]:
     """A span, current inside the block, child of `parent` (a traceparent) or of the current span.
     An exception escaping the block marks it as an error."""
+    if parent is None and not enabled():
+        # What the no-op tracer would make current is the current span itself: skip its context
+        # switch (14 us a span, eight step spans in a one-record API call).
+        yield trace.get_current_span()
+        return
     with tracer().start_as_current_span(name, context=context_of(parent), attributes=_clean(attributes)) as current:
         yield current
 

@@ -57,7 +57,10 @@ def failures_of(augmenter: Augmenter, table: pa.Table) -> list[dict[str, str]]:
 
 def split_valid(table: pa.Table, valid: bool) -> pa.Table:
     """The valid (or the invalid) rows of a validated batch."""
-    mask = pc.is_null(table[ERRORS_COLUMN])
+    errors = table[ERRORS_COLUMN]
+    if errors.null_count in (0, table.num_rows):  # all one way (an online request's one record): no filter
+        return table if (errors.null_count == table.num_rows) == valid else table.slice(0, 0)
+    mask = pc.is_null(errors)
     return table.filter(mask if valid else pc.invert(mask))
 
 
@@ -104,7 +107,8 @@ def run_chain(
         report(augmenter.step_name, table.num_rows, time.perf_counter() - started)
         if report_failed is not no_failures and (failures := failures_of(augmenter, table)):
             report_failed(augmenter.step_name, failures)
-    return table.select(schema.names).cast(schema)
+    table = table.select(schema.names)
+    return table if table.schema.equals(schema) else table.cast(schema)  # a cast of nothing costs 0.13 ms
 
 
 def mark_duplicates(table: pa.Table, first_seen: dict[str, str], key: list[str]) -> pa.Table:

@@ -75,7 +75,7 @@ class InProcessEngine:
         with their errors and raw values) of a raw batch."""
         validated = validate_table(raw, self.spec.schema_)
         key = self.spec.schema_.key
-        if key and self.spec.schema_.unique_key:
+        if key and self.spec.schema_.unique_key and raw.num_rows > 1:  # one record has no earlier copy
             validated = mark_duplicates(validated, first_seen_keys(validated), key)
         valid = split_valid(validated, True)
         augmented = (

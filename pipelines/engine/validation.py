@@ -467,9 +467,13 @@ def _python_rows(
     """The per-record path for some rows: typed values, ids, `_errors` and `_raw` of each.
     Given the kernels' `cells`, a row's errors are sought first in the cells they did not find
     valid (`_errors_left`); a row found to have none goes through `validate_record` whole."""
-    index = pa.array(rows, pa.int64())
     wanted = [*schema.fields, "_parse_error", "record_uuid"]
-    raw_columns = {n: table.column(n).take(index).to_pylist() for n in wanted if n in table.column_names}
+    present = [n for n in wanted if n in table.column_names]
+    if len(rows) == table.num_rows:  # every row (a small batch): no take
+        raw_columns = {n: table.column(n).to_pylist() for n in present}
+    else:
+        index = pa.array(rows, pa.int64())
+        raw_columns = {n: table.column(n).take(index).to_pylist() for n in present}
     count = len(rows)
     parse_errors = raw_columns.get("_parse_error") or [None] * count
     # A catalogued dataset read as a source brings its own ids: kept, so a record_uuid never changes.
