@@ -105,6 +105,43 @@ class Augmenter(ABC):
         `process_batch` run."""
         return None
 
+    def process_values(
+        self, columns: Mapping[str, list[Any]], types: Mapping[str, pa.DataType]
+    ) -> Mapping[str, Produced] | None:
+        """What `process_arrow` returns for a few records held as Python lists (the columns from
+        `reads()` and their Arrow types), computed without Arrow: the in-process engine's row path
+        (engine/rows.py). None (the default): no such path, and the records go the Arrow way. Taken
+        only where it is defined at or below the class giving the `process_arrow` the step runs."""
+        return None
+
+    def compute_values(self, columns: Mapping[str, list[Any]], types: Mapping[str, pa.DataType],
+                       rows: int) -> dict[str, list[Any]]:
+        """`compute` and `attach` on `rows` records held as Python lists: the added columns as the
+        Python values the attached Arrow columns would give back, checked as `attach` checks them."""
+        reads = list(dict.fromkeys(column for _, column in self.reads()))
+        missing = [c for c in reads if c not in columns]
+        if missing:
+            raise KeyError(f"step {self.step_name!r} reads missing column(s) {missing}")
+        produced = (self.process_values({c: columns[c] for c in reads}, {c: types[c] for c in reads})
+                    if _values_path(type(self)) else None)
+        declared = self.adds()
+        if produced is None:
+            # pa.table({}) has no rows: a step reading no column still gets `rows` records.
+            batch = pa.table({c: pa.array(columns[c], types[c]) for c in reads}) if reads else \
+                pa.table({"_": pa.nulls(rows)}).select([])
+            produced = self.compute(batch)
+        elif set(produced) != set(declared):
+            raise RuntimeError(f"step {self.step_name!r} produced {sorted(produced)}, declared {sorted(declared)}")
+        out: dict[str, list[Any]] = {}
+        for column, arrow_type in declared.items():
+            values = python_values(produced[column], arrow_type)
+            if len(values) != rows:
+                raise RuntimeError(f"step {self.step_name!r} returned {len(values)} values for {rows} rows")
+            if column in columns and not self.overwrite:
+                raise RuntimeError(f"step {self.step_name!r} would overwrite {column!r}")
+            out[column] = values
+        return out
+
     def apply(self, table: pa.Table) -> pa.Table:
         """Run the step on an Arrow batch and return it with the added columns."""
         return self.attach(table, self.compute(table))
@@ -157,6 +194,19 @@ def _arrow_path(cls: type[Augmenter]) -> bool:
     return owner("process_arrow") < mro.index(Augmenter) and owner("process_arrow") <= owner("process_batch")
 
 
+@cache
+def _values_path(cls: type[Augmenter]) -> bool:
+    """Whether `compute_values` may try the class's `process_values`: it is defined below
+    `Augmenter`, at or below the class giving the `process_arrow` the class runs."""
+    mro = cls.__mro__
+
+    def owner(name: str) -> int:
+        return next(i for i, klass in enumerate(mro) if name in vars(klass))
+
+    return (_arrow_path(cls) and owner("process_values") < mro.index(Augmenter)
+            and owner("process_values") <= owner("process_arrow"))
+
+
 PLAIN_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer, pa.types.is_floating,
                pa.types.is_boolean, pa.types.is_date, pa.types.is_timestamp)
 
@@ -183,6 +233,27 @@ def to_arrow(values: Produced, arrow_type: pa.DataType) -> pa.Array | pa.Chunked
         array = pa.Array.from_pandas(values)
         return array if array.type == arrow_type else array.cast(arrow_type)
     return pa.array(list(values), type=arrow_type, from_pandas=True)
+
+
+# Python values that an Arrow column of the type gives back unchanged (a str, an int in range, a
+# float, a bool); other types (dates, timestamps, ...) make the trip through Arrow.
+_SAME_IN_PYTHON = {pa.string(): str, pa.int64(): int, pa.float64(): float, pa.bool_(): bool}
+
+
+def python_values(values: Produced, arrow_type: pa.DataType) -> list[Any]:
+    """What `to_arrow(values, arrow_type).to_pylist()` gives, without the trip where it changes nothing."""
+    kind = _SAME_IN_PYTHON.get(arrow_type)
+    if kind is not None and isinstance(values, list) and all(v is None or _same(v, kind) for v in values):
+        return values
+    return to_arrow(values, arrow_type).to_pylist()
+
+
+def _same(value: Any, kind: type) -> bool:
+    if type(value) is not kind:
+        return False
+    if isinstance(value, float):
+        return value == value  # NaN becomes null
+    return not isinstance(value, int) or -(2**63) <= value < 2**63
 
 
 def values_of(series: pd.Series) -> list[Any]:

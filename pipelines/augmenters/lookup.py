@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -60,6 +62,8 @@ class Lookup(Augmenter):
         super().__init__(params, step_name, overwrite)
         self._keys: pa.Array | None = None  # the reference's normalised keys, unique
         self._values: dict[str, pa.Array] = {}  # each brought column, aligned with _keys
+        self._rows: dict[str, int] | None = None  # normalised key -> its row, for process_values
+        self._python: dict[str, list[str | None]] = {}  # _values as Python lists
 
     def reads(self) -> list[tuple[str, str]]:
         return [("column", self.params.column)]
@@ -86,6 +90,7 @@ class Lookup(Augmenter):
             raise ReferenceTableError(f"{where}: key {key!r} is not unique, e.g. {repeated[:5].to_pylist()}")
         self._keys = keys.combine_chunks()
         self._values = {c: table[c].combine_chunks() for c in self.params.columns}
+        self._rows = None
 
     def process_batch(self, batch: pd.DataFrame) -> dict[str, pd.Series]:
         joined = self.joined(pa.array(batch[self.params.column]))
@@ -94,6 +99,24 @@ class Lookup(Augmenter):
     def process_arrow(self, batch: pa.Table) -> dict[str, pa.Array | pa.ChunkedArray] | None:
         keys = batch.column(self.params.column)
         return self.joined(keys.combine_chunks()) if plain(keys.type) else None
+
+    def process_values(self, columns: Mapping[str, list[Any]],
+                       types: Mapping[str, pa.DataType]) -> dict[str, list[str | None]] | None:
+        # Keys whose normalising Python does exactly as the kernels: ASCII (lower() is utf8_lower
+        # there), and no whitespace at either end (utf8_trim_whitespace leaves them as they are).
+        keys = columns[self.params.column]
+        if not pa.types.is_string(types[self.params.column]) or not all(k is None or _plain_key(k) for k in keys):
+            return None
+        if self._rows is None:
+            if self._keys is None:
+                self.setup()
+            assert self._keys is not None
+            self._rows = {key: row for row, key in enumerate(self._keys.to_pylist())}
+            self._python = {c: values.to_pylist() for c, values in self._values.items()}
+        lower = self.params.case_insensitive
+        rows = [None if not k else self._rows.get(k.lower() if lower else k) for k in keys]
+        return {self.params.prefix + c: [None if row is None else values[row] for row in rows]
+                for c, values in self._python.items()}
 
     def joined(self, keys: pa.Array | pa.ChunkedArray) -> dict[str, pa.Array | pa.ChunkedArray]:
         """The brought columns for the records' keys: null where nothing matches."""
@@ -106,6 +129,10 @@ class Lookup(Augmenter):
         keys = pc.utf8_trim_whitespace(keys)
         keys = pc.if_else(pc.equal(keys, ""), None, keys)
         return pc.utf8_lower(keys) if self.params.case_insensitive else keys
+
+
+def _plain_key(key: str) -> bool:
+    return key.isascii() and (not key or not (key[0].isspace() or key[-1].isspace()))
 
 
 def _read(path: str) -> pa.Table:

@@ -15,7 +15,7 @@ paths against the plain library calls.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import pandas as pd
@@ -91,6 +91,14 @@ class NormalizePhone(Augmenter):
         if numbers is None or (region and regions is None):
             return None
         return self.outputs_of(numbers, regions)
+
+    def process_values(self, columns: Mapping[str, list[Any]],
+                       types: Mapping[str, pa.DataType]) -> dict[str, Sequence[Any]] | None:
+        region = self.params.region_column
+        if not all(pa.types.is_string(types[c]) or pa.types.is_large_string(types[c])
+                   for c in (self.params.column, region) if c):
+            return None
+        return self.outputs_of(columns[self.params.column], columns[region] if region else None)
 
     def outputs_of(self, column: list[Any], region_column: list[Any] | None) -> dict[str, Sequence[Any]]:
         """The added columns for the numbers' values and, given a region column, its values."""

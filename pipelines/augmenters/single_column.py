@@ -65,6 +65,14 @@ class ColumnAugmenter(Augmenter):
         values = string_values(batch.column(self.params.column))
         return None if values is None else self.outputs_of(values)
 
+    def process_values(
+        self, columns: Mapping[str, list[Any]], types: Mapping[str, pa.DataType]
+    ) -> dict[str, Sequence[Any]] | None:
+        column = self.params.column
+        if not (pa.types.is_string(types[column]) or pa.types.is_large_string(types[column])):
+            return None
+        return self.outputs_of(columns[column])
+
     def outputs_of(self, column: list[Any]) -> dict[str, Sequence[Any]]:
         """The added columns for the column's values (None for null)."""
         values = [blank_to_none(v) for v in column]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
@@ -14,7 +16,8 @@ from pipelines.augmenters.single_column import ColumnAugmenter, ColumnParams
 
 # RE2 patterns (Arrow's regex engine), where \w and \s are ASCII only: spell Unicode classes out.
 _WORD_CHAR, _LETTER_OR_DIGIT, _DIGIT = r"[\p{L}\p{M}\p{N}_]", r"[\p{L}\p{N}]", r"\p{N}"
-_CLASSES = (_WORD_CHAR, _LETTER_OR_DIGIT, _DIGIT)
+_SPACE = r"[\s\p{Z}]"  # RE2's \s is [\t\n\f\r ]
+_CLASSES = (_WORD_CHAR, _LETTER_OR_DIGIT, _DIGIT, _SPACE)
 
 
 def _word(word_char: str, digit: str) -> str:
@@ -27,8 +30,13 @@ def _sentence(letter_or_digit: str) -> str:
     return rf"[^\x1e]*{letter_or_digit}[^\x1e]*"
 
 
+def _sentence_end(space: str, end_of_text: str) -> str:
+    """"3.14" or "e.g" do not end a sentence."""
+    return rf"[.!?…]+(?:{space}+|{end_of_text})|[。！？]+"
+
+
 _WORD = _word(_WORD_CHAR, _DIGIT)
-_SENTENCE_END = r"[.!?…]+(?:[\s\p{Z}]+|$)|[。！？]+"  # "3.14" or "e.g" do not end a sentence
+_SENTENCE_END = _sentence_end(_SPACE, "$")  # RE2's $ is the end of the text only
 _SENTENCE = _sentence(_LETTER_OR_DIGIT)
 
 # RE2 compiles \p{L} and its like anew on every kernel call: milliseconds, most of the cost of a
@@ -45,6 +53,7 @@ _PRELEARNT = range(0x3000 // _BLOCK)  # up to CJK: the alphabets, general punctu
 # The patterns of the last texts' characters beyond ASCII (most texts have none, or a few): writing
 # the classes out took a fifth of the step on one record.
 _narrowed: dict[frozenset[str], tuple[str, str]] = {}
+_python: dict[frozenset[str], tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]] = {}
 _NARROWED_KEPT = 1024
 
 
@@ -66,22 +75,52 @@ def narrowed(texts: Iterable[str | None]) -> tuple[str, str]:
     """(_WORD, _SENTENCE) with their classes cut down to ASCII (which holds the space and \\x1e
     that marking sentence ends adds) and the characters of `texts`: on those texts, and on the
     texts marked, they match as the originals."""
-    beyond_ascii = frozenset().union(*(text for text in texts if text)) - _ASCII
+    beyond_ascii = _beyond_ascii(texts)
     if (patterns := _narrowed.get(beyond_ascii)) is None:
-        if len(_narrowed) >= _NARROWED_KEPT:
-            _narrowed.clear()
-        patterns = _narrowed[beyond_ascii] = _narrowed_to(_ASCII | beyond_ascii)
+        word_char, letter_or_digit, digit, _ = map(_class, _classes_of(beyond_ascii))
+        patterns = _keep(_narrowed, beyond_ascii, (_word(word_char, digit), _sentence(letter_or_digit)))
     return patterns
 
 
-def _narrowed_to(chars: frozenset[str]) -> tuple[str, str]:
+def python_patterns(texts: Iterable[str | None]) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """(_WORD, _SENTENCE_END, _SENTENCE) as Python patterns, each class cut down as `narrowed`
+    cuts it: with every class spelt out, Python's engine finds the matches RE2 finds (both take
+    the leftmost match, alternatives in order, greedy repeats; none of these matches empty text)."""
+    beyond_ascii = _beyond_ascii(texts)
+    if (patterns := _python.get(beyond_ascii)) is None:
+        word_char, letter_or_digit, digit, space = map(_python_class, _classes_of(beyond_ascii))
+        patterns = _keep(_python, beyond_ascii, (re.compile(_word(word_char, digit)),
+                                                 re.compile(_sentence_end(space, r"\Z")),
+                                                 re.compile(_sentence(letter_or_digit))))
+    return patterns
+
+
+Kept = TypeVar("Kept")
+
+
+def _keep(memo: dict[frozenset[str], Kept], key: frozenset[str], patterns: Kept) -> Kept:
+    if len(memo) >= _NARROWED_KEPT:
+        memo.clear()
+    memo[key] = patterns
+    return patterns
+
+
+def _beyond_ascii(texts: Iterable[str | None]) -> frozenset[str]:
+    return frozenset().union(*(text for text in texts if text)) - _ASCII
+
+
+def _classes_of(beyond_ascii: frozenset[str]) -> tuple[list[str], ...]:
+    """The characters of ASCII and `beyond_ascii` in each of _CLASSES."""
+    chars = sorted(_ASCII | beyond_ascii)
     missing = {ord(c) // _BLOCK for c in chars} - _members.keys()
     if missing:
         _learn(missing)
-    word_char, letter_or_digit, digit = (
-        _class(c for c in chars if c in _members[ord(c) // _BLOCK][i]) for i in range(len(_CLASSES))
-    )
-    return _word(word_char, digit), _sentence(letter_or_digit)
+    return tuple([c for c in chars if c in _members[ord(c) // _BLOCK][i]] for i in range(len(_CLASSES)))
+
+
+def _python_class(chars: list[str]) -> str:
+    """A Python character class of exactly these characters (never none: ASCII has some of each)."""
+    return "[" + "".join(re.escape(c) for c in chars) + "]"
 
 
 @register("text_stats")
@@ -110,6 +149,26 @@ class TextStats(ColumnAugmenter):
         if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
             return None
         return self.counts(column.combine_chunks())
+
+    def process_values(self, columns: Mapping[str, list[Any]],
+                       types: Mapping[str, pa.DataType]) -> dict[str, Sequence[Any]] | None:
+        """A few records' counts by Python's engine on `python_patterns`: the three kernel calls
+        compiled their patterns anew each (a fifth of a one-record request)."""
+        column = self.params.column
+        if not (pa.types.is_string(types[column]) or pa.types.is_large_string(types[column])):
+            return None
+        texts = pc.utf8_trim_whitespace(pa.array(columns[column], types[column])).to_pylist()
+        word, sentence_end, sentence = python_patterns(texts)
+        counts: dict[str, list[int | None]] = {"chars": [], "words": [], "sentences": []}
+        for text in texts:
+            if text is None:
+                for values in counts.values():
+                    values.append(None)
+                continue
+            counts["chars"].append(len(text))  # code points, as utf8_length counts
+            counts["words"].append(len(word.findall(text)))
+            counts["sentences"].append(len(sentence.findall(sentence_end.sub("\x1e", text.replace("\x1e", " ")))))
+        return {self.params.output(suffix): values for suffix, values in counts.items()}
 
     def counts(self, column: pa.Array) -> dict[str, pa.Array]:
         """The added columns for the text column."""

@@ -95,7 +95,7 @@ def run_chain(
         decisions = decided_for_batch(decisions, chain, table)
     for augmenter in chain:
         started = time.perf_counter()
-        with step_batch(augmenter, table, context) as span:
+        with step_batch(augmenter, table.num_rows, context) as span:
             try:
                 if decisions is None:
                     table = augmenter.apply(table)

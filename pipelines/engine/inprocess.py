@@ -4,7 +4,7 @@ memory — a request to the API, a micro-batch of a stream, a review item's reru
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -18,8 +18,9 @@ from pipelines.engine.chain import (
     setup_chain,
     split_valid,
 )
+from pipelines.engine.rows import ROW_PATH_RECORDS, Columnar, augment_rows
 from pipelines.engine.validation import validate_table
-from pipelines.inference.context import RunContext
+from pipelines.inference.context import Decisions, RunContext
 from pipelines.inference.spans import engine_call
 from pipelines.io.columns import ERRORS_COLUMN
 from pipelines.io.json_records import json_record
@@ -70,23 +71,35 @@ class InProcessEngine:
         return pa.table(arrays)
 
     @engine_call
-    def process(self, raw: pa.Table) -> tuple[pa.Table, pa.Table]:
+    def process(self, raw: pa.Table, decisions: Decisions | None = None) -> tuple[pa.Table, pa.Table]:
         """(the valid records augmented, with the output schema; the invalid ones as validated,
-        with their errors and raw values) of a raw batch."""
+        with their errors and raw values) of a raw batch. `decisions`, where given, answers the
+        lookup of decided values in place of the context's."""
         validated = validate_table(raw, self.spec.schema_)
         key = self.spec.schema_.key
         if key and self.spec.schema_.unique_key and raw.num_rows > 1:  # one record has no earlier copy
             validated = mark_duplicates(validated, first_seen_keys(validated), key)
         valid = split_valid(validated, True)
         augmented = (
-            run_chain(self.chain, valid, self.schema, context=self.context)
+            run_chain(self.chain, valid, self.schema,
+                      context=self.context if decisions is None else replace(self.context, decisions=decisions))
             if valid.num_rows
             else self.schema.empty_table()
         )
         return augmented, split_valid(validated, False)
 
     def augment(self, records: list[Any]) -> AugmentResult:
-        augmented, invalid = self.process(self.raw_table(records))
+        if len(records) > ROW_PATH_RECORDS:
+            return self.augment_columnar(records)
+        outcome = augment_rows(self.spec, self.chain, self.schema, self.context, records)
+        if isinstance(outcome, Columnar):
+            return self.augment_columnar(records, outcome.decisions)
+        return AugmentResult(records=outcome[0], invalid=outcome[1])
+
+    def augment_columnar(self, records: list[Any], decisions: Decisions | None = None) -> AugmentResult:
+        """`augment` by the columnar path, whatever the number of records; `decisions`, where
+        given, answers its lookup of decided values in place of the context's."""
+        augmented, invalid = self.process(self.raw_table(records), decisions)
         rows, errors = invalid["_source_row"].to_pylist(), invalid[ERRORS_COLUMN].to_pylist()
         return AugmentResult(
             records=augmented.to_pylist(),

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -474,7 +475,18 @@ def _python_rows(
     else:
         index = pa.array(rows, pa.int64())
         raw_columns = {n: table.column(n).take(index).to_pylist() for n in present}
-    count = len(rows)
+    judged = (lambda raw, i: _errors_left(raw, schema, cells, int(rows[i]))) if cells else None
+    return validated_rows(raw_columns, len(rows), schema, judged)
+
+
+def validated_rows(
+    raw_columns: dict[str, list[Any]], count: int, schema: SchemaSpec,
+    errors_left: Callable[[dict[str, Any], int], list[dict[str, str]]] | None = None,
+) -> dict[str, list[Any]]:
+    """The per-record path on raw values held in Python, by column (each field's, `_parse_error`,
+    a source's own `record_uuid`, where present): typed values, ids, `_errors` and `_raw` of each
+    of `count` rows. `errors_left(raw, i)` gives a row's errors where the kernels judged some of
+    its cells; a row it finds none in, or every row without it, goes through `validate_record`."""
     parse_errors = raw_columns.get("_parse_error") or [None] * count
     # A catalogued dataset read as a source brings its own ids: kept, so a record_uuid never changes.
     given_ids = raw_columns.get("record_uuid") or [None] * count
@@ -487,7 +499,7 @@ def _python_rows(
         if parse_errors[i]:
             values, errors = {n: None for n in schema.fields}, [{"field": "(record)", "reason": parse_errors[i]}]
         else:
-            errors = _errors_left(raw, schema, cells, int(rows[i])) if cells else []
+            errors = errors_left(raw, i) if errors_left else []
             values = {}  # an invalid record's values are not kept
             if not errors:
                 values, errors = validate_record(raw, schema)

@@ -8,7 +8,8 @@ key, a prompt, a reply or a record's values.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Iterator
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -35,7 +36,7 @@ class Step(Protocol):
 
 
 @contextmanager
-def step_batch(step: Step, table: pa.Table, context: RunContext | None) -> Iterator[Span]:
+def step_batch(step: Step, rows: int, context: RunContext | None) -> Iterator[Span]:
     """`augment.step.batch`: one step applied to one batch. In a batch run's worker it is a child of
     the coordinator's span of that step (its traceparent travels in the run's context); on the
     online path, of the current span. Log lines inside it name the run and step."""
@@ -43,7 +44,7 @@ def step_batch(step: Step, table: pa.Table, context: RunContext | None) -> Itera
     run_id = context.run_id if context is not None else None
     parent = trace.get(step.step_name) or trace.get(RUN_KEY)
     attributes = {"augment.step": step.step_name, "augment.augmenter": step.name, "augment.run_id": run_id,
-                  "augment.records.rows": table.num_rows}
+                  "augment.records.rows": rows}
     with log_context(run_id, step.step_name), span("augment.step.batch", attributes, parent) as current:
         yield current
 
@@ -54,7 +55,18 @@ def record_step_outcome(current: Span, step: Step, table: pa.Table) -> None:
     if not current.is_recording() or status is None or status not in table.column_names:
         return
     values = pc.value_counts(table[status]).to_pylist()
-    counts = {v["values"]: v["counts"] for v in values if v["values"] is not None}
+    _set_outcome(current, {v["values"]: v["counts"] for v in values if v["values"] is not None})
+
+
+def record_step_statuses(current: Span, step: Step, columns: Mapping[str, list[Any]]) -> None:
+    """`record_step_outcome` of a step's added columns held as Python lists (engine/rows.py)."""
+    status = step.status_column()
+    if not current.is_recording() or status is None or status not in columns:
+        return
+    _set_outcome(current, Counter(columns[status]))
+
+
+def _set_outcome(current: Span, counts: Mapping[Any, int]) -> None:
     current.set_attributes({"augment.records.failed": counts.get("error", 0),
                             "augment.records.skipped": counts.get("skipped", 0)})
 
@@ -96,20 +108,29 @@ def provider_call(method: Callable[..., Awaitable[Result]]) -> Callable[..., Awa
 Tables = tuple[pa.Table, pa.Table]
 
 
-def engine_call(method: Callable[[Any, pa.Table], Tables]) -> Callable[[Any, pa.Table], Tables]:
+def engine_call(method: Callable[..., Tables]) -> Callable[..., Tables]:
     """`augment.augment`: the in-process engine on one batch of records (an API request, a stream's
     micro-batch, a rerun), with the records in, valid and quarantined."""
 
     @functools.wraps(method)
-    def traced(self: Any, raw: pa.Table) -> Tables:
-        spec: WorkflowSpec = self.spec
-        context: RunContext = self.context
-        attributes = {"augment.workflow": spec.name, "augment.workflow.version": spec.version,
-                      "augment.run_id": context.run_id, "augment.records.in": raw.num_rows}
-        with span("augment.augment", attributes) as current:
-            augmented, invalid = method(self, raw)
-            current.set_attributes({"augment.records.valid": augmented.num_rows,
-                                    "augment.records.quarantined": invalid.num_rows})
+    def traced(self: Any, raw: pa.Table, *args: Any) -> Tables:
+        with engine_span(self.spec, self.context, raw.num_rows) as current:
+            augmented, invalid = method(self, raw, *args)
+            counted(current, augmented.num_rows, invalid.num_rows)
             return augmented, invalid
 
     return traced
+
+
+@contextmanager
+def engine_span(spec: WorkflowSpec, context: RunContext, records: int) -> Iterator[Span]:
+    """`augment.augment` around the in-process engine's work on `records` records (engine_call, or
+    the row path of engine/rows.py); `counted` gives it the outcome."""
+    attributes = {"augment.workflow": spec.name, "augment.workflow.version": spec.version,
+                  "augment.run_id": context.run_id, "augment.records.in": records}
+    with span("augment.augment", attributes) as current:
+        yield current
+
+
+def counted(current: Span, valid: int, quarantined: int) -> None:
+    current.set_attributes({"augment.records.valid": valid, "augment.records.quarantined": quarantined})

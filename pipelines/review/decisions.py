@@ -33,6 +33,15 @@ class DecisionLookup:
         return {key: kept._replace(value=from_json(kept.value, types[key[1]])) for key, kept in found.items()}
 
 
+def decidable_types(chain: Sequence[Augmenter]) -> dict[str, pa.DataType]:
+    """The value columns people decide on, of every step, with their types."""
+    types: dict[str, pa.DataType] = {}
+    for augmenter in chain:
+        declared = augmenter.adds()
+        types.update({column: declared[column] for column in augmenter.value_columns()})
+    return types
+
+
 def decided_for_batch(lookup: Decisions, chain: Sequence[Augmenter], table: pa.Table) -> Decisions:
     """The decisions on every step's value columns for the batch's records, looked up once (not once
     per step: an online request of an eight-step workflow made eight store queries), answered to
@@ -40,11 +49,12 @@ def decided_for_batch(lookup: Decisions, chain: Sequence[Augmenter], table: pa.T
     keeps the decisions as they stood then."""
     if "record_uuid" not in table.column_names or not table.num_rows:
         return lookup
-    types: dict[str, pa.DataType] = {}
-    for augmenter in chain:
-        declared = augmenter.adds()
-        types.update({column: declared[column] for column in augmenter.value_columns()})
-    found = lookup(table["record_uuid"].to_pylist(), types) if types else {}
+    types = decidable_types(chain)
+    return answering_from(lookup(table["record_uuid"].to_pylist(), types) if types else {})
+
+
+def answering_from(found: Mapping[tuple[str, str], Kept]) -> Decisions:
+    """A lookup answered from decisions already found, without asking the store again."""
 
     def from_batch(record_uuids: Sequence[str], types: Mapping[str, pa.DataType]) -> dict[tuple[str, str], Kept]:
         if not found:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from pipelines.augmenters import text_stats
@@ -192,3 +193,58 @@ def test_a_derive_reading_no_column_gives_one_value_per_row_both_ways() -> None:
     table = pa.table({"a": [1, 2, 3]})
     same(step.apply(table), pandas_path(step, table))
     assert step.apply(table)["x"].to_pylist() == [3, 3, 3]
+
+
+# --- the row path's Python values (engine/rows.py) --------------------------------------------------
+
+
+def test_python_patterns_count_exactly_as_the_full_ones_on_random_text() -> None:
+    rng = random.Random(21)
+    texts: list[str | None] = ["".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 14))) for _ in range(1500)]
+    texts += [None, "", "   ", "x", "a.\u00a0b", "end.\n", "3.14 e.g x", "\x1e.\x1e! ?", "ok…", "「東京。」次！"]
+    step = build_step(StepSpec(use="text_stats", params={"column": "t"}), "s")
+    step.setup()
+    full = {column: values.to_pylist() for column, values in step.counts(pa.array(texts, pa.string())).items()}
+    types = {"t": pa.string()}
+    for i, text in enumerate(texts):
+        one = step.process_values({"t": [text]}, types)
+        assert one == {column: values[i : i + 1] for column, values in full.items()}, text
+    assert step.process_values({"t": texts[:40]}, types) == {column: values[:40] for column, values in full.items()}
+    assert step.process_values({"t": [1]}, {"t": pa.int64()}) is None  # left to the Arrow way
+
+
+def test_python_patterns_spell_every_class_out() -> None:
+    word, sentence_end, sentence = text_stats.python_patterns(["été 𝟘"])
+    assert "\\p" not in word.pattern + sentence_end.pattern + sentence.pattern
+    assert "é" in word.pattern and "𝟘" in word.pattern and "\\Z" in sentence_end.pattern
+
+
+def region_step(case_insensitive: bool) -> Augmenter:
+    step = build_step(StepSpec(use="lookup", params={
+        "reference": str(ROOT / "configs/data/country_regions.csv"), "column": "country_code",
+        "columns": ["region", "currency"], "case_insensitive": case_insensitive}), "region")
+    step.setup()
+    return step
+
+
+@pytest.mark.parametrize("case_insensitive", [False, True])
+def test_lookup_python_path_brings_what_the_join_brings(case_insensitive: bool) -> None:
+    step = region_step(case_insensitive)
+    codes = [row["country_code"] for row in csv.DictReader((ROOT / "configs/data/country_regions.csv").open())]
+    keys: list[str | None] = codes + [c.lower() for c in codes] + [None, "", "ZZ", "gb", "G B", "Gb", "1"]
+    types = {"country_code": pa.string()}
+    got = step.process_values({"country_code": keys}, types)
+    expected = {column: values.to_pylist() for column, values in step.joined(pa.array(keys, pa.string())).items()}
+    assert got == expected
+    for odd in [" GB", "GB ", "\tGB", "GB\x1c", "ÉT", "\u00a0GB"]:  # what only the kernels normalise
+        assert step.process_values({"country_code": [odd]}, types) is None, odd
+    assert step.process_values({"country_code": ["1"]}, {"country_code": pa.int64()}) is None
+
+
+def test_ascii_keys_are_normalised_by_python_as_by_the_kernels() -> None:
+    # lookup's Python path relies on these: for ASCII, utf8_trim_whitespace trims what str.isspace
+    # calls space (and nothing else), and utf8_lower is str.lower.
+    chars = [chr(c) for c in range(128)]
+    trimmed = pc.utf8_trim_whitespace(pa.array([f"{c}x{c}" for c in chars])).to_pylist()
+    assert [t == "x" for t in trimmed] == [c.isspace() for c in chars]
+    assert pc.utf8_lower(pa.array(chars)).to_pylist() == [c.lower() for c in chars]
