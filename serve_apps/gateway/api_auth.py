@@ -66,8 +66,11 @@ def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
             principal = await run_in_threadpool(authenticate, gate, credentials, session)
         # The rate first: refused requests count too, so a caller looping on a refusal cannot flood
         # the audit log (each refusal of a change is written there) or the store behind it.
-        if not gate.admit_local(principal.quota_id):
-            per_minute = principal.rate_per_minute or gate.settings.api_rate_per_minute
+        per_minute = principal.rate_per_minute or gate.settings.api_rate_per_minute
+        if gate.admit_local(principal.quota_id):
+            if gate.running_low(principal.quota_id):
+                request.app.state.rate_refills.book_ahead(gate, principal.quota_id, per_minute)
+        else:
             wait = await request.app.state.rate_refills.admit(gate, principal.quota_id, per_minute)
             if wait > 0:
                 raise Refusal(429, f"rate limit of {per_minute} requests/minute reached; retry in {wait:.1f}s",
@@ -90,7 +93,8 @@ def requires(role: Role) -> Callable[..., Awaitable[Principal]]:
 
 
 class RateRefills:
-    """One round trip at a time per caller to book its rate (`Gate.admit`, in the thread pool).
+    """One round trip at a time per caller to book its rate (`Gate.admit` or `Gate.book_ahead`, in
+    the thread pool).
 
     A caller's requests that find this replica's booked share used up while a round trip for it is
     on its way wait for that one, then take from what it booked: without it, every such request
@@ -116,7 +120,20 @@ class RateRefills:
             if gate.admit_local(who):
                 return 0.0
 
+    def book_ahead(self, gate: Gate, who: str, per_minute: int) -> None:
+        """Book the caller's next share in the background, unless a round trip for it is on its way:
+        the requests go on with what is left, and those that find it used up wait for this one as
+        for any (`admit`). Its failure is the gate's warning; the next `admit` asks again."""
+        asking = self._asking.get(who)
+        if asking is not None and not asking.done():
+            return
+        asking = asyncio.ensure_future(run_in_threadpool(gate.book_ahead, who, per_minute, gate.settings.api_burst))
+        self._asking[who] = asking
+        asking.add_done_callback(lambda done: self._forget(who, done))
+
     def _forget(self, who: str, done: asyncio.Future[float]) -> None:
+        if not done.cancelled():
+            done.exception()  # retrieved: a failed booking nobody waited on is not an asyncio error
         if self._asking.get(who) is done:
             del self._asking[who]
 

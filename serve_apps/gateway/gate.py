@@ -126,6 +126,20 @@ class Gate:
         rates = self._rates
         return rates is not None and rates.take_local(who)
 
+    def running_low(self, who: str) -> bool:
+        """Whether the rate this replica booked for `who` is nearly used up (time for `book_ahead`). No I/O."""
+        rates = self._rates
+        return rates is not None and rates.running_low(who)
+
+    def book_ahead(self, who: str, per_minute: int, burst: int) -> float:
+        """Book `who`'s next share of the rate before this one runs out: 0, or the seconds until the
+        rate allows one more; QuotaUnavailable as admit."""
+        def ask(quotas: Quotas) -> float:
+            rates = self._rates
+            return rates.book_ahead(who, per_minute, burst) if rates is not None else 0.0
+
+        return self._checked("the request rate", who, ask)
+
     def open_stream(self, who: str, cap: int) -> bool:
         """Whether `who` may open one more event stream (and it is counted); QuotaUnavailable as admit."""
         return self._checked("the open event streams", who, lambda q: q.open_stream(who, cap))

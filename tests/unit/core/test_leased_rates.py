@@ -124,3 +124,62 @@ def test_a_store_that_fails_keeps_the_permits_to_give_back() -> None:
     with pytest.raises(ConnectionError):
         rates.admit("k", 60, 10)
     assert rates._leases["k"].left == left
+
+
+def book_ahead_as_the_gateway_does(rates: LeasedRates, who: str, per_minute: int, burst: int) -> float:
+    """A request as the gateway lets it through: locally, booking ahead when the share runs low."""
+    if rates.take_local(who):
+        if rates.running_low(who):
+            rates.book_ahead(who, per_minute, burst)
+        return 0.0
+    return rates.admit(who, per_minute, burst)
+
+
+def test_a_fast_caller_booking_ahead_never_waits_on_a_round_trip_for_a_request() -> None:
+    clock = Clock()
+    store = Counting(KeyQuotas(clock=clock))
+    rates = LeasedRates(store, clock=clock, lease_seconds=0.1)  # type: ignore[arg-type]
+    for _ in range(20):  # the first requests: no share yet, each books
+        assert rates.admit("k", 60_000, 1000) == 0.0
+        clock.now += 0.005
+    on_a_trip = 0
+    for _ in range(1000):  # 200 requests a second for 5 s
+        if not rates.take_local("k"):
+            on_a_trip += 1
+            assert rates.admit("k", 60_000, 1000) == 0.0
+        elif rates.running_low("k"):
+            assert rates.book_ahead("k", 60_000, 1000) == 0.0
+        clock.now += 0.005
+    assert on_a_trip == 0
+    assert store.asked < 20 + 250  # a round trip per quarter lease or so, not one a request
+
+
+def test_running_low_is_the_last_quarter_of_a_valid_share() -> None:
+    clock = Clock()
+    rates = LeasedRates(KeyQuotas(clock=clock), clock=clock, lease_seconds=0.1)
+    assert not rates.running_low("k")  # nothing booked
+    rates.admit("k", 60_000, 1000)
+    clock.now += 0.0125
+    rates.admit("k", 60_000, 1000)  # 8 requests in the last 0.1 s: booked 8, took one
+    lease = rates._leases["k"]
+    assert (lease.booked, lease.left) == (8, 7)
+    taken = 0
+    while not rates.running_low("k"):
+        assert rates.take_local("k")
+        taken += 1
+    assert lease.left == 2 and taken == 5
+    assert rates.book_ahead("k", 60_000, 1000) == 0.0 and lease.left > 2  # the new share joins the two left
+    clock.now += 1.0
+    assert not rates.running_low("k")  # an expired share is not running low: it is gone
+
+
+def test_booking_ahead_keeps_the_replicas_within_the_rate_and_burst() -> None:
+    clock = Clock()
+    store = KeyQuotas(clock=clock)
+    replicas = [LeasedRates(store, clock=clock, lease_seconds=0.1) for _ in range(3)]
+    admitted = 0
+    for i in range(3000):  # as test_replicas_together_never_let_more_through_than_the_rate_and_burst
+        if book_ahead_as_the_gateway_does(replicas[i % 3], "k", 3600, 10) == 0.0:
+            admitted += 1
+        clock.now += 1 / 300
+    assert 560 <= admitted <= 600 + 10 + 6

@@ -4,6 +4,7 @@ quota store at a time, then take from what it booked."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from types import SimpleNamespace
@@ -42,6 +43,17 @@ class FakeGate:
                 return 2.5
             self.local += booked - 1
             return 0.0
+
+    def book_ahead(self, who: str, per_minute: int, burst: int) -> float:
+        """As admit, with no request taking the first booked."""
+        with self.lock:
+            self.local += 1  # admit keeps all but one
+        try:
+            return self.admit(who, per_minute, burst)
+        except QuotaUnavailable:
+            with self.lock:
+                self.local -= 1
+            raise
 
     def admit_local(self, who: str) -> bool:
         with self.lock:
@@ -85,3 +97,38 @@ def test_a_store_that_cannot_answer_fails_every_waiting_request(n: int) -> None:
     gate = FakeGate(per_trip=10, fail=True)
     assert burst(gate, n) == ["unavailable"] * n
     assert gate.trips == 1
+
+
+def test_booking_ahead_runs_in_the_background_and_requests_that_run_out_wait_for_it() -> None:
+    gate = FakeGate(per_trip=10)
+
+    async def scenario() -> list[float]:
+        refills = RateRefills()
+        began = time.perf_counter()
+        refills.book_ahead(gate, "key-1", 600)  # type: ignore[arg-type]
+        refills.book_ahead(gate, "key-1", 600)  # type: ignore[arg-type]  # one on its way already
+        assert time.perf_counter() - began < 0.04  # neither waited for the round trip
+        return list(await asyncio.gather(*(refills.admit(gate, "key-1", 600) for _ in range(5))))  # type: ignore[arg-type]
+
+    assert asyncio.run(scenario()) == [0.0] * 5
+    assert gate.trips == 1 and gate.local == 5  # the five took from the one booking
+
+
+def test_a_failed_booking_ahead_is_no_loop_error_and_the_next_request_asks_again() -> None:
+    gate = FakeGate(per_trip=10, fail=True)
+    errors: list[dict[str, object]] = []
+
+    async def scenario() -> str:
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+        refills = RateRefills()
+        refills.book_ahead(gate, "key-1", 600)  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)
+        gc.collect()
+        try:
+            await refills.admit(gate, "key-1", 600)  # type: ignore[arg-type]
+        except QuotaUnavailable:
+            return "unavailable"
+        return "admitted"
+
+    assert asyncio.run(scenario()) == "unavailable"
+    assert gate.trips == 2 and errors == []
