@@ -68,10 +68,11 @@ class Settings(BaseSettings):
                     " in its thread pool (calls of more than ON_LOOP_RECORDS, 16, records: serve_apps/api_v1/"
                     "workflows.py; smaller ones are worked on its event loop, one at a time).",
     )
-    # 4: a longer queue on the event loop only lengthened the wait of the requests behind it
-    # (docs/benchmarks.md, "Speed round, part 8": at 16, twice the capacity answered in up to 1.0 s).
+    # 12: a call now costs ~1 ms on the loop (the row path), so 14 waiting clear in well under 100 ms,
+    # and a stall of the machine at 100 calls/s no longer sheds calls the replica has room for (at
+    # 4 it refused 3-4 of 6000; docs/benchmarks.md, "Speed round, part 9").
     api_queue: int = Field(
-        default=4, ge=0, le=1024,
+        default=12, ge=0, le=1024,
         description="Such calls that wait for one of those; a call beyond both is answered 503 with Retry-After.",
     )
     serve_ingress: str = Field(
