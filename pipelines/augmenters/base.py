@@ -186,25 +186,21 @@ class Augmenter(ABC):
 def _arrow_path(cls: type[Augmenter]) -> bool:
     """Whether `compute` may try the class's `process_arrow`: it is defined below `Augmenter`,
     at or below the class whose `process_batch` the class runs."""
-    mro = cls.__mro__
-
-    def owner(name: str) -> int:
-        return next(i for i, klass in enumerate(mro) if name in vars(klass))
-
-    return owner("process_arrow") < mro.index(Augmenter) and owner("process_arrow") <= owner("process_batch")
+    arrow = _owner(cls, "process_arrow")
+    return arrow < cls.__mro__.index(Augmenter) and arrow <= _owner(cls, "process_batch")
 
 
 @cache
 def _values_path(cls: type[Augmenter]) -> bool:
     """Whether `compute_values` may try the class's `process_values`: it is defined below
     `Augmenter`, at or below the class giving the `process_arrow` the class runs."""
-    mro = cls.__mro__
+    values = _owner(cls, "process_values")
+    return _arrow_path(cls) and values < cls.__mro__.index(Augmenter) and values <= _owner(cls, "process_arrow")
 
-    def owner(name: str) -> int:
-        return next(i for i, klass in enumerate(mro) if name in vars(klass))
 
-    return (_arrow_path(cls) and owner("process_values") < mro.index(Augmenter)
-            and owner("process_values") <= owner("process_arrow"))
+def _owner(cls: type[Augmenter], method: str) -> int:
+    """Where in the class's MRO `method` is defined (0: the class itself)."""
+    return next(i for i, klass in enumerate(cls.__mro__) if method in vars(klass))
 
 
 PLAIN_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_integer, pa.types.is_floating,
