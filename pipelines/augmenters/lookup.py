@@ -111,8 +111,9 @@ class Lookup(Augmenter):
             if self._keys is None:
                 self.setup()
             assert self._keys is not None
-            self._rows = {key: row for row, key in enumerate(self._keys.to_pylist())}
+            # _rows last: a thread that finds it set finds _python set too.
             self._python = {c: values.to_pylist() for c, values in self._values.items()}
+            self._rows = {key: row for row, key in enumerate(self._keys.to_pylist())}
         lower = self.params.case_insensitive
         rows = [None if not k else self._rows.get(k.lower() if lower else k) for k in keys]
         return {self.params.prefix + c: [None if row is None else values[row] for row in rows]
