@@ -23,7 +23,7 @@ from pipelines.engine.validation import validate_table
 from pipelines.inference.context import Decisions, RunContext
 from pipelines.inference.spans import engine_call
 from pipelines.io.columns import ERRORS_COLUMN
-from pipelines.io.json_records import json_record
+from pipelines.io.json_records import json_columns
 from pipelines.spec.workflow import WorkflowSpec
 
 
@@ -51,15 +51,8 @@ class InProcessEngine:
         """Records as the raw text a CSV row would hold, so every path validates alike. A request's
         records are the rows of "request"; given `origins` (stream messages), each record is row 1
         of its own origin. `unparsed` holds why a record could not be read at all, if it could not."""
-        fields = list(self.spec.schema_.fields)
-        columns: dict[str, list[Any]] = {name: [] for name in fields}
-        parse_errors: list[str | None] = []
-        for i, record in enumerate(records):
-            reason = unparsed[i] if unparsed else None
-            values, error = ({}, reason) if reason else json_record(record, self.spec.schema_)
-            parse_errors.append(error)
-            for name in fields:
-                columns[name].append(values.get(name))
+        columns = json_columns(records, self.spec.schema_, unparsed)
+        parse_errors = columns.pop("_parse_error")
         n = len(records)
         sources = origins if origins is not None else ["request"] * n
         rows = [1] * n if origins is not None else list(range(1, n + 1))

@@ -24,7 +24,7 @@ from pipelines.engine.validation import validated_rows
 from pipelines.inference.context import Decisions, RunContext
 from pipelines.inference.spans import counted, engine_span, record_step_statuses, step_batch
 from pipelines.io.columns import ERRORS_COLUMN
-from pipelines.io.json_records import json_record
+from pipelines.io.json_records import json_columns
 from pipelines.review.decisions import answering_from, decidable_types
 from pipelines.spec.workflow import WorkflowSpec
 
@@ -48,14 +48,7 @@ def augment_rows(spec: WorkflowSpec, chain: Sequence[Augmenter], schema: pa.Sche
     their errors), or Columnar where the records need the columnar path."""
     fields = spec.schema_.fields
     with engine_span(spec, context, len(records)) as current:
-        raw: dict[str, list[Any]] = {name: [] for name in fields}
-        parse_errors: list[str | None] = []
-        for record in records:
-            values, error = json_record(record, spec.schema_)
-            parse_errors.append(error)
-            for name in fields:
-                raw[name].append(values.get(name))
-        validated = validated_rows({**raw, "_parse_error": parse_errors}, len(records), spec.schema_)
+        validated = validated_rows(json_columns(records, spec.schema_), len(records), spec.schema_)
         errors = validated[ERRORS_COLUMN]
         valid = [i for i, e in enumerate(errors) if e is None]
         ids = [validated["record_uuid"][i] for i in valid]

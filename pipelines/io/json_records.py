@@ -4,6 +4,7 @@ a CSV row would hold, so that every source validates alike. Light to import (no 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from pipelines.spec.errors import clip
@@ -85,3 +86,19 @@ def json_record(obj: Any, schema: SchemaSpec) -> tuple[dict[str, str | None], st
             except UnicodeEncodeError as exc:
                 return {}, f"{name}: not valid Unicode (lone surrogate {value[exc.start]!r} at character {exc.start})"
     return values, None
+
+
+def json_columns(records: Sequence[Any], schema: SchemaSpec, unparsed: Sequence[str | None] | None = None
+                 ) -> dict[str, list[str | None]]:
+    """Records as `json_record` reads them, by column: each field's text values and `_parse_error`
+    (why a record is not one; `unparsed` holds why a record could not be read at all, if it could not)."""
+    columns: dict[str, list[str | None]] = {name: [] for name in schema.fields}
+    parse_errors: list[str | None] = []
+    for i, record in enumerate(records):
+        reason = unparsed[i] if unparsed else None
+        values, error = ({}, reason) if reason else json_record(record, schema)
+        parse_errors.append(error)
+        for name, column in columns.items():
+            column.append(values.get(name))
+    columns["_parse_error"] = parse_errors
+    return columns
